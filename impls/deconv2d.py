@@ -1,0 +1,376 @@
+"""Transposed 2-D convolution (NHWC): forward, float64 reference and backward methods.
+
+Forward (matches ``torch.nn.ConvTranspose2d`` with weight ``W.transpose(2, 3, 0, 1)``)::
+
+    X (N, Hin, Win, Cin), W (k, k, Cin, Cout), b (Cout,)  ->  Y (N, Hout, Wout, Cout)
+    Hout = (Hin - 1)·s - 2·pad + d·(k - 1) + op + 1            (same for Wout)
+    Y[n, i·s - pad + p·d, j·s - pad + q·d] += X[n, i, j] · W[p, q]     for every tap (p, q)
+    Y += b
+
+where s = stride, d = dilation, pad = padding, op = output_padding; contributions that
+land outside [0, Hout) × [0, Wout) are dropped. Each input pixel scatters k² taps.
+
+Backward, with dY (N, Hout, Wout, Cout) and the sums over valid (input, tap) pairs::
+
+    dX[n, i, j] = Σ_{p,q} dY[n, i·s - pad + p·d, j·s - pad + q·d] · W[p, q]ᵀ
+    dW[p, q]    = Σ_{n,i,j} X[n, i, j]ᵀ · dY[n, i·s - pad + p·d, j·s - pad + q·d]
+    db          = Σ_{n,h,w} dY[n, h, w]
+
+so dX is a strided, dilated *convolution* of dY with W, and dW a correlation of X with
+dY. The three methods (DESIGN.md, Variants):
+
+- ``im2col``: the numpy-ml style; the forward is rewritten as a stride-1 convolution of
+  the zero-inserted, padded input with the flipped kernel; its backward is im2col of that
+  input, one GEMM per gradient and a col2im scatter-add (work on the inserted zeros).
+- ``gather``: dX and dW from one strided gather over windows of the padded dY (no
+  scatter), blocked over images so the gathered columns stay in cache between GEMMs.
+- ``taps``: one GEMM per kernel tap for each of dX and dW, accumulating dX into
+  strided slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+from impls.base import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_CLIP_VALUE,
+    Axis,
+    Case,
+    Dim,
+    Grads,
+    Kernel,
+    bias_like,
+    rng_for,
+    variant_name,
+)
+
+NAME = "deconv2d"
+PARAMS = ("W", "b")
+DIMS = (
+    Dim("N", 1, 8), Dim("Hin", 1, 16), Dim("Win", 1, 16), Dim("Cin", 1, 16),
+    Dim("Cout", 1, 16), Dim("k", 1, 3), Dim("stride", 1, 2), Dim("padding", 0, 1),
+    Dim("dilation", 1, 1), Dim("output_padding", 0, 0),
+)
+METHODS = ("im2col", "gather", "taps")
+AXES = (Axis("method", METHODS),)
+AXIS_ORDER = tuple(a.name for a in AXES)
+#: Scale of the random weights (times 1/sqrt(fan-in)); keeps Y of order one.
+WEIGHT_SCALE = 1.0
+#: Target size of one block of gathered columns in the ``gather`` method: small
+#: enough to stay in the last-level cache between the dX and the dW GEMM.
+GATHER_BLOCK_BYTES = 4 << 20
+
+
+# --------------------------------------------------------------------------- geometry
+
+def out_size(n_in: int, k: int, stride: int, padding: int, dilation: int,
+             output_padding: int) -> int:
+    """Output length of a transposed convolution along one axis (torch's formula)."""
+    return (n_in - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+
+
+def _out_hw(shape) -> tuple[int, int]:
+    """(Hout, Wout) of a full shape."""
+    rest = (shape["k"], shape["stride"], shape["padding"], shape["dilation"],
+            shape["output_padding"])
+    return out_size(shape["Hin"], *rest), out_size(shape["Win"], *rest)
+
+
+def tap_range(p: int, n_in: int, n_out: int, stride: int, padding: int,
+              dilation: int) -> tuple[int, int, int]:
+    """The inputs whose tap ``p`` lands inside the output, along one axis.
+
+    Returns
+    -------
+    (i0, i1, o0) : tuple[int, int, int]
+        Input positions ``i0 <= i < i1`` reach output ``o0 + (i - i0)·stride``, all in
+        ``[0, n_out)``; ``i1 <= i0`` when none does.
+    """
+    shift = p * dilation - padding                      # output of input 0
+    i0 = max(0, -(shift // stride))                     # ceil(-shift / stride)
+    i1 = min(n_in, (n_out - 1 - shift) // stride + 1)
+    return i0, i1, i0 * stride + shift
+
+
+def valid_pairs(n_in: int, n_out: int, k: int, stride: int, padding: int,
+                dilation: int) -> int:
+    """Number of (input position, tap) pairs landing inside ``[0, n_out)``, one axis."""
+    ranges = (tap_range(p, n_in, n_out, stride, padding, dilation) for p in range(k))
+    return sum(max(0, i1 - i0) for i0, i1, _ in ranges)
+
+
+def _geometry(X: np.ndarray, W: np.ndarray, shape) -> tuple:
+    """Every size a method needs: (N, Hin, Win, Cin, Cout, k, s, pad, d, op, Hout, Wout)."""
+    N, Hin, Win, Cin = X.shape
+    k, Cout = W.shape[0], W.shape[3]
+    s, pad, d, op = (shape[n] for n in ("stride", "padding", "dilation", "output_padding"))
+    return (N, Hin, Win, Cin, Cout, k, s, pad, d, op,
+            out_size(Hin, k, s, pad, d, op), out_size(Win, k, s, pad, d, op))
+
+
+def _tap_slices(p: int, q: int, geo: tuple):
+    """Input slice (rows, cols) and strided output slice (rows, cols) of tap (p, q).
+
+    None when the tap reaches no output.
+    """
+    _, Hin, Win, _, _, _, s, pad, d, _, Hout, Wout = geo
+    i0, i1, oh = tap_range(p, Hin, Hout, s, pad, d)
+    j0, j1, ow = tap_range(q, Win, Wout, s, pad, d)
+    if i1 <= i0 or j1 <= j0:
+        return None
+    return ((slice(i0, i1), slice(j0, j1)),
+            (slice(oh, oh + (i1 - i0 - 1) * s + 1, s), slice(ow, ow + (j1 - j0 - 1) * s + 1, s)))
+
+
+def check(shape) -> str | None:
+    """None, or why torch refuses the shape (output_padding too large, empty output)."""
+    s, d, op = shape["stride"], shape["dilation"], shape["output_padding"]
+    if op >= max(s, d):
+        return (f"output_padding={op} must be smaller than max(stride, dilation)"
+                f"={max(s, d)}")
+    Hout, Wout = _out_hw(shape)
+    if Hout <= 0 or Wout <= 0:
+        return f"output size {Hout}x{Wout} is not positive"
+    return None
+
+
+# --------------------------------------------------------------------------- case, forward
+
+def make_case(shape, dtype: str, seed: int, clip_value: float = DEFAULT_CLIP_VALUE,
+              clip_norm: float = DEFAULT_CLIP_NORM) -> Case:
+    """Random X (N,Hin,Win,Cin), W (k,k,Cin,Cout), nonzero b (Cout,), random dY."""
+    full = {dim.name: int(shape[dim.name]) for dim in DIMS}
+    N, Hin, Win, Cin, Cout, k = (full[n] for n in ("N", "Hin", "Win", "Cin", "Cout", "k"))
+    Hout, Wout = _out_hw(full)
+    rng = rng_for(seed, NAME, *full.values())
+    params = {
+        "W": rng.standard_normal((k, k, Cin, Cout)) * WEIGHT_SCALE / np.sqrt(k * k * Cin),
+        "b": bias_like(rng, Cout, "float64"),
+    }
+    X = rng.standard_normal((N, Hin, Win, Cin))
+    dY = rng.standard_normal((N, Hout, Wout, Cout))
+    case = Case(NAME, full, "float64", seed, params, X, dY, clip_value, clip_norm)
+    return case.astype(dtype)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` (cached layouts must never be written)."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def forward(case: Case) -> tuple[np.ndarray, dict]:
+    """Y (N, Hout, Wout, Cout): one GEMM X·[W_pq] then k² strided slice-adds.
+
+    The cache holds X, W, b and the layouts the backward methods reuse:
+    ``X2`` (N·Hin·Win, Cin) and ``W_cols`` (k·k·Cout, Cin), W[p, q]ᵀ stacked by tap.
+    """
+    X, W, b = case.X, case.params["W"], case.params["b"]
+    geo = _geometry(X, W, case.shape)
+    N, Hin, Win, Cin, Cout, k = geo[:6]
+    X2 = X.reshape(N * Hin * Win, Cin)
+    XW = (X2 @ W.transpose(2, 0, 1, 3).reshape(Cin, k * k * Cout))
+    XW = XW.reshape(N, Hin, Win, k, k, Cout)
+    Y = np.empty((N, geo[10], geo[11], Cout), dtype=X.dtype)
+    Y[...] = b
+    for p in range(k):
+        for q in range(k):
+            sl = _tap_slices(p, q, geo)
+            if sl is not None:
+                Y[:, sl[1][0], sl[1][1]] += XW[:, sl[0][0], sl[0][1], p, q]
+    W_cols = np.ascontiguousarray(W.transpose(0, 1, 3, 2)).reshape(k * k * Cout, Cin)
+    cache = {"X": X, "W": W, "b": b, "X2": _readonly(X2), "W_cols": _readonly(W_cols)}
+    return Y, cache
+
+
+# --------------------------------------------------------------------------- reference
+
+def _full_frame(dY: np.ndarray, geo: tuple) -> np.ndarray:
+    """dY placed in the uncropped output frame: frame row f holds output row f - pad.
+
+    The frame (N, Hf, Wf, Cout) covers every tap of every input,
+    Hf = (Hin - 1)·s + d·(k - 1) + 1; rows outside the output are zero.
+    """
+    N, Hin, Win, _, Cout, k, s, pad, d, _, Hout, Wout = geo
+    Hf, Wf = (Hin - 1) * s + d * (k - 1) + 1, (Win - 1) * s + d * (k - 1) + 1
+    frame = np.zeros((N, Hf, Wf, Cout), dtype=dY.dtype)
+    h, w = min(Hout, Hf - pad), min(Wout, Wf - pad)
+    if h > 0 and w > 0:
+        frame[:, pad:pad + h, pad:pad + w] = dY[:, :h, :w]
+    return frame
+
+
+def reference(case: Case, cache: dict) -> Grads:
+    """Plain float64 backward: dY in the full frame, one einsum per tap and gradient."""
+    X = np.asarray(cache["X"], dtype=np.float64)
+    W = np.asarray(cache["W"], dtype=np.float64)
+    dY = np.asarray(case.dY, dtype=np.float64)
+    geo = _geometry(X, W, case.shape)
+    _, Hin, Win, _, _, k, s, _, d, _, _, _ = geo
+    frame = _full_frame(dY, geo)
+    dX, dW = np.zeros_like(X), np.zeros_like(W)
+    for p in range(k):
+        for q in range(k):
+            G = frame[:, p * d:p * d + (Hin - 1) * s + 1:s, q * d:q * d + (Win - 1) * s + 1:s]
+            dX += np.einsum("nhwc,dc->nhwd", G, W[p, q])
+            dW[p, q] = np.einsum("nhwd,nhwc->dc", X, G)
+    return {"dX": dX, "W": dW, "b": dY.sum(axis=(0, 1, 2))}
+
+
+# --------------------------------------------------------------------------- im2col
+
+def _pad_crop(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``a`` padded with zeros (or cropped, where negative) by lo/hi on axes 1 and 2."""
+    N, H, Wd, C = a.shape
+    out = np.zeros((N, H + lo + hi, Wd + lo + hi, C), dtype=a.dtype)
+    src = slice(max(0, -lo), H - max(0, -hi)), slice(max(0, -lo), Wd - max(0, -hi))
+    dst = slice(max(0, lo), max(0, lo) + src[0].stop - src[0].start), \
+        slice(max(0, lo), max(0, lo) + src[1].stop - src[1].start)
+    out[:, dst[0], dst[1]] = a[:, src[0], src[1]]
+    return out
+
+
+def _im2col_backward(case: Case, cache: dict) -> Grads:
+    """numpy-ml style: zero-insert X, pad, im2col, GEMMs, col2im scatter-add.
+
+    The forward equals a stride-1, dilation-d convolution of Xdp (X with s - 1 zeros
+    inserted between pixels, padded by d·(k-1) - pad before and d·(k-1) - pad + op after)
+    with the flipped kernel. Its backward works on every inserted zero.
+    """
+    X, W, dY = cache["X"], cache["W"], case.dY
+    geo = _geometry(X, W, case.shape)
+    N, Hin, Win, Cin, Cout, k, s, pad, d, op, Hout, Wout = geo
+    Xd = np.zeros((N, (Hin - 1) * s + 1, (Win - 1) * s + 1, Cin), dtype=X.dtype)
+    Xd[:, ::s, ::s] = X
+    lo = d * (k - 1) - pad
+    Xdp = _pad_crop(Xd, lo, lo + op)
+    win = sliding_window_view(Xdp, (d * (k - 1) + 1, d * (k - 1) + 1), axis=(1, 2))
+    cols = win[..., ::d, ::d].transpose(0, 1, 2, 4, 5, 3).reshape(N * Hout * Wout, k * k * Cin)
+    W_flip = W[::-1, ::-1].reshape(k * k * Cin, Cout)
+    dY2 = dY.reshape(N * Hout * Wout, Cout)
+    dW = (cols.T @ dY2).reshape(k, k, Cin, Cout)[::-1, ::-1]
+    dcols = (dY2 @ W_flip.T).reshape(N, Hout, Wout, k, k, Cin)
+    dXdp = np.zeros_like(Xdp)
+    for th in range(k):                                          # col2im
+        for tw in range(k):
+            dXdp[:, th * d:th * d + Hout, tw * d:tw * d + Wout] += dcols[:, :, :, th, tw]
+    dX = _pad_crop(dXdp, -lo, -(lo + op))[:, ::s, ::s]
+    return {"dX": np.ascontiguousarray(dX), "W": np.ascontiguousarray(dW),
+            "b": dY2.sum(axis=0)}
+
+
+# --------------------------------------------------------------------------- gather
+
+def _gather_backward(case: Case, cache: dict) -> Grads:
+    """Windows of the padded dY gathered per block of images; two GEMMs per block.
+
+    cols[n, i, j, p, q, :] = frame[n, i·s + p·d, j·s + q·d, :] (an as_strided view of
+    the padded dY, copied block by block), then dX = cols · W_cols and
+    dWᵀ += X2ᵀ · cols: no scatter, no work on inserted zeros.
+    """
+    X2, W_cols, dY = cache["X2"], cache["W_cols"], case.dY
+    geo = _geometry(cache["X"], cache["W"], case.shape)
+    N, Hin, Win, Cin, Cout, k, s, _, d = geo[:9]
+    frame = _full_frame(dY, geo)
+    sN, sH, sW, sC = frame.strides
+    win = as_strided(frame, shape=(N, Hin, Win, k, k, Cout),
+                     strides=(sN, s * sH, s * sW, d * sH, d * sW, sC), writeable=False)
+    kkC, rows = k * k * Cout, Hin * Win
+    per_image = rows * kkC * frame.itemsize
+    nb = max(1, min(N, GATHER_BLOCK_BYTES // per_image))
+    buf = np.empty((nb, Hin, Win, k, k, Cout), dtype=dY.dtype)
+    dX = np.empty((N * rows, Cin), dtype=dY.dtype)
+    dWt = np.zeros((Cin, kkC), dtype=dY.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        cols = buf[:n1 - n0]
+        np.copyto(cols, win[n0:n1])
+        cols2 = cols.reshape((n1 - n0) * rows, kkC)
+        np.matmul(cols2, W_cols, out=dX[n0 * rows:n1 * rows])
+        dWt += X2[n0 * rows:n1 * rows].T @ cols2
+    dW = np.ascontiguousarray(dWt.reshape(Cin, k, k, Cout).transpose(1, 2, 0, 3))
+    db = dY.reshape(-1, Cout).sum(axis=0)
+    return {"dX": dX.reshape(N, Hin, Win, Cin), "W": dW, "b": db}
+
+
+# --------------------------------------------------------------------------- taps
+
+def _taps_backward(case: Case, cache: dict) -> Grads:
+    """One GEMM per tap for dX and one for dW, on the valid input/output slices."""
+    X, W, dY = cache["X"], cache["W"], case.dY
+    geo = _geometry(X, W, case.shape)
+    N, Hin, Win, Cin, Cout, k = geo[:6]
+    dX = np.zeros_like(X)
+    dW = np.zeros_like(W)
+    for p in range(k):
+        for q in range(k):
+            sl = _tap_slices(p, q, geo)
+            if sl is None:
+                continue
+            (ri, ci), (ro, co) = sl
+            G = dY[:, ro, co]
+            G2 = G.reshape(-1, Cout)
+            dX[:, ri, ci] += (G2 @ W[p, q].T).reshape(G.shape[:3] + (Cin,))
+            dW[p, q] = X[:, ri, ci].reshape(-1, Cin).T @ G2
+    return {"dX": dX, "W": dW, "b": dY.reshape(-1, Cout).sum(axis=0)}
+
+
+# --------------------------------------------------------------------------- cost model
+
+def flops(shape) -> int:
+    """FLOPs of the minimal backward, counting valid taps only.
+
+    A tap (p, q) of input pixel (i, j) is valid when its output pixel lies inside
+    [0, Hout) × [0, Wout); the valid pairs factor per axis, so their number over one
+    image is V = Vh · Vw with Vh = #{(i, p): 0 <= i·s - pad + p·d < Hout} (likewise Vw).
+    Each valid pair costs one (1×Cin)·(Cin×Cout)-sized multiply-add in dX and one in
+    dW, 2·Cin·Cout FLOPs each; db adds every element of dY once::
+
+        flops = 2 · (2·N·Cin·Cout·Vh·Vw) + N·Hout·Wout·Cout
+
+    (V ≈ Hin·Win·k² when padding is small; never any work on inserted zeros).
+    """
+    full = {dim.name: int(shape[dim.name]) for dim in DIMS}
+    Hout, Wout = _out_hw(full)
+    geo = (full["k"], full["stride"], full["padding"], full["dilation"])
+    Vh = valid_pairs(full["Hin"], Hout, *geo)
+    Vw = valid_pairs(full["Win"], Wout, *geo)
+    N, Cin, Cout = full["N"], full["Cin"], full["Cout"]
+    return 2 * (2 * N * Cin * Cout * Vh * Vw) + N * Hout * Wout * Cout
+
+
+def memory_estimate(shape, dtype: str) -> int:
+    """Bytes of inputs, cache, gradients and the largest method's workspace.
+
+    The largest is ``im2col``: the zero-inserted, padded input, its columns and their
+    gradient, each N·Hout·Wout·k²·Cin elements.
+    """
+    full = {dim.name: int(shape[dim.name]) for dim in DIMS}
+    N, Hin, Win, Cin, Cout, k = (full[n] for n in ("N", "Hin", "Win", "Cin", "Cout", "k"))
+    Hout, Wout = _out_hw(full)
+    s, d = full["stride"], full["dilation"]
+    item = np.dtype(dtype).itemsize
+    x, y, w = N * Hin * Win * Cin, N * Hout * Wout * Cout, k * k * Cin * Cout
+    span = d * (k - 1) + 1
+    xdp = N * ((Hin - 1) * s + span + 1) * ((Win - 1) * s + span + 1) * Cin
+    cols = N * Hout * Wout * k * k * Cin
+    return item * (3 * x + 3 * y + 4 * w + 2 * xdp + 2 * cols)
+
+
+BACKWARDS = {
+    variant_name(NAME, {"method": "im2col"}, AXIS_ORDER): _im2col_backward,
+    variant_name(NAME, {"method": "gather"}, AXIS_ORDER): _gather_backward,
+    variant_name(NAME, {"method": "taps"}, AXIS_ORDER): _taps_backward,
+}
+
+KERNEL = Kernel(
+    name=NAME, dims=DIMS, axes=AXES,
+    baseline=variant_name(NAME, {"method": "im2col"}, AXIS_ORDER),
+    baseline_axes=(),
+    check=check, make_case=make_case, forward=forward, reference=reference,
+    variants=BACKWARDS, flops=flops, memory_estimate=memory_estimate,
+)
+KERNELS = [KERNEL]
