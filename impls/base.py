@@ -303,3 +303,38 @@ class SkipCell(Exception):
 
     The worker records the cell as ``skipped`` with this message.
     """
+
+
+#: Name of the clipping axis; its value selects :func:`clip_grads`' mode.
+CLIP_AXIS = "clip"
+
+
+def forward_for(kernel: Kernel, backward: Backward) -> Callable[[Case], tuple[np.ndarray, Any]]:
+    """The forward a variant's backward belongs to.
+
+    A backward may carry its own ``forward`` attribute (e.g. a bilstm merge mode
+    whose output differs from the kernel's default forward); else the kernel's.
+    """
+    return getattr(backward, "forward", kernel.forward)
+
+
+def reference_for(kernel: Kernel, variant: str) -> Callable[[Case, Any], Grads]:
+    """The float64 reference a variant is checked against.
+
+    The backward's own ``reference`` attribute if it has one, else the
+    kernel's; for a variant with a ``clip`` axis, the reference's parameter
+    gradients are clipped the same way (clipping is idempotent, so a reference
+    that already clips is unchanged).
+    """
+    backward = kernel.variants[variant]
+    plain = getattr(backward, "reference", kernel.reference)
+    mode = parse_variant(variant)[1].get(CLIP_AXIS, "none")
+    if mode == "none":
+        return plain
+
+    def clipped(case: Case, cache: Any) -> Grads:
+        grads = plain(case, cache)
+        names = tuple(k for k in grads if k != "dX")
+        return clip_grads(grads, names, mode, case.clip_value, case.clip_norm)
+
+    return clipped

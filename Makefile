@@ -1,0 +1,34 @@
+# Two commands set up everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install browser lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,torch]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The README demo: a sweep on an embedded local Ray, a ranking, the dashboard.
+demo: $(STAMP)
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/gradsweep run jobs/quick.toml
+
+# Headless Chromium and its driver for the dashboard test (Debian packages).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
+	    echo "note: could not install chromium; the browser test will skip"; }
+
+test: $(STAMP) browser
+	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) results/sweeps results/cells results/nodes results/profiles dashboards/site

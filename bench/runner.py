@@ -1,0 +1,334 @@
+"""Run a sweep's cells on Ray (embedded or a cluster) or in-process.
+
+The flow: expand the spec, write a ``started`` event, hand the cells to an
+executor that yields results in completion order, store them in batches, write
+the final event. A killed driver leaves every stored cell; ``resume`` reruns the
+cells of a sweep that are not ``ok``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bench import env, store
+from bench.errors import BadInput
+from bench.spec import Cell, Expansion, MeasureSettings, SweepSpec, expand
+from bench.worker import CellResult, run_cell, skeleton
+from impls.registry import load
+
+#: Rows buffered before a file is written, and the longest wait between files.
+BATCH_ROWS = 200
+BATCH_SECONDS = 5.0
+#: Statuses that count as a failed cell (exit code 1).
+FAILED = ("incorrect", "error", "crashed", "timeout")
+BYTES_PER_MB = 1024 * 1024
+
+
+def new_sweep_id(now: datetime | None = None) -> str:
+    """UTC time plus a random suffix, e.g. ``20261122T210500Z-3f9a``."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class BatchWriter:
+    """Buffers results and writes them as whole files every few seconds or rows."""
+
+    dataset: store.Dataset
+    sweep_id: str
+    max_rows: int = BATCH_ROWS
+    max_seconds: float = BATCH_SECONDS
+    _rows: list[dict] = field(default_factory=list)
+    _last: float = field(default_factory=time.monotonic)
+
+    def add(self, result: CellResult) -> None:
+        """Buffer one result; write a file when the batch is full or old."""
+        self._rows.append(result.row())
+        if len(self._rows) >= self.max_rows or time.monotonic() - self._last > self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one file (nothing when empty)."""
+        if self._rows:
+            store.write(self.dataset, "cells", self.sweep_id, self._rows)
+        self._rows, self._last = [], time.monotonic()
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a finished (or interrupted) sweep did."""
+
+    sweep_id: str
+    status: str
+    counts: dict[str, int]
+    dropped: int = 0
+
+    @property
+    def failed(self) -> int:
+        """Cells whose status counts as a failure."""
+        return sum(self.counts.get(s, 0) for s in FAILED)
+
+
+def over_budget(cells: Iterable[Cell], settings: MeasureSettings, plugins: tuple[str, ...]):
+    """Split cells into those within ``memory_budget_mb`` and skipped results."""
+    registry = load(plugins)
+    budget = settings.memory_budget_mb * BYTES_PER_MB
+    keep, skipped = [], []
+    for cell in cells:
+        need = registry.kernel(cell.kernel).memory_estimate(cell.dims, cell.dtype)
+        if need > budget:
+            skipped.append(skeleton(cell, "skipped", f"estimated {need / BYTES_PER_MB:.0f} MB "
+                                    f"exceeds memory_budget_mb {settings.memory_budget_mb:g}"))
+        else:
+            keep.append(cell)
+    return keep, skipped
+
+
+def sweep_event(dataset: store.Dataset, spec: SweepSpec, sweep_id: str, event: str,
+                status: str, cells_total: int, role: str = "plain",
+                ci_run: str | None = None) -> None:
+    """Append one event row to ``sweeps`` (the latest row per sweep wins)."""
+    machine = env.collect()
+    store.write(dataset, "sweeps", sweep_id, [{
+        "name": spec.name, "event": event, "status": status, "at": datetime.now(UTC),
+        "role": role, "ci_run": ci_run, "spec": spec.text, "spec_hash": spec.spec_hash,
+        "spec_path": spec.path, "cells_total": cells_total, "git_commit": machine.git_commit,
+        "git_dirty": machine.git_dirty, "host": machine.host}])
+
+
+#: Retries of a cell whose worker process died, before it is recorded ``crashed``.
+CRASH_RETRIES = 2
+#: Out-of-memory retries Ray may make (its default is unbounded).
+OOM_RETRIES = "1"
+#: Seconds between checks for timed-out cells while waiting on Ray.
+WAIT_POLL_S = 1.0
+LOOPBACK = "127.0.0.1"
+
+
+def probe_node() -> dict:
+    """This node's record for the ``nodes`` table, GEMM peaks at 1 BLAS thread."""
+    from bench import measure
+
+    machine = env.collect()
+    with measure.set_threads(1):
+        peaks = {d: env.gemm_peak_gflops(d) for d in ("float32", "float64")}
+    return {"node": env.ray_node_id() or machine.host, "host": machine.host,
+            "cpu": machine.cpu, "cores": machine.cores, "blas": machine.blas,
+            "gemm_gflops_float32": peaks["float32"], "gemm_gflops_float64": peaks["float64"]}
+
+
+def peaks_of(nodes: list[dict]) -> dict[str, dict[str, float]]:
+    """``{node: {dtype: GFLOP/s}}`` from node records."""
+    return {n["node"]: {d: n[f"gemm_gflops_{d}"] for d in ("float32", "float64")}
+            for n in nodes}
+
+
+def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
+                peaks: dict[str, dict[str, float]]) -> CellResult:
+    """Run a cell wherever it landed, with that node's GEMM peaks."""
+    node = env.ray_node_id() or env.collect().host
+    return run_cell(cell, settings, plugins, peaks.get(node))
+
+
+class LocalExecutor:
+    """Runs every cell in this process, one after another (``--local``)."""
+
+    workers = 1
+
+    def nodes(self) -> list[dict]:
+        """One record: this process's machine."""
+        return [probe_node()]
+
+    def run(self, cells: list[Cell], settings: MeasureSettings, plugins: tuple[str, ...],
+            peaks: dict[str, dict[str, float]]) -> Iterator[CellResult]:
+        """Yield each cell's result as it finishes."""
+        for cell in cells:
+            yield run_on_node(cell, settings, plugins, peaks)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _plugin_paths(plugins: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(sys.path roots, top-level package dirs or module files) of plugins."""
+    import importlib
+
+    roots, shipped = [], []
+    for name in plugins:
+        top = importlib.import_module(name.split(".")[0])
+        path = getattr(top, "__path__", [None])[0] or top.__file__
+        roots.append(os.path.dirname(os.path.abspath(path)))
+        shipped.append(os.path.abspath(path))
+    return roots, shipped
+
+
+def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
+    """``ray.init`` arguments: embedded on loopback, or a cluster with our code shipped."""
+    import bench
+    import impls
+
+    roots, shipped = _plugin_paths(plugins)
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
+    if address:
+        modules = [os.path.dirname(bench.__file__), os.path.dirname(impls.__file__), *shipped]
+        return {"address": address, "runtime_env": {"py_modules": modules, "env_vars": env_vars},
+                "logging_level": "WARNING", "log_to_driver": True}
+    here = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
+    path = os.pathsep.join(dict.fromkeys([here, *roots, *sys.path[1:]]))
+    env_vars["PYTHONPATH"] = path
+    return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
+            "num_cpus": workers or env.collect().cores, "logging_level": "WARNING",
+            "log_to_driver": True, "runtime_env": {"env_vars": env_vars}}
+
+
+def _failure_result(cell: Cell, exc: BaseException) -> CellResult:
+    import ray.exceptions as rex
+
+    if isinstance(exc, rex.WorkerCrashedError | rex.NodeDiedError | rex.OutOfMemoryError):
+        status = "crashed"
+        text = f"worker died {CRASH_RETRIES + 1} times: {type(exc).__name__}: {exc}"
+        return skeleton(cell, status, text, attempts=CRASH_RETRIES + 1)
+    return skeleton(cell, "error", f"{type(exc).__name__}: {exc}")
+
+
+class RayExecutor:
+    """One Ray task per cell (num_cpus=1), a bounded number in flight.
+
+    Parameters
+    ----------
+    address : str, optional
+        A cluster to join (what ``ray.init`` takes); None starts an embedded
+        Ray bound to 127.0.0.1 (RAY_ADDRESS is honoured as Ray does).
+    workers : int, optional
+        Cells run at once; default the physical cores (locally) or the
+        cluster's CPUs.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None,
+                 plugins: tuple[str, ...] = ()):
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_task_oom_retries", OOM_RETRIES)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            ray.init(**ray_init_kwargs(address, plugins, workers))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        default = min(env.collect().cores, cpus) if not address else cpus
+        self.workers = max(1, workers or default)
+        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES)(run_on_node)
+
+    def nodes(self) -> list[dict]:
+        """Probe every alive node once, each on its own node."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(num_cpus=1)(probe_node)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
+        return ray.get(refs)
+
+    def run(self, cells: list[Cell], settings: MeasureSettings, plugins: tuple[str, ...],
+            peaks: dict[str, dict[str, float]]) -> Iterator[CellResult]:
+        """Yield results in completion order; timeouts and crashes become rows."""
+        import ray
+
+        pending = list(reversed(cells))
+        running: dict = {}
+        while pending or running:
+            while pending and len(running) < self.workers:
+                cell = pending.pop()
+                ref = self._task.remote(cell, settings, plugins, peaks)
+                running[ref] = (cell, time.monotonic())
+            done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
+            for ref in done:
+                cell, _ = running.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # the task's failure is the cell's row
+                    yield _failure_result(cell, exc)
+            yield from self._expire(running, settings.timeout_s)
+
+    def _expire(self, running: dict, timeout_s: float) -> Iterator[CellResult]:
+        import ray
+
+        now = time.monotonic()
+        for ref, (cell, since) in list(running.items()):
+            if now - since > timeout_s:
+                ray.cancel(ref, force=True)
+                del running[ref]
+                yield skeleton(cell, "timeout", f"cell exceeded timeout_s {timeout_s:g}")
+
+    def close(self) -> None:
+        """Shut down the embedded Ray (a joined cluster keeps running)."""
+        import ray
+
+        if self._owns and ray.is_initialized():
+            ray.shutdown()
+
+
+def resume_plan(dataset: store.Dataset, spec: SweepSpec, sweep: str,
+                cells: tuple[Cell, ...]) -> tuple[str, list[Cell]]:
+    """The sweep to resume and its cells that are not ``ok``.
+
+    Raises
+    ------
+    BadInput
+        When the sweep is unknown or was run from a different spec.
+    """
+    sweep_id = store.resolve_sweep(dataset, sweep)
+    row = store.sweeps(dataset).set_index(store.PARTITION).loc[sweep_id]
+    if row["spec_hash"] != spec.spec_hash:
+        raise BadInput(f"sweep {sweep_id} was run from a different spec "
+                       f"(hash {str(row['spec_hash'])[:12]} != {spec.spec_hash[:12]}); "
+                       "resume needs the same spec", where=spec.path)
+    stored = store.read(dataset, "cells", [sweep_id], columns=["cell_id", "status"])
+    ok = set(stored.loc[stored["status"] == "ok", "cell_id"])
+    return sweep_id, [c for c in cells if c.cell_id not in ok]
+
+
+def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str | None = None,
+              on_start: Callable[[str, int], None] = lambda sweep_id, n: None,
+              on_result: Callable[[CellResult], None] = lambda result: None,
+              expansion: Expansion | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep of ``spec`` into ``dataset`` with ``executor``.
+
+    ``on_start(sweep_id, cells)`` is called before any cell runs, and
+    ``on_result`` for every result as it is stored in a batch.
+    """
+    expansion = expansion or expand(spec)
+    if resume:
+        sweep_id, cells = resume_plan(dataset, spec, resume, expansion.cells)
+    else:
+        sweep_id, cells = new_sweep_id(), list(expansion.cells)
+    total = len(expansion.cells)
+    sweep_event(dataset, spec, sweep_id, "resumed" if resume else "started", "running", total)
+    on_start(sweep_id, len(cells))
+    writer = BatchWriter(dataset, sweep_id)
+    counts: dict[str, int] = {}
+    status = "failed"
+    try:
+        runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
+        nodes = executor.nodes()
+        store.write(dataset, "nodes", sweep_id, nodes)
+        results = executor.run(runnable, spec.measure, spec.plugins, peaks_of(nodes))
+        for result in itertools.chain(skipped, results):
+            writer.add(result)
+            counts[result.status] = counts.get(result.status, 0) + 1
+            on_result(result)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "cancelled"
+        raise
+    finally:
+        writer.flush()
+        sweep_event(dataset, spec, sweep_id, status, status, total)
+    return SweepOutcome(sweep_id, status, counts, len(expansion.dropped))
