@@ -1,0 +1,465 @@
+"""Timing, memory and BLAS-thread control for one callable (DESIGN.md, Measurement).
+
+``time_call`` times a zero-argument callable the way pyperf does: the first call
+alone, then loops calibrated by doubling until one sample lasts ``min_time_s``,
+then warmup samples until the timings stop falling, then ``samples`` timed
+samples, each stored as nanoseconds per call. ``memory_pass`` runs the callable
+once more, untimed, under tracemalloc. ``set_threads`` pins the BLAS thread
+count with threadpoolctl and reports what is in effect.
+
+References
+----------
+pyperf (V. Stinner), ``pyperf/_worker.py``: loop calibration by doubling and
+warmup calibration by comparing the means of two halves of the warmup values.
+Barrett, E. et al. (2017). Virtual machine warmup blows hot and cold. OOPSLA:
+warmup length varies, so it is measured, not fixed.
+hyperfine (D. Peter): outlier and first-run warnings.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bench import stats
+
+#: Loop calibration stops doubling here (pyperf uses 2**32; a callable this fast
+#: is far below what the timer can resolve anyway, and is flagged).
+MAX_LOOPS = 2**20
+#: Warmup compares the median of the newest WARMUP_WINDOW warmup samples with the
+#: median of the WARMUP_WINDOW before them; a window of 3 tolerates one spike.
+WARMUP_WINDOW = 3
+#: Warmup is over once the newer window is no more than this fraction faster than
+#: the older one: the timings have stopped falling (pyperf uses 10% on means).
+WARMUP_TOLERANCE = 0.10
+#: Fewer samples than this cannot reach p < 0.01 in a Mann-Whitney test
+#: (5 vs 5 gives at best p = 2/252 = 0.0079).
+MIN_SAMPLES = 5
+#: MAD/median above this is "high dispersion" (these machines show ~0.09).
+MAX_DISPERSION = 0.10
+#: Modified z-score above which a sample is an outlier (hyperfine's 10 sigma).
+OUTLIER_Z = 10.0
+#: First call slower than this multiple of the median is reported.
+SLOW_FIRST_FACTOR = 2.0
+#: A sample (all its loops) shorter than this multiple of the clock resolution
+#: carries more than 0.1% quantisation error.
+RESOLUTION_FACTOR = 1000.0
+NS_PER_S = 1_000_000_000
+
+Clock = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Result of :func:`time_call`; every time is in nanoseconds per call.
+
+    Attributes
+    ----------
+    samples_ns : tuple of float, shape (samples,)
+        Each timed sample's elapsed time divided by ``loops``.
+    loops : int
+        Calls per sample.
+    warmups : int
+        Discarded warmup samples (after loop calibration).
+    first_ns : float
+        The very first call, timed alone.
+    median_ns, mad_ns : float
+        Median and unscaled MAD of ``samples_ns``.
+    ci_low_ns, ci_high_ns : float
+        95% percentile-bootstrap interval of the median.
+    warnings : tuple of str
+        ``"code: detail"`` strings, see :func:`timing_warnings`.
+    warmup_settled : bool
+        Whether warmup met its criterion before ``max_warmups``.
+    """
+
+    samples_ns: tuple[float, ...]
+    loops: int
+    warmups: int
+    first_ns: float
+    median_ns: float
+    mad_ns: float
+    ci_low_ns: float
+    ci_high_ns: float
+    warnings: tuple[str, ...] = ()
+    warmup_settled: bool = True
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collect garbage, then keep the cyclic GC disabled; restore its prior state after."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def run_sample(fn: Callable[[], object], loops: int, clock: Clock) -> int:
+    """Call ``fn`` ``loops`` times back to back; return the elapsed clock ticks (ns)."""
+    start = clock()
+    for _ in range(loops):
+        fn()
+    return clock() - start
+
+
+def calibrate_loops(fn: Callable[[], object], min_time_ns: float, clock: Clock) -> int:
+    """Double the loop count from 1 until one sample lasts at least ``min_time_ns`` (pyperf).
+
+    Returns
+    -------
+    int
+        The first power of two whose sample reached ``min_time_ns``, capped at
+        :data:`MAX_LOOPS`.
+    """
+    loops = 1
+    while run_sample(fn, loops, clock) < min_time_ns and loops < MAX_LOOPS:
+        loops *= 2
+    return loops
+
+
+def warmup_settled(
+    history: Sequence[float], window: int = WARMUP_WINDOW, tolerance: float = WARMUP_TOLERANCE
+) -> bool:
+    """Whether warmup samples have stopped getting faster (no downward trend).
+
+    Adapted from pyperf's warmup calibration (two halves' means within 10%),
+    one-sided and on medians: true once there are ``2 * window`` samples and
+    the median of the newest ``window`` is at least ``(1 - tolerance)`` times
+    the median of the ``window`` before them.
+
+    Parameters
+    ----------
+    history : sequence of float, shape (k,)
+        Warmup samples in ns per call, oldest first.
+    window : int
+    tolerance : float
+
+    Returns
+    -------
+    bool
+    """
+    if len(history) < 2 * window:
+        return False
+    older = float(np.median(history[-2 * window : -window]))
+    newer = float(np.median(history[-window:]))
+    return newer >= (1.0 - tolerance) * older
+
+
+def warm_up(
+    fn: Callable[[], object], loops: int, max_warmups: int, clock: Clock
+) -> tuple[int, bool]:
+    """Run warmup samples until :func:`warmup_settled` or ``max_warmups``.
+
+    Returns
+    -------
+    (count, settled) : tuple of (int, bool)
+    """
+    history: list[float] = []
+    while len(history) < max_warmups:
+        history.append(run_sample(fn, loops, clock) / loops)
+        if warmup_settled(history):
+            return len(history), True
+    return len(history), False
+
+
+def _validate(min_time_s: float, samples: int, max_warmups: int) -> None:
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if min_time_s < 0:
+        raise ValueError(f"min_time_s must be >= 0, got {min_time_s}")
+    if max_warmups < 0:
+        raise ValueError(f"max_warmups must be >= 0, got {max_warmups}")
+
+
+def summarise(
+    samples_ns: Sequence[float], *, loops: int, warmups: int, first_ns: float,
+    warmup_settled: bool = True,
+) -> Timing:
+    """Build a :class:`Timing` (median, MAD, bootstrap CI) from raw per-call samples."""
+    low, high = stats.bootstrap_ci_median(samples_ns)
+    return Timing(
+        samples_ns=tuple(float(s) for s in samples_ns),
+        loops=loops,
+        warmups=warmups,
+        first_ns=float(first_ns),
+        median_ns=stats.median(samples_ns),
+        mad_ns=stats.mad(samples_ns),
+        ci_low_ns=low,
+        ci_high_ns=high,
+        warmup_settled=warmup_settled,
+    )
+
+
+def time_call(
+    fn: Callable[[], object],
+    *,
+    min_time_s: float = 0.01,
+    samples: int = 15,
+    max_warmups: int = 10,
+    clock: Clock = time.perf_counter_ns,
+    load_avg: float | None = None,
+    cores: int | None = None,
+    timer_resolution_ns: float | None = None,
+) -> Timing:
+    """Time ``fn()``: first call, loop calibration, measured warmup, then timed samples.
+
+    The cyclic GC is collected once and disabled for the whole measurement
+    (as ``timeit`` does), then restored. The first call is timed alone; loops
+    double from 1 until a sample lasts ``min_time_s`` (pyperf); warmup samples
+    run until :func:`warmup_settled` (at most ``max_warmups``); then
+    ``samples`` samples of ``loops`` calls each are kept, as ns per call.
+
+    Parameters
+    ----------
+    fn : callable with no arguments
+    min_time_s : float
+        Minimum duration of one sample.
+    samples : int
+        Timed samples kept.
+    max_warmups : int
+        Cap on warmup samples.
+    clock : callable returning int nanoseconds
+        Injectable for tests.
+    load_avg, cores, timer_resolution_ns
+        Passed to :func:`timing_warnings`.
+
+    Returns
+    -------
+    Timing
+        With ``warnings`` filled by :func:`timing_warnings`.
+    """
+    _validate(min_time_s, samples, max_warmups)
+    with gc_paused():
+        first_ns = run_sample(fn, 1, clock)
+        loops = calibrate_loops(fn, min_time_s * NS_PER_S, clock)
+        warmups, settled = warm_up(fn, loops, max_warmups, clock)
+        raw = [run_sample(fn, loops, clock) / loops for _ in range(samples)]
+    timing = summarise(raw, loops=loops, warmups=warmups, first_ns=first_ns,
+                       warmup_settled=settled)
+    found = timing_warnings(timing, load_avg=load_avg, cores=cores,
+                            timer_resolution_ns=timer_resolution_ns)
+    return replace(timing, warnings=found)
+
+
+def perf_counter_resolution_ns() -> float:
+    """Resolution of ``time.perf_counter`` in ns, from ``time.get_clock_info``."""
+    return time.get_clock_info("perf_counter").resolution * NS_PER_S
+
+
+def _sample_warnings(timing: Timing) -> list[str]:
+    """Warnings about the samples themselves: count, dispersion, outliers, first run."""
+    out: list[str] = []
+    n = len(timing.samples_ns)
+    if n < MIN_SAMPLES:
+        out.append(f"too-few-samples: {n} < {MIN_SAMPLES}")
+    if timing.median_ns > 0:
+        spread = timing.mad_ns / timing.median_ns
+        if spread > MAX_DISPERSION:
+            out.append(f"high-dispersion: MAD/median {spread:.2f} > {MAX_DISPERSION:.2f}")
+        ratio = timing.first_ns / timing.median_ns
+        if ratio > SLOW_FIRST_FACTOR:
+            out.append(f"slow-first-run: first call {ratio:.1f}x the median > "
+                       f"{SLOW_FIRST_FACTOR:g}x")
+    outliers = int(np.sum(np.abs(stats.modified_z_scores(timing.samples_ns)) > OUTLIER_Z))
+    if outliers:
+        out.append(f"outliers: {outliers} of {n} samples with modified z-score > {OUTLIER_Z:g}")
+    return out
+
+
+def _setup_warnings(
+    timing: Timing, load_avg: float | None, cores: int | None, resolution_ns: float
+) -> list[str]:
+    """Warnings about the conditions: warmup, timer resolution, machine load."""
+    out: list[str] = []
+    if not timing.warmup_settled:
+        out.append(f"warmup-unsettled: still getting faster after {timing.warmups} warmups")
+    shortest = min(timing.samples_ns) * timing.loops
+    if shortest < RESOLUTION_FACTOR * resolution_ns:
+        out.append(f"short-samples: {shortest:.0f} ns per sample < {RESOLUTION_FACTOR:g}x "
+                   f"timer resolution {resolution_ns:g} ns")
+    if load_avg is not None and cores is not None and load_avg > cores:
+        out.append(f"high-load: load average {load_avg:.2f} > {cores} cores")
+    return out
+
+
+def timing_warnings(
+    timing: Timing,
+    *,
+    load_avg: float | None = None,
+    cores: int | None = None,
+    timer_resolution_ns: float | None = None,
+) -> tuple[str, ...]:
+    """Warnings for a timing, each ``"code: detail"`` with a stable code.
+
+    Codes: ``too-few-samples`` (< :data:`MIN_SAMPLES`), ``high-dispersion``
+    (MAD/median > :data:`MAX_DISPERSION`), ``slow-first-run`` (first call >
+    :data:`SLOW_FIRST_FACTOR` x median), ``outliers`` (modified z-score >
+    :data:`OUTLIER_Z`, Iglewicz & Hoaglin 1993), ``warmup-unsettled``,
+    ``short-samples`` (a sample under :data:`RESOLUTION_FACTOR` x the timer
+    resolution), ``high-load`` (1-minute load average above ``cores``).
+
+    Parameters
+    ----------
+    timing : Timing
+    load_avg : float or None
+        Skips the load check when None (or when ``cores`` is None).
+    cores : int or None
+    timer_resolution_ns : float or None
+        Defaults to :func:`perf_counter_resolution_ns`.
+
+    Returns
+    -------
+    tuple of str
+    """
+    resolution = (perf_counter_resolution_ns() if timer_resolution_ns is None
+                  else timer_resolution_ns)
+    found = _sample_warnings(timing) + _setup_warnings(timing, load_avg, cores, resolution)
+    return tuple(found)
+
+
+def warning_codes(warnings: Sequence[str]) -> tuple[str, ...]:
+    """The stable codes of ``"code: detail"`` warnings, e.g. ``("high-load",)``."""
+    return tuple(w.split(":", 1)[0] for w in warnings)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Result of :func:`memory_pass`.
+
+    Attributes
+    ----------
+    peak_bytes : int
+        Traced peak during the call, above the level before it.
+    retained_bytes : int
+        Traced memory still held after the call (the result kept alive), above
+        the level before it.
+    alloc_count : int
+        Net traced memory blocks the call left allocated (its result's blocks
+        and anything else it kept); tracemalloc cannot count blocks that were
+        allocated and freed within the call.
+    """
+
+    peak_bytes: int
+    retained_bytes: int
+    alloc_count: int
+
+
+_SNAPSHOT_FILTER = (tracemalloc.Filter(False, tracemalloc.__file__),)
+
+
+def _block_count(snapshot: tracemalloc.Snapshot) -> int:
+    """Traced blocks in ``snapshot``, leaving out tracemalloc's own snapshot objects."""
+    return len(snapshot.filter_traces(_SNAPSHOT_FILTER).traces)
+
+
+def memory_pass(fn: Callable[[], object]) -> Memory:
+    """Run ``fn()`` once, untimed, under tracemalloc and measure its memory.
+
+    numpy reports its data buffers to tracemalloc, so array scratch space is
+    seen; BLAS-internal buffers are not. Starts tracemalloc if it is not
+    tracing and stops it afterwards only in that case. Sequence: snapshot and
+    traced level before, ``tracemalloc.reset_peak()``, call keeping the
+    result, read current and peak, snapshot after, then drop the result.
+
+    Parameters
+    ----------
+    fn : callable with no arguments
+
+    Returns
+    -------
+    Memory
+    """
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        gc.collect()
+        before_snap = tracemalloc.take_snapshot()
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        result = fn()
+        current, peak = tracemalloc.get_traced_memory()
+        after_snap = tracemalloc.take_snapshot()
+        count = _block_count(after_snap) - _block_count(before_snap)
+        del result
+    finally:
+        if started:
+            tracemalloc.stop()
+    return Memory(peak_bytes=max(peak - before, 0), retained_bytes=max(current - before, 0),
+                  alloc_count=count)
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    """What :func:`set_threads` put in effect, for the record.
+
+    Attributes
+    ----------
+    requested : int
+        Threads asked for.
+    blas : str
+        numpy's BLAS, e.g. ``"openblas 0.3.31 Haswell"`` (``"none"``).
+    blas_threads : tuple of int
+        Each loaded BLAS library's thread count in effect (numpy's and others').
+    """
+
+    requested: int
+    blas: str
+    blas_threads: tuple[int, ...]
+
+
+def blas_libraries() -> list[dict]:
+    """threadpoolctl's info dicts of the loaded BLAS libraries (``user_api == "blas"``)."""
+    from threadpoolctl import threadpool_info
+
+    return [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+
+
+def numpy_blas(libs: Sequence[dict]) -> list[dict]:
+    """The BLAS libraries numpy itself loaded (path under ``numpy.libs`` or ``numpy/``).
+
+    scipy and others bundle their own OpenBLAS; numpy's is the one the kernels use.
+    Falls back to every library in ``libs`` when none is recognisably numpy's.
+    """
+    own = [lib for lib in libs if "numpy" in str(lib.get("filepath", ""))]
+    return own or list(libs)
+
+
+def describe_blas(libs: Sequence[dict]) -> str:
+    """``"internal_api version architecture"`` per library, joined by ``"; "``."""
+    names = [" ".join(str(lib[k]) for k in ("internal_api", "version", "architecture")
+                      if lib.get(k)) for lib in libs]
+    return "; ".join(names) or "none"
+
+
+@contextmanager
+def set_threads(n: int) -> Iterator[ThreadInfo]:
+    """Limit BLAS/OpenMP thread pools to ``n`` threads (threadpoolctl) inside the block.
+
+    Parameters
+    ----------
+    n : int >= 1
+
+    Yields
+    ------
+    ThreadInfo
+        The BLAS libraries and their thread counts in effect inside the block.
+    """
+    from threadpoolctl import threadpool_limits
+
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    with threadpool_limits(limits=n):
+        libs = blas_libraries()
+        yield ThreadInfo(requested=n, blas=describe_blas(numpy_blas(libs)),
+                         blas_threads=tuple(int(lib["num_threads"]) for lib in libs))

@@ -1,0 +1,264 @@
+"""Tests for bench.measure: a fake clock makes loop counts and warmup decisions exact."""
+
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from bench import measure
+from bench.measure import Timing
+
+MS = 1_000_000
+
+
+class FakeWork:
+    """A callable whose i-th call advances a fake nanosecond clock by ``costs(i)``."""
+
+    def __init__(self, costs):
+        self.costs = costs
+        self.now = 0
+        self.calls = 0
+
+    def __call__(self):
+        self.now += int(self.costs(self.calls))
+        self.calls += 1
+
+    def clock(self):
+        return self.now
+
+
+def fake_time(costs, **kwargs):
+    work = FakeWork(costs)
+    kwargs.setdefault("timer_resolution_ns", 1.0)
+    return measure.time_call(work, clock=work.clock, **kwargs), work
+
+
+def codes(timing):
+    return measure.warning_codes(timing.warnings)
+
+
+def test_constant_cost_exact_loops_and_warmups():
+    timing, work = fake_time(lambda i: MS, min_time_s=0.01, samples=15, max_warmups=10)
+    # calibration: 1, 2, 4, 8 calls (< 10 ms), 16 calls = 16 ms >= 10 ms
+    assert timing.loops == 16
+    # settled at the first check: two windows of WARMUP_WINDOW samples
+    assert timing.warmups == 2 * measure.WARMUP_WINDOW
+    assert timing.warmup_settled
+    assert timing.samples_ns == (float(MS),) * 15
+    assert timing.first_ns == MS
+    assert timing.median_ns == MS and timing.mad_ns == 0.0
+    assert (timing.ci_low_ns, timing.ci_high_ns) == (MS, MS)
+    assert timing.warnings == ()
+    assert work.calls == 1 + (1 + 2 + 4 + 8 + 16) + 16 * (6 + 15)
+
+
+def test_loops_exact_power_of_two_boundary():
+    timing, _ = fake_time(lambda i: 2500, min_time_s=0.00001, samples=3, max_warmups=0)
+    # 10_000 ns needed: 1, 2 calls too short, 4 calls = 10_000 ns reaches it
+    assert timing.loops == 4
+
+
+def test_warmup_continues_while_getting_faster():
+    # each call 5% faster than the last: every window is >10% faster than the one before
+    timing, _ = fake_time(lambda i: 100 * MS * 0.95**i, min_time_s=0.01, samples=5,
+                          max_warmups=20)
+    assert timing.loops == 1  # the first calibration call already lasts 95 ms
+    assert timing.warmups == 20
+    assert not timing.warmup_settled
+    assert "warmup-unsettled" in codes(timing)
+
+
+def test_warmup_settles_after_trend_ends():
+    def costs(i):
+        return MS * (4 if i < 20 else 1)
+
+    timing, _ = fake_time(costs, min_time_s=0.01, samples=5, max_warmups=20)
+    # first call + calibration (loops 1, 2, then 4 calls = 16 ms) use 8 calls; warmup
+    # samples of 4 calls: 3 slow (4 ms) then fast (1 ms). At 6 and 7 warmups the newer
+    # window is 75% faster than the older; at 8 the older window's median is fast too.
+    assert timing.loops == 4
+    assert timing.warmups == 8
+    assert timing.warmup_settled
+    assert timing.samples_ns == (float(MS),) * 5
+
+
+def test_constant_slow_warmup_settles_at_first_check():
+    timing, _ = fake_time(lambda i: 4 * MS, min_time_s=0.01, samples=5, max_warmups=20)
+    assert timing.warmups == 2 * measure.WARMUP_WINDOW
+
+
+def test_warmup_settled_criterion():
+    w = measure.WARMUP_WINDOW
+    assert not measure.warmup_settled([1.0] * (2 * w - 1))
+    assert measure.warmup_settled([1.0] * (2 * w))
+    assert measure.warmup_settled([1.0] * w + [1.5] * w)  # slower is not warming up
+    assert not measure.warmup_settled([1.0] * w + [0.8] * w)  # 20% faster: still warming
+    assert measure.warmup_settled([1.0] * w + [0.95] * w)  # within the 10% tolerance
+
+
+def test_zero_warmups_allowed():
+    timing, _ = fake_time(lambda i: MS, min_time_s=0.001, samples=4, max_warmups=0)
+    assert timing.warmups == 0
+    assert len(timing.samples_ns) == 4
+
+
+def test_gc_disabled_inside_and_restored():
+    seen = []
+
+    def fn():
+        seen.append(gc.isenabled())
+
+    assert gc.isenabled()
+    measure.time_call(fn, min_time_s=0.0, samples=2, max_warmups=0)
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        measure.time_call(fn, min_time_s=0.0, samples=2, max_warmups=0)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_gc_restored_after_exception():
+    def boom():
+        raise RuntimeError("kernel failed")
+
+    with pytest.raises(RuntimeError):
+        measure.time_call(boom)
+    assert gc.isenabled()
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="samples"):
+        measure.time_call(lambda: None, samples=0)
+    with pytest.raises(ValueError, match="max_warmups"):
+        measure.time_call(lambda: None, max_warmups=-1)
+
+
+def test_real_clock_smoke():
+    timing = measure.time_call(lambda: sum(range(100)), min_time_s=0.001, samples=5)
+    assert len(timing.samples_ns) == 5 and timing.loops >= 1
+    assert all(s > 0 for s in timing.samples_ns)
+    assert timing.ci_low_ns <= timing.median_ns <= timing.ci_high_ns
+
+
+def make_timing(samples, *, loops=1000, first=None, warmups=3, settled=True):
+    t = measure.summarise(samples, loops=loops, warmups=warmups,
+                          first_ns=samples[0] if first is None else first,
+                          warmup_settled=settled)
+    return t
+
+
+def test_warnings_clean_timing_has_none():
+    t = make_timing([100.0, 101.0, 99.0, 100.0, 100.5, 99.5])
+    assert measure.timing_warnings(t, load_avg=0.5, cores=2, timer_resolution_ns=1.0) == ()
+
+
+def test_warnings_each_code():
+    w = measure.timing_warnings(make_timing([100.0, 101.0, 99.0]), timer_resolution_ns=1.0)
+    assert measure.warning_codes(w) == ("too-few-samples",)
+    assert w[0] == "too-few-samples: 3 < 5"
+
+    spread = make_timing([100.0, 80.0, 120.0, 70.0, 130.0, 100.0])
+    w = measure.timing_warnings(spread, timer_resolution_ns=1.0)
+    assert w == ("high-dispersion: MAD/median 0.20 > 0.10",)
+
+    outlier = make_timing([100.0, 101.0, 99.0, 100.0, 100.0, 100.5, 99.5, 200.0])
+    assert measure.warning_codes(measure.timing_warnings(outlier, timer_resolution_ns=1.0)) == (
+        "outliers",)
+
+    first = make_timing([100.0] * 6, first=350.0)
+    w = measure.timing_warnings(first, timer_resolution_ns=1.0)
+    assert w == ("slow-first-run: first call 3.5x the median > 2x",)
+
+    short = make_timing([100.0] * 6, loops=2)
+    w = measure.timing_warnings(short, timer_resolution_ns=1.0)
+    assert measure.warning_codes(w) == ("short-samples",)
+
+    unsettled = make_timing([100.0] * 6, settled=False)
+    assert measure.warning_codes(measure.timing_warnings(
+        unsettled, timer_resolution_ns=1.0)) == ("warmup-unsettled",)
+
+
+def test_warnings_load_above_cores():
+    t = make_timing([100.0] * 6)
+    w = measure.timing_warnings(t, load_avg=3.1, cores=2, timer_resolution_ns=1.0)
+    assert w == ("high-load: load average 3.10 > 2 cores",)
+    assert measure.timing_warnings(t, load_avg=2.0, cores=2, timer_resolution_ns=1.0) == ()
+    assert measure.timing_warnings(t, load_avg=None, cores=2, timer_resolution_ns=1.0) == ()
+
+
+def test_time_call_passes_load_to_warnings():
+    timing, _ = fake_time(lambda i: MS, samples=5, max_warmups=6, load_avg=9.0, cores=2)
+    assert codes(timing) == ("high-load",)
+
+
+def test_timing_is_frozen():
+    t = make_timing([1.0])
+    assert isinstance(t, Timing)
+    with pytest.raises(AttributeError):
+        t.loops = 2
+
+
+SCRATCH_BYTES = 64 * 1024 * 1024
+
+
+def scratch_then_small():
+    scratch = np.ones(SCRATCH_BYTES // 8)  # 64 MiB float64, freed before returning
+    total = scratch.sum()
+    del scratch
+    return np.full(1000, total)  # 8000 bytes of data kept by the caller
+
+
+def test_memory_pass_peak_and_retained():
+    mem = measure.memory_pass(scratch_then_small)
+    assert mem.peak_bytes == pytest.approx(SCRATCH_BYTES, rel=0.05)
+    assert 8000 <= mem.retained_bytes < 8000 + 4096
+    assert mem.alloc_count >= 1
+    assert not tracemalloc.is_tracing()
+
+
+def test_memory_pass_leaves_running_tracemalloc_on():
+    tracemalloc.start()
+    try:
+        mem = measure.memory_pass(lambda: None)
+        assert tracemalloc.is_tracing()
+        assert mem.retained_bytes < 4096
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_pass_stops_tracing_on_error():
+    def boom():
+        raise MemoryError("too big")
+
+    with pytest.raises(MemoryError):
+        measure.memory_pass(boom)
+    assert not tracemalloc.is_tracing()
+
+
+def test_set_threads_reports_blas():
+    from threadpoolctl import threadpool_info
+
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with measure.set_threads(1) as info:
+        assert info.requested == 1
+        assert isinstance(info.blas, str) and info.blas
+        assert all(n == 1 for n in info.blas_threads)
+    after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before
+    with pytest.raises(ValueError), measure.set_threads(0):
+        pass
+
+
+def test_numpy_blas_prefers_numpys_library():
+    scipy_lib = {"internal_api": "openblas", "version": "0.3.30", "architecture": "Haswell",
+                 "filepath": "/x/site-packages/scipy.libs/libscipy_openblas.so"}
+    numpy_lib = {"internal_api": "openblas", "version": "0.3.31", "architecture": "Haswell",
+                 "filepath": "/x/site-packages/numpy.libs/libscipy_openblas64_.so"}
+    assert measure.numpy_blas([scipy_lib, numpy_lib]) == [numpy_lib]
+    assert measure.numpy_blas([scipy_lib]) == [scipy_lib]
+    assert measure.describe_blas([numpy_lib]) == "openblas 0.3.31 Haswell"
+    assert measure.describe_blas([]) == "none"
