@@ -141,17 +141,29 @@ def _coefficients(g: dict[str, np.ndarray]) -> np.ndarray:
     return C
 
 
+def _time_major(A: np.ndarray) -> np.ndarray:
+    """(N, T, ·) -> contiguous (T, N, ·)."""
+    return np.ascontiguousarray(A.transpose(1, 0, 2))
+
+
 def forward(case: Case) -> tuple[np.ndarray, dict]:
     """Y = all hidden states (N, T, H).
 
-    The cache holds X, the parameters, every gate value (N, T, H), the fused
-    coefficients ``C`` (N, T, 4H) and ``Whp``, Wh's columns in the order (n, r, z).
+    The cache holds X, the parameters and every gate value (N, T, H) for the
+    list variants and the reference; for the prealloc variants, time-major
+    copies (T, N, ·) of X, h_{t-1} and z, the fused coefficients ``C`` (T, N, 4H)
+    and ``Whp``, Wh's columns in the order (n, r, z).
     """
     X, p = case.X, case.params
     g = _gates(X, p["Wx"], p["Wh"], p["b_ih"], p["b_hh"])
     H = p["Wh"].shape[0]
-    Whp = np.concatenate([p["Wh"][:, 2 * H:], p["Wh"][:, :2 * H]], axis=1)
-    cache = {"X": X, **{k: p[k] for k in PARAMS}, **g, "C": _coefficients(g), "Whp": Whp}
+    tm = {k: g[k].transpose(1, 0, 2) for k in ("R", "Z", "Ng", "Ghn", "Hprev")}
+    cache = {
+        "X": X, **{k: p[k] for k in PARAMS}, **g,
+        "Whp": np.concatenate([p["Wh"][:, 2 * H:], p["Wh"][:, :2 * H]], axis=1),
+        "C_tm": _coefficients(tm), "X_tm": _time_major(X),
+        "Hprev_tm": _time_major(g["Hprev"]), "Z_tm": _time_major(g["Z"]),
+    }
     return g["Y"], cache
 
 
@@ -237,62 +249,68 @@ def _recur(Gh, WhpT, rec, dh, Zt, dY_prev) -> None:
     dh += dY_prev
 
 
+def _batch_major(A: np.ndarray) -> np.ndarray:
+    """(T, N, ·) -> contiguous (N, T, ·)."""
+    return np.ascontiguousarray(A.transpose(1, 0, 2))
+
+
+def _hh_order(A_nrz: np.ndarray) -> np.ndarray:
+    """Columns (n, r, z) of a (·, 3H) gradient back to the parameter order (r, z, n)."""
+    H = A_nrz.shape[-1] // GATES
+    return np.concatenate([A_nrz[..., H:], A_nrz[..., :H]], axis=-1)
+
+
 def _prealloc_batched(case: Case, cache: dict) -> Grads:
-    """Only Gh·Whpᵀ in the loop; dX, dWx, dWh, db_ih, db_hh as one GEMM each after it."""
-    X, Wx, Z, C, dY = cache["X"], cache["Wx"], cache["Z"], cache["C"], case.dY
-    N, T, D = X.shape
-    H = Z.shape[-1]
-    B = np.empty((N, T, FUSED * H), dtype=X.dtype)
-    B4, C4 = B.reshape(N, T, FUSED, H), C.reshape(N, T, FUSED, H)
+    """Only Gh·Whpᵀ in the loop; dX, dWx, dWh, db_ih, db_hh as one GEMM each after it.
+
+    B (T, N, 4H) is time-major, so each step's rows are contiguous.
+    """
+    Wx, Z, C, dY = cache["Wx"], cache["Z_tm"], cache["C_tm"], case.dY
+    T, N, H = Z.shape
+    B = np.empty((T, N, FUSED * H), dtype=C.dtype)
+    B4, C4 = B.reshape(T, N, FUSED, H), C.reshape(T, N, FUSED, H)
     WhpT = cache["Whp"].T
     dh = dY[:, T - 1].copy()
     rec = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
-        np.multiply(C4[:, t], dh[:, None, :], out=B4[:, t])
+        np.multiply(C4[t], dh[:, None, :], out=B4[t])
         if t:
-            _recur(B[:, t, :GATES * H], WhpT, rec, dh, Z[:, t], dY[:, t - 1])
-    B2 = B.reshape(N * T, FUSED * H)
+            _recur(B[t, :, :GATES * H], WhpT, rec, dh, Z[t], dY[:, t - 1])
+    B2 = B.reshape(T * N, FUSED * H)
     Gx = B2[:, H:]
-    Hp2 = cache["Hprev"].reshape(N * T, H)
-    dWh = np.empty_like(cache["Wh"])
-    np.matmul(Hp2.T, B2[:, H:3 * H], out=dWh[:, :2 * H])
-    np.matmul(Hp2.T, B2[:, :H], out=dWh[:, 2 * H:])
-    colsum = np.ones(N * T, dtype=X.dtype) @ B2
+    colsum = np.ones(T * N, dtype=B.dtype) @ B2
     return {
-        "dX": (Gx @ Wx.T).reshape(N, T, D),
-        "Wx": X.reshape(N * T, D).T @ Gx,
-        "Wh": dWh,
+        "dX": _batch_major((Gx @ Wx.T).reshape(T, N, -1)),
+        "Wx": cache["X_tm"].reshape(T * N, -1).T @ Gx,
+        "Wh": _hh_order(cache["Hprev_tm"].reshape(T * N, H).T @ B2[:, :GATES * H]),
         "b_ih": colsum[H:],
-        "b_hh": np.concatenate([colsum[H:3 * H], colsum[:H]]),
+        "b_hh": _hh_order(colsum[:GATES * H]),
     }
 
 
 def _prealloc_step(case: Case, cache: dict) -> Grads:
     """EpyNN/deepnp style: preallocated dX and step buffers, weight grads every step."""
-    X, Wx, Z, C, Hprev = (cache[k] for k in ("X", "Wx", "Z", "C", "Hprev"))
-    dY = case.dY
-    N, T, D = X.shape
-    H = Z.shape[-1]
-    dWx, dWh = np.zeros_like(Wx), np.zeros_like(cache["Wh"])
-    colsum = np.zeros(FUSED * H, dtype=X.dtype)
-    dX = np.empty_like(X)
-    b = np.empty((N, FUSED * H), dtype=X.dtype)
-    b4, C4 = b.reshape(N, FUSED, H), C.reshape(N, T, FUSED, H)
+    Wx, Z, C, dY = cache["Wx"], cache["Z_tm"], cache["C_tm"], case.dY
+    X, Hprev = cache["X_tm"], cache["Hprev_tm"]
+    T, N, H = Z.shape
+    dWx, dWh_nrz = np.zeros_like(Wx), np.zeros_like(cache["Whp"])
+    colsum = np.zeros(FUSED * H, dtype=C.dtype)
+    dX = np.empty((T, N, Wx.shape[0]), dtype=C.dtype)
+    b = np.empty((N, FUSED * H), dtype=C.dtype)
+    b4, C4 = b.reshape(N, FUSED, H), C.reshape(T, N, FUSED, H)
     WhpT, WxT = cache["Whp"].T, Wx.T
     dh = dY[:, T - 1].copy()
     rec = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
-        np.multiply(C4[:, t], dh[:, None, :], out=b4)
-        Gx = b[:, H:]
-        dWx += X[:, t].T @ Gx
-        dWh[:, :2 * H] += Hprev[:, t].T @ b[:, H:3 * H]
-        dWh[:, 2 * H:] += Hprev[:, t].T @ b[:, :H]
+        np.multiply(C4[t], dh[:, None, :], out=b4)
+        dWx += X[t].T @ b[:, H:]
+        dWh_nrz += Hprev[t].T @ b[:, :GATES * H]
         colsum += b.sum(axis=0)
-        np.matmul(Gx, WxT, out=dX[:, t])
+        np.matmul(b[:, H:], WxT, out=dX[t])
         if t:
-            _recur(b[:, :GATES * H], WhpT, rec, dh, Z[:, t], dY[:, t - 1])
-    b_hh = np.concatenate([colsum[H:3 * H], colsum[:H]])
-    return {"dX": dX, "Wx": dWx, "Wh": dWh, "b_ih": colsum[H:], "b_hh": b_hh}
+            _recur(b[:, :GATES * H], WhpT, rec, dh, Z[t], dY[:, t - 1])
+    return {"dX": _batch_major(dX), "Wx": dWx, "Wh": _hh_order(dWh_nrz),
+            "b_ih": colsum[H:], "b_hh": _hh_order(colsum[:GATES * H])}
 
 
 def make_backward(buffers: str, wgrad: str, clip: str):
@@ -329,7 +347,7 @@ def memory_estimate(shape, dtype: str) -> int:
     N, T, D, H = (shape[k] for k in "NTDH")
     item = np.dtype(dtype).itemsize
     n_params = GATES * H * (D + H + 2)
-    return item * (3 * N * T * D + 18 * N * T * H + 3 * n_params)
+    return item * (4 * N * T * D + 21 * N * T * H + 3 * n_params)
 
 
 BACKWARDS = {
