@@ -85,9 +85,9 @@ def test_without_torch_prepare_skips(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
     _, case = _case("rnn")
     with pytest.raises(SkipCell, match="torch is not installed"):
-        peer_torch.backward.prepare(case, None)
+        peer_torch.make_peer("rnn").prepare(case, None)
     with pytest.raises(SkipCell, match="torch is not installed"):
-        peer_torch.backward(case, {})
+        load().backward("rnn/peer=torch")(case, {})
 
 
 def test_module_and_registry_import_without_torch():
