@@ -187,7 +187,7 @@ def prepare(case: Case, cache: Any = None) -> Graph:
     return build(torch, case)
 
 
-def backward(case: Case, graph: Graph) -> Grads:
+def _backward(case: Case, graph: Graph) -> Grads:
     """Torch autograd's backward of the prepared forward; grads in our layouts."""
     if not isinstance(graph, Graph):
         _torch()
@@ -198,7 +198,16 @@ def backward(case: Case, graph: Graph) -> Grads:
     return {name: to_ours(leaf.grad.numpy()) for name, (leaf, to_ours) in graph.outputs.items()}
 
 
-backward.prepare = prepare
+def make_peer(kernel: str):
+    """The peer backward of ``kernel`` (its own function object) with ``prepare``."""
+
+    def backward(case: Case, graph: Graph) -> Grads:
+        return _backward(case, graph)
+
+    backward.__name__ = f"{kernel}_peer_{PEER}"
+    backward.__doc__ = _backward.__doc__
+    backward.prepare = prepare
+    return backward
 
 
 def available_kernels() -> tuple[str, ...]:
@@ -206,4 +215,4 @@ def available_kernels() -> tuple[str, ...]:
     return tuple(k for k in KERNEL_NAMES if importlib.util.find_spec(f"impls.{k}") is not None)
 
 
-VARIANTS = [Variant(k, {PEER_AXIS: PEER}, backward) for k in available_kernels()]
+VARIANTS = [Variant(k, {PEER_AXIS: PEER}, make_peer(k)) for k in available_kernels()]
