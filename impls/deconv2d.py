@@ -58,9 +58,9 @@ AXES = (Axis("method", METHODS),)
 AXIS_ORDER = tuple(a.name for a in AXES)
 #: Scale of the random weights (times 1/sqrt(fan-in)); keeps Y of order one.
 WEIGHT_SCALE = 1.0
-#: Target size of one block of gathered columns in the ``gather`` method: small
-#: enough to stay in the last-level cache between the dX and the dW GEMM.
-GATHER_BLOCK_BYTES = 4 << 20
+#: Target size of one block (gathered columns plus dY frame) in the ``gather`` method:
+#: small enough to stay in cache between the copies and the dX and dW GEMMs.
+GATHER_BLOCK_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- geometry
@@ -264,35 +264,66 @@ def _im2col_backward(case: Case, cache: dict) -> Grads:
 
 # --------------------------------------------------------------------------- gather
 
-def _gather_backward(case: Case, cache: dict) -> Grads:
-    """Windows of the padded dY gathered per block of images; two GEMMs per block.
+def _gather_blocks(N: int, Hin: int, row_bytes: int, block_bytes: int):
+    """Blocks ``(n0, n1, i0, i1)`` of images × input rows whose columns fit in a block.
 
-    cols[n, i, j, p, q, :] = frame[n, i·s + p·d, j·s + q·d, :] (an as_strided view of
-    the padded dY, copied block by block), then dX = cols · W_cols and
-    dWᵀ += X2ᵀ · cols: no scatter, no work on inserted zeros.
+    Whole images (n1 - n0 >= 1, i0 = 0, i1 = Hin) when one image fits, else bands of
+    rows of one image; either way the block's rows are contiguous in X2 and dX.
+    """
+    band = max(1, block_bytes // row_bytes)
+    if band >= Hin:
+        step = band // Hin
+        for n0 in range(0, N, step):
+            yield n0, min(N, n0 + step), 0, Hin
+        return
+    for n in range(N):
+        for i0 in range(0, Hin, band):
+            yield n, n + 1, i0, min(Hin, i0 + band)
+
+
+def _gather_backward(case: Case, cache: dict) -> Grads:
+    """Windows of the padded dY gathered block by block; two GEMMs per block.
+
+    Per block of images, dY is copied into a zero-bordered frame (row f holds output
+    row f - pad) and cols[n, i, j, p, q, :] = frame[n, i·s + p·d, j·s + q·d, :] is
+    copied out of an ``as_strided`` view of it; then dXᵀ = W_colsᵀ · colsᵀ and
+    dWᵀ += X2ᵀ · cols. Frame and columns stay in cache between the copies and the
+    GEMMs; no scatter, no work on inserted zeros; db is one GEMV per block.
     """
     X2, W_cols, dY = cache["X2"], cache["W_cols"], case.dY
     geo = _geometry(cache["X"], cache["W"], case.shape)
-    N, Hin, Win, Cin, Cout, k, s, _, d = geo[:9]
-    frame = _full_frame(dY, geo)
+    N, Hin, Win, Cin, Cout, k, s, pad, d, _, Hout, Wout = geo
+    Hf, Wf = (Hin - 1) * s + d * (k - 1) + 1, (Win - 1) * s + d * (k - 1) + 1
+    h, w = min(Hout, Hf - pad), min(Wout, Wf - pad)      # dY rows/cols inside the frame
+    kkC, item = k * k * Cout, dY.itemsize
+    row_bytes = Win * kkC * item + s * Wf * Cout * item  # columns + frame per input row
+    blocks = list(_gather_blocks(N, Hin, row_bytes, GATHER_BLOCK_BYTES))
+    nb = max(n1 - n0 for n0, n1, _, _ in blocks)
+    band = max(i1 - i0 for _, _, i0, i1 in blocks)
+    frame = np.zeros((nb, Hf, Wf, Cout), dtype=dY.dtype)   # borders stay zero
     sN, sH, sW, sC = frame.strides
-    win = as_strided(frame, shape=(N, Hin, Win, k, k, Cout),
+    win = as_strided(frame, shape=(nb, Hin, Win, k, k, Cout),
                      strides=(sN, s * sH, s * sW, d * sH, d * sW, sC), writeable=False)
-    kkC, rows = k * k * Cout, Hin * Win
-    per_image = rows * kkC * frame.itemsize
-    nb = max(1, min(N, GATHER_BLOCK_BYTES // per_image))
-    buf = np.empty((nb, Hin, Win, k, k, Cout), dtype=dY.dtype)
-    dX = np.empty((N * rows, Cin), dtype=dY.dtype)
+    buf = np.empty(nb * band * Win * kkC, dtype=dY.dtype)
+    dXt = np.empty((Cin, nb * band * Win), dtype=dY.dtype)
+    ones = np.ones(nb * Hout * Wout, dtype=dY.dtype)
+    dX = np.empty((N * Hin * Win, Cin), dtype=dY.dtype)
     dWt = np.zeros((Cin, kkC), dtype=dY.dtype)
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
-        cols = buf[:n1 - n0]
-        np.copyto(cols, win[n0:n1])
-        cols2 = cols.reshape((n1 - n0) * rows, kkC)
-        np.matmul(cols2, W_cols, out=dX[n0 * rows:n1 * rows])
-        dWt += X2[n0 * rows:n1 * rows].T @ cols2
+    db = np.zeros(Cout, dtype=dY.dtype)
+    for n0, n1, i0, i1 in blocks:
+        if i0 == 0:
+            if h > 0 and w > 0:
+                frame[:n1 - n0, pad:pad + h, pad:pad + w] = dY[n0:n1, :h, :w]
+            dY2 = dY[n0:n1].reshape(-1, Cout)
+            db += ones[:dY2.shape[0]] @ dY2
+        r0, r1 = (n0 * Hin + i0) * Win, ((n1 - 1) * Hin + i1) * Win
+        cols = buf[:(r1 - r0) * kkC].reshape(n1 - n0, i1 - i0, Win, k, k, Cout)
+        np.copyto(cols, win[:n1 - n0, i0:i1])
+        cols2 = cols.reshape(r1 - r0, kkC)
+        np.matmul(W_cols.T, cols2.T, out=dXt[:, :r1 - r0])
+        dX[r0:r1] = dXt[:, :r1 - r0].T
+        dWt += X2[r0:r1].T @ cols2
     dW = np.ascontiguousarray(dWt.reshape(Cin, k, k, Cout).transpose(1, 2, 0, 3))
-    db = dY.reshape(-1, Cout).sum(axis=0)
     return {"dX": dX.reshape(N, Hin, Win, Cin), "W": dW, "b": db}
 
 
@@ -315,7 +346,8 @@ def _taps_backward(case: Case, cache: dict) -> Grads:
             G2 = G.reshape(-1, Cout)
             dX[:, ri, ci] += (G2 @ W[p, q].T).reshape(G.shape[:3] + (Cin,))
             dW[p, q] = X[:, ri, ci].reshape(-1, Cin).T @ G2
-    return {"dX": dX, "W": dW, "b": dY.reshape(-1, Cout).sum(axis=0)}
+    dY2 = dY.reshape(-1, Cout)
+    return {"dX": dX, "W": dW, "b": np.ones(dY2.shape[0], dtype=dY.dtype) @ dY2}
 
 
 # --------------------------------------------------------------------------- cost model

@@ -88,6 +88,24 @@ def test_every_method_matches_reference(shape, dtype):
         assert max_rel_err(grads, ref) < TOLERANCE[dtype], name
 
 
+@pytest.mark.parametrize("block_bytes", [1, 4000])
+def test_gather_blocks_of_rows_and_images(monkeypatch, block_bytes):
+    monkeypatch.setattr(deconv2d, "GATHER_BLOCK_BYTES", block_bytes)
+    shape = deconv2d.KERNEL.full_shape({"N": 3, "Hin": 7, "Win": 5, "Cin": 3, "Cout": 2,
+                                        "output_padding": 1, "padding": 0})
+    case = deconv2d.make_case(shape, "float64", seed=4)
+    _, cache = deconv2d.forward(case)
+    grads = deconv2d.BACKWARDS["deconv2d/method=gather"](case, cache)
+    assert max_rel_err(grads, deconv2d.reference(case, cache)) < TOLERANCE["float64"]
+
+
+def test_gather_block_plan_covers_every_row():
+    for n, h, row_bytes, block in [(3, 7, 10, 1), (3, 7, 10, 25), (3, 7, 10, 150), (2, 4, 1, 99)]:
+        covered = [(b, i) for n0, n1, i0, i1 in deconv2d._gather_blocks(n, h, row_bytes, block)
+                   for b in range(n0, n1) for i in range(i0, i1)]
+        assert covered == [(b, i) for b in range(n) for i in range(h)]
+
+
 def test_forward_output_size_and_bias():
     shape = deconv2d.KERNEL.full_shape({"N": 2, "Hin": 5, "Win": 3, "output_padding": 1})
     case = deconv2d.make_case(shape, "float64", seed=0)
