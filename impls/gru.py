@@ -25,14 +25,15 @@ Backward through time, with dh = dL/dh_t (upstream plus recurrent)::
 Variants. ``buffers=list`` computes each step's gate gradients from the cached
 gate values with fresh temporaries and keeps per-step results in Python lists
 (``insert(0)``) stacked at the end, as numpy-ml does. ``buffers=prealloc``
-writes them into preallocated arrays with ``out=``: every gate gradient is dh
-times a coefficient the forward cached, so one fused multiply per step fills
-``[da_n r, da_r, da_z, da_n]`` (columns of the buffer ``B``, N x 4H); then
-``Gh = B[:, :3H]`` in the order (n, r, z), matched by a column-permuted copy of
-Wh, and ``Gx = B[:, H:]`` in the order (r, z, n). ``wgrad=step`` accumulates
-the weight gradients (and writes dX) at every step; ``wgrad=batched`` leaves
-only the recurrent product in the loop and computes dX, dWx, dWh, db_ih and
-db_hh as one GEMM (or GEMV) each over all N·T rows after it.
+writes them into preallocated time-major arrays with ``out=``: every gate
+gradient is dh times a coefficient the forward cached, so one fused multiply
+per step fills the N x 4H rows ``[da_n r, da_r, da_z, da_n]`` of a buffer B;
+then ``Gh = B[:, :3H]`` in the order (n, r, z), matched by a column-permuted
+copy of Wh, and ``Gx = B[:, H:]`` in the order (r, z, n). ``wgrad=step``
+accumulates the weight gradients (and writes dX) at every step;
+``wgrad=batched`` leaves only the recurrent product in the loop and computes
+dX and [dWx; db_ih] = [X, 1]ᵀ Gx and [dWh; db_hh] = [h, 1]ᵀ Gh as one GEMM each
+over all T·N rows after it.
 """
 
 from __future__ import annotations
@@ -141,9 +142,15 @@ def _coefficients(g: dict[str, np.ndarray]) -> np.ndarray:
     return C
 
 
-def _time_major(A: np.ndarray) -> np.ndarray:
-    """(N, T, ·) -> contiguous (T, N, ·)."""
-    return np.ascontiguousarray(A.transpose(1, 0, 2))
+def _time_major_ones(A: np.ndarray) -> np.ndarray:
+    """(N, T, K) -> contiguous (T, N, K + 1) with a last column of ones.
+
+    ``[A, 1]ᵀ G`` then gives a weight gradient and, in its last row, the bias one.
+    """
+    N, T, K = A.shape
+    out = np.ones((T, N, K + 1), dtype=A.dtype)
+    out[..., :K] = A.transpose(1, 0, 2)
+    return out
 
 
 def forward(case: Case) -> tuple[np.ndarray, dict]:
@@ -151,8 +158,9 @@ def forward(case: Case) -> tuple[np.ndarray, dict]:
 
     The cache holds X, the parameters and every gate value (N, T, H) for the
     list variants and the reference; for the prealloc variants, time-major
-    copies (T, N, ·) of X, h_{t-1} and z, the fused coefficients ``C`` (T, N, 4H)
-    and ``Whp``, Wh's columns in the order (n, r, z).
+    copies of z (T, N, H), ``X1`` = [X, 1] (T, N, D+1) and ``H1`` = [h_{t-1}, 1]
+    (T, N, H+1), the fused coefficients ``C`` (T, N, 4H) and ``Whp``, Wh's columns
+    in the order (n, r, z).
     """
     X, p = case.X, case.params
     g = _gates(X, p["Wx"], p["Wh"], p["b_ih"], p["b_hh"])
@@ -161,8 +169,8 @@ def forward(case: Case) -> tuple[np.ndarray, dict]:
     cache = {
         "X": X, **{k: p[k] for k in PARAMS}, **g,
         "Whp": np.concatenate([p["Wh"][:, 2 * H:], p["Wh"][:, :2 * H]], axis=1),
-        "C_tm": _coefficients(tm), "X_tm": _time_major(X),
-        "Hprev_tm": _time_major(g["Hprev"]), "Z_tm": _time_major(g["Z"]),
+        "C_tm": _coefficients(tm), "X1_tm": _time_major_ones(X),
+        "H1_tm": _time_major_ones(g["Hprev"]), "Z_tm": np.ascontiguousarray(tm["Z"]),
     }
     return g["Y"], cache
 
@@ -278,23 +286,23 @@ def _prealloc_batched(case: Case, cache: dict) -> Grads:
             _recur(B[t, :, :GATES * H], WhpT, rec, dh, Z[t], dY[:, t - 1])
     B2 = B.reshape(T * N, FUSED * H)
     Gx = B2[:, H:]
-    colsum = np.ones(T * N, dtype=B.dtype) @ B2
-    return {
-        "dX": _batch_major((Gx @ Wx.T).reshape(T, N, -1)),
-        "Wx": cache["X_tm"].reshape(T * N, -1).T @ Gx,
-        "Wh": _hh_order(cache["Hprev_tm"].reshape(T * N, H).T @ B2[:, :GATES * H]),
-        "b_ih": colsum[H:],
-        "b_hh": _hh_order(colsum[:GATES * H]),
-    }
+    dWx1 = cache["X1_tm"].reshape(T * N, -1).T @ Gx
+    dWh1 = _hh_order(cache["H1_tm"].reshape(T * N, -1).T @ B2[:, :GATES * H])
+    return {"dX": _batch_major((Gx @ Wx.T).reshape(T, N, -1)), **_split_bias(dWx1, dWh1)}
+
+
+def _split_bias(dWx1: np.ndarray, dWh1: np.ndarray) -> Grads:
+    """Weight and bias gradients from [X, 1]ᵀ Gx (D+1, 3H) and [h, 1]ᵀ Gh (H+1, 3H)."""
+    return {"Wx": dWx1[:-1], "Wh": dWh1[:-1], "b_ih": dWx1[-1], "b_hh": dWh1[-1]}
 
 
 def _prealloc_step(case: Case, cache: dict) -> Grads:
     """EpyNN/deepnp style: preallocated dX and step buffers, weight grads every step."""
     Wx, Z, C, dY = cache["Wx"], cache["Z_tm"], cache["C_tm"], case.dY
-    X, Hprev = cache["X_tm"], cache["Hprev_tm"]
+    X1, H1 = cache["X1_tm"], cache["H1_tm"]
     T, N, H = Z.shape
-    dWx, dWh_nrz = np.zeros_like(Wx), np.zeros_like(cache["Whp"])
-    colsum = np.zeros(FUSED * H, dtype=C.dtype)
+    dWx1 = np.zeros((X1.shape[-1], GATES * H), dtype=C.dtype)
+    dWh1 = np.zeros((H1.shape[-1], GATES * H), dtype=C.dtype)
     dX = np.empty((T, N, Wx.shape[0]), dtype=C.dtype)
     b = np.empty((N, FUSED * H), dtype=C.dtype)
     b4, C4 = b.reshape(N, FUSED, H), C.reshape(T, N, FUSED, H)
@@ -303,14 +311,12 @@ def _prealloc_step(case: Case, cache: dict) -> Grads:
     rec = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
         np.multiply(C4[t], dh[:, None, :], out=b4)
-        dWx += X[t].T @ b[:, H:]
-        dWh_nrz += Hprev[t].T @ b[:, :GATES * H]
-        colsum += b.sum(axis=0)
+        dWx1 += X1[t].T @ b[:, H:]
+        dWh1 += H1[t].T @ b[:, :GATES * H]
         np.matmul(b[:, H:], WxT, out=dX[t])
         if t:
             _recur(b[:, :GATES * H], WhpT, rec, dh, Z[t], dY[:, t - 1])
-    return {"dX": _batch_major(dX), "Wx": dWx, "Wh": _hh_order(dWh_nrz),
-            "b_ih": colsum[H:], "b_hh": _hh_order(colsum[:GATES * H])}
+    return {"dX": _batch_major(dX), **_split_bias(dWx1, _hh_order(dWh1))}
 
 
 def make_backward(buffers: str, wgrad: str, clip: str):

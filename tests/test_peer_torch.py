@@ -98,3 +98,10 @@ def test_module_and_registry_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     assert out.strip() == str(sorted(f"{k}/peer=torch" for k in PRESENT))
+
+
+def test_backward_without_prepare_says_so():
+    pytest.importorskip("torch")
+    kernel, case = _case("gru")
+    with pytest.raises(TypeError, match="prepare"):
+        kernel.variants["gru/peer=torch"](case, kernel.forward(case)[1])
