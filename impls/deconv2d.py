@@ -60,7 +60,7 @@ AXIS_ORDER = tuple(a.name for a in AXES)
 WEIGHT_SCALE = 1.0
 #: Target size of one block (gathered columns plus dY frame) in the ``gather`` method:
 #: small enough to stay in cache between the copies and the dX and dW GEMMs.
-GATHER_BLOCK_BYTES = 1 << 20
+GATHER_BLOCK_BYTES = 2 << 20
 
 
 # --------------------------------------------------------------------------- geometry
