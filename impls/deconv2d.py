@@ -61,6 +61,8 @@ WEIGHT_SCALE = 1.0
 #: Target size of one block (gathered columns plus dY frame) in the ``gather`` method:
 #: small enough to stay in cache between the copies and the dX and dW GEMMs.
 GATHER_BLOCK_BYTES = 2 << 20
+#: Target size of one block of images (X, dX and dY slices) in the ``taps`` method.
+TAPS_BLOCK_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- geometry
@@ -330,22 +332,30 @@ def _gather_backward(case: Case, cache: dict) -> Grads:
 # --------------------------------------------------------------------------- taps
 
 def _taps_backward(case: Case, cache: dict) -> Grads:
-    """One GEMM per tap for dX and one for dW, on the valid input/output slices."""
+    """One GEMM per tap for dX and one for dW, on the valid input/output slices.
+
+    Per block of images (about TAPS_BLOCK_BYTES of X, dX and dY slices, so the
+    strided dX accumulations stay in cache across the k² taps)::
+
+        G = dY[:, o0::s, o1::s]  (copied to rows),  dX[:, i, j] += G · W[p, q]ᵀ,
+        dW[p, q] += X[:, i, j]ᵀ · G
+    """
     X, W, dY = cache["X"], cache["W"], case.dY
     geo = _geometry(X, W, case.shape)
     N, Hin, Win, Cin, Cout, k = geo[:6]
-    dX = np.zeros_like(X)
-    dW = np.zeros_like(W)
-    for p in range(k):
-        for q in range(k):
-            sl = _tap_slices(p, q, geo)
-            if sl is None:
-                continue
-            (ri, ci), (ro, co) = sl
-            G = dY[:, ro, co]
+    per_image = 2 * Hin * Win * (Cin + Cout) * X.itemsize
+    nb = max(1, min(N, TAPS_BLOCK_BYTES // per_image))
+    taps = [(p, q, sl) for p in range(k) for q in range(k)
+            if (sl := _tap_slices(p, q, geo)) is not None]
+    WT = W.transpose(0, 1, 3, 2)                                  # (k, k, Cout, Cin) view
+    dX, dW = np.zeros_like(X), np.zeros_like(W)
+    for n0 in range(0, N, nb):
+        Xb, dXb, dYb = X[n0:n0 + nb], dX[n0:n0 + nb], dY[n0:n0 + nb]
+        for p, q, ((ri, ci), (ro, co)) in taps:
+            G = dYb[:, ro, co]
             G2 = G.reshape(-1, Cout)
-            dX[:, ri, ci] += (G2 @ W[p, q].T).reshape(G.shape[:3] + (Cin,))
-            dW[p, q] = X[:, ri, ci].reshape(-1, Cin).T @ G2
+            dXb[:, ri, ci] += (G2 @ WT[p, q]).reshape(G.shape[:3] + (Cin,))
+            dW[p, q] += Xb[:, ri, ci].reshape(-1, Cin).T @ G2
     dY2 = dY.reshape(-1, Cout)
     return {"dX": dX, "W": dW, "b": np.ones(dY2.shape[0], dtype=dY.dtype) @ dY2}
 

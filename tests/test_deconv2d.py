@@ -99,6 +99,15 @@ def test_gather_blocks_of_rows_and_images(monkeypatch, block_bytes):
     assert max_rel_err(grads, deconv2d.reference(case, cache)) < TOLERANCE["float64"]
 
 
+def test_taps_blocks_of_images(monkeypatch):
+    monkeypatch.setattr(deconv2d, "TAPS_BLOCK_BYTES", 1)
+    shape = deconv2d.KERNEL.full_shape({"N": 3, "Hin": 4, "Win": 5, "Cin": 3, "Cout": 2})
+    case = deconv2d.make_case(shape, "float64", seed=6)
+    _, cache = deconv2d.forward(case)
+    grads = deconv2d.BACKWARDS["deconv2d/method=taps"](case, cache)
+    assert max_rel_err(grads, deconv2d.reference(case, cache)) < TOLERANCE["float64"]
+
+
 def test_gather_block_plan_covers_every_row():
     for n, h, row_bytes, block in [(3, 7, 10, 1), (3, 7, 10, 25), (3, 7, 10, 150), (2, 4, 1, 99)]:
         covered = [(b, i) for n0, n1, i0, i1 in deconv2d._gather_blocks(n, h, row_bytes, block)
