@@ -197,3 +197,14 @@ def test_matches_torch_autograd(merge):
         got[f"{d}_Wh"] = getattr(module, f"weight_hh_l0{suffix}").grad.numpy().T
         got[f"{d}_b"] = getattr(module, f"bias_ih_l0{suffix}").grad.numpy()
     assert gradcheck.max_rel_err(want, got) < TORCH_TOLERANCE
+
+
+@pytest.mark.parametrize("dims", [(1, 1, 1, 1), (2, 2, 1, 2)])
+def test_minimal_shapes(dims):
+    case = bilstm.make_case(_shape(dims), "float64", seed=11)
+    _, cache = bilstm.forward(case)
+    for variant, backward in bilstm.BACKWARDS.items():
+        want = backward.reference(case, cache)
+        mode = parse_variant(variant)[1]["clip"]
+        want = clip_grads(want, bilstm.PARAMS, mode, case.clip_value, case.clip_norm)
+        assert gradcheck.max_rel_err(backward(case, cache), want) < gradcheck.TOLERANCE["float64"]

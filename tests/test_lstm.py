@@ -196,3 +196,16 @@ def test_matches_torch_autograd():
     torch_grads = {"dX": X.grad.numpy(), "Wx": module.weight_ih_l0.grad.numpy().T,
                    "Wh": module.weight_hh_l0.grad.numpy().T, "b": module.bias_ih_l0.grad.numpy()}
     assert gradcheck.max_rel_err(want, torch_grads) < TORCH_TOLERANCE
+
+
+@pytest.mark.parametrize("dims", [(1, 1, 1, 1), (2, 1, 3, 2), (1, 2, 1, 1)])
+def test_minimal_shapes(dims):
+    case = lstm.make_case(_shape(dims), "float64", seed=11)
+    _, cache = lstm.forward(case)
+    want = lstm.reference(case, cache)
+    assert gradcheck.max_rel_err(want, gradcheck.finite_differences(lstm.forward, case)) \
+        < FD_TOLERANCE
+    for variant, backward in lstm.BACKWARDS.items():
+        got = backward(case, cache)
+        assert gradcheck.max_rel_err(got, _clipped_reference(variant, case, cache)) \
+            < gradcheck.TOLERANCE["float64"]
