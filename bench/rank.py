@@ -2,23 +2,86 @@
 
 Sort by median; a variant joins the current place unless it differs from that
 place's first member (Mann-Whitney U at alpha and the minimum effect, see
-:func:`bench.stats.differs`), in which case it opens the next place.
+:func:`bench.stats.differs`), in which case it opens the next place. Also here:
+memory places, the Pareto front of time against memory, and the overall
+ranking across shapes by the geometric mean of normalised times. Every
+function is pure.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from bench import stats
-from impls.base import baseline_for
+from impls.base import PEER_AXIS, baseline_for
 from impls.registry import Registry
 
 GROUP_KEYS = ("kernel", "shape", "dtype")
+OVERALL_KEYS = ("kernel", "dtype")
 RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
-                "speedup", "peak_bytes", "gflops", "peak_fraction", "warnings", "cell_id"]
+                "speedup", "speedup_peer", "peak_bytes", "memory_place", "pareto", "flops",
+                "gflops", "peak_fraction", "warnings", "cell_id"]
+OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
+#: The peer speed-ups are measured against (``KERNEL/peer=torch``).
+PEER = "torch"
+#: The normal approximation of the U test decides alone when its p-value is
+#: this factor away from alpha; in between, scipy's test (exact for small
+#: samples) decides. scipy costs ~2 ms a call, the approximation ~20 us.
+APPROX_MARGIN = 10.0
+
+
+def _mwu_normal_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Mann-Whitney p from the normal approximation (tie and continuity corrected).
+
+    The same approximation scipy uses for large or tied samples.
+    """
+    n1, n2 = a.size, b.size
+    n = n1 + n2
+    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True,
+                                   return_counts=True)
+    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0
+    u1 = mid_ranks[inverse[:n1]].sum() - n1 * (n1 + 1) / 2.0
+    ties = float(np.sum(counts.astype(float) ** 3 - counts))
+    variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = max(abs(u1 - n1 * n2 / 2.0) - 0.5, 0.0) / math.sqrt(variance)
+    return math.erfc(z / math.sqrt(2.0))
+
+
+def _median(x: np.ndarray) -> float:
+    """Median of a small sample; plain Python beats ``np.median``'s overhead here."""
+    return statistics.median(x.tolist())
+
+
+def differs(a: np.ndarray, b: np.ndarray, *, alpha: float = stats.ALPHA,
+            min_effect: float = stats.MIN_EFFECT) -> bool:
+    """:func:`bench.stats.differs`, fast: scipy runs only near the decision boundary.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, shape (n,) and (m,)
+        Positive samples.
+    alpha, min_effect : float
+
+    Returns
+    -------
+    bool
+        The same answer as :func:`bench.stats.differs`.
+    """
+    if abs(_median(a) / _median(b) - 1.0) < min_effect:
+        return False
+    p = _mwu_normal_p(np.asarray(a, float), np.asarray(b, float))
+    if p < alpha / APPROX_MARGIN:
+        return True
+    if p > alpha * APPROX_MARGIN:
+        return False
+    return stats.mann_whitney(a, b) < alpha
 
 
 def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
@@ -31,8 +94,7 @@ def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
     result: list[int] = []
     leader = None
     for i, s in enumerate(samples):
-        if leader is None or stats.differs(samples[leader], s, alpha=alpha,
-                                           min_effect=min_effect):
+        if leader is None or differs(samples[leader], s, alpha=alpha, min_effect=min_effect):
             leader = i
             result.append((result[-1] + 1) if result else 1)
         else:
@@ -40,15 +102,73 @@ def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
     return result
 
 
-def _speedups(group: pd.DataFrame, registry: Registry | None) -> list[float | None]:
-    """Median of the variant's baseline (same other axes) ÷ the variant's median."""
-    medians = dict(zip(group["variant"], group["median_ns"]))
-    out: list[float | None] = []
-    for variant, median in zip(group["variant"], group["median_ns"]):
-        kernel = registry.kernels.get(variant.split("/")[0]) if registry else None
+def memory_places(peak_bytes: Sequence[float | None]) -> list[int | None]:
+    """Places by peak memory, smallest first; equal peaks share a place ("min" ranking).
+
+    Missing peaks (memory not measured) get None.
+    """
+    values = [None if v is None or v != v else float(v) for v in peak_bytes]
+    known = sorted(v for v in values if v is not None)
+    first = {}
+    for i, v in enumerate(known):
+        first.setdefault(v, i + 1)
+    return [None if v is None else first[v] for v in values]
+
+
+def pareto_front(times: Sequence[float], memory: Sequence[float | None]) -> list[bool]:
+    """Members of the Pareto front minimising both time and memory.
+
+    A point is on the front unless another is no worse in both and better in
+    one. Points without a memory figure are never members.
+
+    Parameters
+    ----------
+    times, memory : sequence of float, length n
+
+    Returns
+    -------
+    list of bool, length n
+    """
+    t = np.asarray(times, dtype=float)
+    m = np.asarray([np.nan if v is None else v for v in memory], dtype=float)
+    known = ~np.isnan(m)
+    no_worse = (t[None, :] <= t[:, None]) & (m[None, :] <= m[:, None])
+    better = (t[None, :] < t[:, None]) | (m[None, :] < m[:, None])
+    dominated = (no_worse & better & known[None, :]).any(axis=1)
+    return list(known & ~dominated)
+
+
+def _kernel_of(registry: Registry | None, variant: str):
+    return registry.kernels.get(variant.split("/")[0]) if registry else None
+
+
+def _speedups(variants: Sequence[str], medians: Sequence[float],
+              registry: Registry | None) -> tuple[list, list]:
+    """Speed-ups against each variant's baseline and against the torch peer.
+
+    A speed-up is the reference's median divided by the variant's: above 1 is faster.
+    """
+    by_name = dict(zip(variants, medians))
+    to_base: list[float | None] = []
+    to_peer: list[float | None] = []
+    for variant, median in zip(variants, medians):
+        kernel = _kernel_of(registry, variant)
         base = baseline_for(kernel, variant) if kernel and variant in kernel.variants else None
-        out.append(medians[base] / median if base in medians and median else None)
-    return out
+        peer = f"{variant.split('/')[0]}/{PEER_AXIS}={PEER}"
+        to_base.append(by_name[base] / median if base in by_name and median else None)
+        to_peer.append(by_name[peer] / median if peer in by_name and median else None)
+    return to_base, to_peer
+
+
+def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
+    """Derived columns of one (kernel, shape, dtype) group, rows sorted by median."""
+    variants = list(group["variant"])
+    medians = list(group["median_ns"])
+    memory = list(group["peak_bytes"])
+    base, peer = _speedups(variants, medians, registry)
+    return {"place": places([np.asarray(s, dtype=float) for s in group["samples_ns"]]),
+            "speedup": base, "speedup_peer": peer, "memory_place": memory_places(memory),
+            "pareto": pareto_front(medians, memory)}
 
 
 def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
@@ -60,14 +180,59 @@ def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
         Rows of the ``cells`` table (one sweep); non-``ok`` rows are ignored.
     registry : Registry, optional
         To find each variant's baseline for ``speedup``.
+
+    Returns
+    -------
+    pd.DataFrame
+        :data:`RANK_COLUMNS`, sorted by kernel, shape, dtype and median.
     """
-    ok = cells[cells["status"] == "ok"].copy()
+    ok = cells[(cells["status"] == "ok") & cells["median_ns"].notna()]
     if not len(ok):
         return pd.DataFrame(columns=RANK_COLUMNS)
-    frames = []
-    for _, group in ok.groupby(list(GROUP_KEYS), sort=True):
-        group = group.sort_values("median_ns", kind="stable").reset_index(drop=True)
-        group["place"] = places([np.asarray(s, dtype=float) for s in group["samples_ns"]])
-        group["speedup"] = _speedups(group, registry)
-        frames.append(group)
-    return pd.concat(frames, ignore_index=True).reindex(columns=RANK_COLUMNS)
+    ok = ok.reindex(columns=sorted(set(RANK_COLUMNS) | set(ok.columns)))
+    ok = ok.sort_values([*GROUP_KEYS, "median_ns"], kind="stable").reset_index(drop=True)
+    derived: dict[str, list] = {k: [] for k in ("place", "speedup", "speedup_peer",
+                                                  "memory_place", "pareto")}
+    for _, group in ok.groupby(list(GROUP_KEYS), sort=False):
+        for key, values in _rank_group(group, registry).items():
+            derived[key].extend(values)
+    # groupby(sort=False) visits groups in order of appearance: the sorted order
+    for key, values in derived.items():
+        ok[key] = pd.Series(values, dtype=object if key != "place" else "int64")
+    return ok.reindex(columns=RANK_COLUMNS)
+
+
+def normalised_times(ranked: pd.DataFrame) -> pd.Series:
+    """Each row's median over the fastest median at its kernel, shape and dtype."""
+    fastest = ranked.groupby(list(GROUP_KEYS))["median_ns"].transform("min")
+    return ranked["median_ns"] / fastest
+
+
+def overall(ranked: pd.DataFrame) -> pd.DataFrame:
+    """Overall ranking per kernel and dtype by the geometric mean of normalised times.
+
+    Only variants present (``ok``) at every shape of their kernel and dtype
+    are placed (1 = best, ordinal); the others keep their geometric mean over
+    the shapes they have, with ``place`` None, after the placed ones.
+
+    Returns
+    -------
+    pd.DataFrame
+        :data:`OVERALL_COLUMNS`: ``shapes`` counts the variant's shapes,
+        ``total_shapes`` those of the kernel and dtype.
+    """
+    if not len(ranked):
+        return pd.DataFrame(columns=OVERALL_COLUMNS)
+    frame = ranked.assign(log_ratio=np.log(normalised_times(ranked).astype(float)))
+    keys = list(OVERALL_KEYS)
+    per = (frame.groupby([*keys, "variant"])
+           .agg(log_mean=("log_ratio", "mean"), shapes=("shape", "nunique")).reset_index())
+    total = frame.groupby(keys)["shape"].nunique().rename("total_shapes").reset_index()
+    per = per.merge(total, on=keys)
+    per["geomean"] = np.exp(per["log_mean"])
+    per["complete"] = per["shapes"] == per["total_shapes"]
+    per = per.sort_values([*keys, "complete", "geomean"], ascending=[True, True, False, True],
+                          kind="stable").reset_index(drop=True)
+    per["place"] = per.groupby(keys).cumcount() + 1
+    per["place"] = per["place"].where(per["complete"], None)
+    return per.reindex(columns=OVERALL_COLUMNS)

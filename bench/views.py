@@ -97,3 +97,61 @@ def print_failures(console: Console, cells: pd.DataFrame) -> None:
     for r in bad.itertuples(index=False):
         table.add_row(escape(r.variant), r.shape, r.dtype, r.status, escape(str(r.error or "")))
     console.print(table)
+
+
+def _report_table(title: str, headers, rows) -> Table:
+    """A rich table of plain-text rows (every value escaped)."""
+    table = Table(title=escape(title), title_justify="left")
+    for col in headers:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(row[h]) for h in headers))
+    return table
+
+
+#: Ranked rows the rich report prints at most (rich renders ~0.7 ms a row); shapes
+#: beyond a kernel and dtype's share are counted, and left to --format md/csv.
+REPORT_MAX_ROWS = 600
+
+
+def _shape_budget(groups) -> dict[tuple[str, str], int]:
+    """Rows each (kernel, dtype) may print: an equal share of :data:`REPORT_MAX_ROWS`."""
+    keys = list(dict.fromkeys(k[:2] for k, _ in groups))
+    return {k: REPORT_MAX_ROWS // max(1, len(keys)) for k in keys}
+
+
+def print_report(console: Console, report) -> None:
+    """A ``bench.report.Report``: per kernel and dtype the shapes' rankings (up to a
+    share of :data:`REPORT_MAX_ROWS`) and the overall ranking, then the cells not
+    ranked and any notes."""
+    from bench import report as rp
+
+    console.print(f"[bold]gradsweep report[/]: {escape(rp.title(report))}")
+    overall = rp.overall_by(report)
+    groups = report.groups()
+    budget = _shape_budget(groups)
+    omitted: dict[tuple[str, str], int] = {}
+    for i, ((kernel, dtype, shape), cells) in enumerate(groups):
+        key = (kernel, dtype)
+        if len(cells) <= budget[key] or budget[key] == REPORT_MAX_ROWS // len(budget):
+            budget[key] -= len(cells)
+            console.print(_report_table(f"{kernel} · {dtype} · {shape}", rp.CELL_HEADERS,
+                                        [rp.cell_fields(c) for c in cells]))
+        else:
+            omitted[key] = omitted.get(key, 0) + 1
+        if i + 1 == len(groups) or groups[i + 1][0][:2] != key:
+            console.print(_report_table(
+                f"{kernel} · {dtype} · overall (geometric mean of time / fastest)",
+                rp.OVERALL_HEADERS, [rp.overall_fields(o) for o in overall.get(key, [])]))
+    if report.failed:
+        failed = report.failed[:REPORT_MAX_ROWS]
+        console.print(_report_table(f"cells not ranked ({len(report.failed)})",
+                                    rp.FAILED_HEADERS, [rp.failed_fields(f) for f in failed]))
+    for (kernel, dtype), n in omitted.items():
+        console.print(f"note: {kernel} {dtype}: {n} more shapes not shown; "
+                      "see --format md or csv, or the dashboard", markup=False, highlight=False)
+    if len(report.failed) > REPORT_MAX_ROWS:
+        console.print(f"note: {len(report.failed) - REPORT_MAX_ROWS} more cells not ranked "
+                      "not shown; see --format md or csv", markup=False, highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)

@@ -1,0 +1,371 @@
+"""``gradsweep report``: rankings, speed-ups, memory, Pareto fronts, roofline fractions.
+
+:func:`build` turns a sweep's ``cells`` rows into a :class:`Report` of frozen
+records (pure); :func:`load_report` reads a sweep from a dataset and loads the
+registry its spec names; :func:`to_markdown` and :func:`to_csv` render it
+(``bench.views.print_report`` renders it with rich).
+
+Exit code: a report exists to rank, so it exits 0 even when cells failed
+(they are listed apart, never ranked); 2 for bad input (unknown sweep,
+unknown format). ``run``, ``verify`` and ``compare`` are the commands that
+exit 1 on failures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from itertools import groupby
+
+import pandas as pd
+
+from bench import rank, store
+from bench.errors import BadInput
+from impls.registry import PluginError, Registry
+from impls.registry import load as load_registry
+
+FORMATS = ("rich", "md", "csv")
+NS_PER_MS = 1e6
+BYTES_PER_MIB = 2**20
+PERCENT = 100.0
+UNRANKED = ("incorrect", "error", "crashed", "timeout", "skipped")
+
+
+@dataclass(frozen=True)
+class RankedCell:
+    """One ``ok`` cell in its (kernel, shape, dtype) ranking.
+
+    ``speedup`` is the baseline's median over this one (above 1: faster than
+    the baseline), ``speedup_peer`` the same against ``KERNEL/peer=torch``.
+    ``memory_place`` ranks peak bytes (equal peaks share); ``pareto`` marks
+    the front of time against memory. ``warnings`` are ``"code: detail"``.
+    """
+
+    kernel: str
+    shape: str
+    dtype: str
+    place: int
+    variant: str
+    median_ns: float
+    ci_low_ns: float | None
+    ci_high_ns: float | None
+    speedup: float | None
+    speedup_peer: float | None
+    peak_bytes: int | None
+    memory_place: int | None
+    pareto: bool
+    flops: int | None
+    gflops: float | None
+    peak_fraction: float | None
+    warnings: tuple[str, ...]
+    cell_id: str
+
+
+@dataclass(frozen=True)
+class OverallEntry:
+    """A variant's standing across the shapes of its kernel and dtype.
+
+    ``geomean`` is the geometric mean of its median over the fastest median at
+    each shape (1.0: fastest everywhere). ``place`` is None when the variant
+    lacks ``ok`` cells at some shapes (``shapes < total_shapes``): it is then
+    not comparable and listed after the placed ones.
+    """
+
+    kernel: str
+    dtype: str
+    place: int | None
+    variant: str
+    geomean: float
+    shapes: int
+    total_shapes: int
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    """A cell that is not ``ok``: never ranked, listed with its error."""
+
+    kernel: str
+    variant: str
+    shape: str
+    dtype: str
+    status: str
+    error: str
+    cell_id: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``gradsweep report`` shows for one sweep."""
+
+    sweep_id: str
+    name: str
+    status: str
+    cells: tuple[RankedCell, ...]
+    overall: tuple[OverallEntry, ...]
+    failed: tuple[FailedCell, ...]
+    notes: tuple[str, ...] = ()
+
+    def groups(self) -> list[tuple[tuple[str, str, str], list[RankedCell]]]:
+        """Ranked cells grouped by (kernel, dtype, shape), in report order."""
+        return [(k, list(g)) for k, g in
+                groupby(self.cells, key=lambda c: (c.kernel, c.dtype, c.shape))]
+
+
+def _none(value):
+    """None for missing values (None, NaN, pandas NA)."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _int(value) -> int | None:
+    value = _none(value)
+    return None if value is None else int(value)
+
+
+def _float(value) -> float | None:
+    value = _none(value)
+    return None if value is None else float(value)
+
+
+def _ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
+    """Ranked rows as records ordered by kernel, dtype, problem size, shape, place."""
+    size = ranked.groupby(list(rank.GROUP_KEYS))["flops"].transform("min")
+    ordered = ranked.assign(_size=size.fillna(0)).sort_values(
+        ["kernel", "dtype", "_size", "shape", "median_ns"], kind="stable")
+    return tuple(
+        RankedCell(kernel=r.kernel, shape=r.shape, dtype=r.dtype, place=int(r.place),
+                   variant=r.variant, median_ns=float(r.median_ns),
+                   ci_low_ns=_float(r.ci_low_ns), ci_high_ns=_float(r.ci_high_ns),
+                   speedup=_float(r.speedup), speedup_peer=_float(r.speedup_peer),
+                   peak_bytes=_int(r.peak_bytes), memory_place=_int(r.memory_place),
+                   pareto=bool(r.pareto), flops=_int(r.flops), gflops=_float(r.gflops),
+                   peak_fraction=_float(r.peak_fraction),
+                   warnings=tuple(r.warnings) if _none_list(r.warnings) else (),
+                   cell_id=str(r.cell_id))
+        for r in ordered.itertuples(index=False))
+
+
+def _none_list(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) \
+        and len(value) > 0
+
+
+def _overall_records(table: pd.DataFrame) -> tuple[OverallEntry, ...]:
+    return tuple(
+        OverallEntry(kernel=r.kernel, dtype=r.dtype, place=_int(r.place), variant=r.variant,
+                     geomean=float(r.geomean), shapes=int(r.shapes),
+                     total_shapes=int(r.total_shapes))
+        for r in table.itertuples(index=False))
+
+
+def _failed_records(cells: pd.DataFrame) -> tuple[FailedCell, ...]:
+    bad = cells[(cells["status"] != "ok") | cells["median_ns"].isna()]
+    bad = bad.sort_values(["kernel", "status", "variant", "shape", "dtype"], kind="stable")
+    return tuple(
+        FailedCell(kernel=str(r.kernel), variant=str(r.variant), shape=str(r.shape),
+                   dtype=str(r.dtype), status=str(r.status),
+                   error=str(_none(r.error) or ("no timing" if r.status == "ok" else "")),
+                   cell_id=str(r.cell_id))
+        for r in bad.itertuples(index=False))
+
+
+def build(cells: pd.DataFrame, registry: Registry | None = None, *, sweep_id: str = "",
+          name: str = "", status: str = "", notes: Sequence[str] = ()) -> Report:
+    """The report of one sweep's ``cells`` rows (pure).
+
+    Parameters
+    ----------
+    cells : pd.DataFrame
+        Rows of the ``cells`` table of one sweep.
+    registry : Registry, optional
+        For each variant's baseline; without it ``speedup`` is None
+        (``speedup_peer`` needs no registry).
+    sweep_id, name, status : str
+        Shown in the title.
+    notes : sequence of str
+        Shown under the report (e.g. a plugin that could not be imported).
+    """
+    ranked = rank.rank(cells, registry)
+    return Report(sweep_id=sweep_id, name=name, status=status,
+                  cells=_ranked_records(ranked), overall=_overall_records(rank.overall(ranked)),
+                  failed=_failed_records(cells), notes=tuple(notes))
+
+
+def plugins_of(spec_text: str | None) -> tuple[str, ...]:
+    """The ``plugins`` list of a stored spec's TOML text (empty if unreadable)."""
+    try:
+        plugins = tomllib.loads(spec_text or "").get("plugins", [])
+    except tomllib.TOMLDecodeError:
+        return ()
+    return tuple(p for p in plugins if isinstance(p, str)) if isinstance(plugins, list) else ()
+
+
+def registry_for(plugins: Sequence[str]) -> tuple[Registry, tuple[str, ...]]:
+    """The registry with ``plugins``, or the built-ins and a note when one fails to import."""
+    try:
+        return load_registry(tuple(plugins)), ()
+    except PluginError as exc:
+        note = f"{exc}; speed-ups of its variants use the built-in registry only"
+        return load_registry(()), (note,)
+
+
+def sweep_row(dataset: store.Dataset, sweep_id: str) -> dict:
+    """The latest ``sweeps`` row of ``sweep_id`` as a dict (empty if it has none)."""
+    known = store.sweeps(dataset)
+    rows = known[known[store.PARTITION] == sweep_id]
+    return rows.iloc[-1].to_dict() if len(rows) else {}
+
+
+def load_report(dataset: store.Dataset, sweep: str) -> Report:
+    """The report of ``sweep`` (an id or ``latest``) in ``dataset``; BadInput if unknown."""
+    sweep_id = store.resolve_sweep(dataset, sweep)
+    row = sweep_row(dataset, sweep_id)
+    registry, notes = registry_for(plugins_of(row.get("spec")))
+    cells = store.read(dataset, "cells", [sweep_id])
+    return build(cells, registry, sweep_id=sweep_id, name=str(row.get("name") or ""),
+                 status=str(row.get("status") or ""), notes=notes)
+
+
+# ---- formatting helpers shared by every format --------------------------------------------
+
+def short(variant: str) -> str:
+    """The variant without its kernel prefix (``buffers=list,wgrad=step,clip=none``)."""
+    return variant.split("/", 1)[-1]
+
+
+def fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
+    """``value / scale`` formatted with ``spec``; "" when missing."""
+    return "" if value is None else format(value / scale, spec)
+
+
+def codes(warnings: Sequence[str]) -> str:
+    """The distinct codes of ``"code: detail"`` warnings, comma separated."""
+    return ", ".join(dict.fromkeys(w.split(":", 1)[0] for w in warnings))
+
+
+def cell_fields(c: RankedCell) -> dict[str, str]:
+    """A ranked cell's displayed values (plain text, not escaped)."""
+    ci = f"{fmt(c.ci_low_ns, scale=NS_PER_MS)}–{fmt(c.ci_high_ns, scale=NS_PER_MS)}" \
+        if c.ci_low_ns is not None else ""
+    return {"place": str(c.place), "variant": short(c.variant),
+            "median ms": fmt(c.median_ns, scale=NS_PER_MS), "95% CI ms": ci,
+            "× baseline": fmt(c.speedup, ".2f"), "× torch": fmt(c.speedup_peer, ".2f"),
+            "peak MiB": fmt(c.peak_bytes, scale=BYTES_PER_MIB),
+            "mem place": "" if c.memory_place is None else str(c.memory_place),
+            "Pareto": "◆" if c.pareto else "", "GFLOP/s": fmt(c.gflops),
+            "% GEMM peak": fmt(c.peak_fraction, ".1f", 1 / PERCENT),
+            "warnings": codes(c.warnings)}
+
+
+CELL_HEADERS = tuple(cell_fields(RankedCell("", "", "", 1, "k/v", 1.0, *[None] * 4, None,
+                                            None, False, None, None, None, (), "")))
+OVERALL_HEADERS = ("place", "variant", "geomean time / fastest", "shapes")
+FAILED_HEADERS = ("status", "variant", "shape", "dtype", "error")
+
+
+def overall_fields(o: OverallEntry) -> dict[str, str]:
+    """An overall entry's displayed values (plain text)."""
+    return {"place": "—" if o.place is None else str(o.place), "variant": short(o.variant),
+            "geomean time / fastest": f"{o.geomean:.3f}",
+            "shapes": f"{o.shapes}/{o.total_shapes}"}
+
+
+def failed_fields(f: FailedCell) -> dict[str, str]:
+    """A failed cell's displayed values (plain text)."""
+    return {"status": f.status, "variant": f.variant, "shape": f.shape, "dtype": f.dtype,
+            "error": " ".join(f.error.split())}
+
+
+def title(report: Report) -> str:
+    """``name (sweep_id, status)``."""
+    extra = ", ".join(p for p in (report.sweep_id, report.status) if p)
+    return f"{report.name} ({extra})" if extra else report.name
+
+
+def overall_by(report: Report) -> dict[tuple[str, str], list[OverallEntry]]:
+    """Overall entries by (kernel, dtype)."""
+    out: dict[tuple[str, str], list[OverallEntry]] = {}
+    for o in report.overall:
+        out.setdefault((o.kernel, o.dtype), []).append(o)
+    return out
+
+
+# ---- Markdown ------------------------------------------------------------------------------
+
+def md_escape(text: str) -> str:
+    """Text safe in a Markdown table cell: HTML special characters and pipes escaped."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("\n", " "))
+
+
+def md_table(headers: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]:
+    """Lines of a Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(md_escape(r[h]) for h in headers) + " |" for r in rows]
+    return lines
+
+
+def to_markdown(report: Report) -> str:
+    """The report as Markdown: per kernel and dtype, each shape's ranking, then overall."""
+    lines = [f"# gradsweep report: {md_escape(title(report))}", ""]
+    overall = overall_by(report)
+    groups = report.groups()
+    for i, ((kernel, dtype, shape), cells) in enumerate(groups):
+        key = (kernel, dtype)
+        if i == 0 or groups[i - 1][0][:2] != key:
+            lines += [f"## {md_escape(kernel)} · {dtype}", ""]
+        lines += [f"### {md_escape(shape)}", ""]
+        lines += md_table(CELL_HEADERS, [cell_fields(c) for c in cells]) + [""]
+        if i + 1 == len(groups) or groups[i + 1][0][:2] != key:
+            lines += ["### overall: geometric mean of time / fastest across shapes", ""]
+            lines += md_table(OVERALL_HEADERS,
+                              [overall_fields(o) for o in overall.get(key, [])]) + [""]
+    if report.failed:
+        lines += [f"## cells not ranked ({len(report.failed)})", ""]
+        lines += md_table(FAILED_HEADERS, [failed_fields(f) for f in report.failed]) + [""]
+    lines += [f"> note: {md_escape(n)}" for n in report.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---- CSV -----------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("record", "kernel", "dtype", "shape", "variant", "status", "place",
+               "median_ns", "ci_low_ns", "ci_high_ns", "speedup", "speedup_peer", "peak_bytes",
+               "memory_place", "pareto", "flops", "gflops", "peak_fraction", "geomean",
+               "shapes", "total_shapes", "warnings", "error", "cell_id")
+
+
+def _csv_rows(report: Report):
+    ranked = {f.name for f in fields(RankedCell)}
+    for c in report.cells:
+        row = {k: getattr(c, k) for k in ranked}
+        yield {**row, "record": "cell", "status": "ok", "warnings": "; ".join(c.warnings)}
+    for o in report.overall:
+        yield {"record": "overall", **{f.name: getattr(o, f.name) for f in fields(o)}}
+    for f in report.failed:
+        yield {"record": "failed", **{k.name: getattr(f, k.name) for k in fields(f)}}
+
+
+def to_csv(report: Report) -> str:
+    """The report as one CSV: ``record`` is ``cell``, ``overall`` or ``failed``; raw units."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in _csv_rows(report):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def check_format(fmt_name: str) -> str:
+    """``fmt_name`` if known, else BadInput naming the known formats."""
+    if fmt_name not in FORMATS:
+        raise BadInput(f"unknown format {fmt_name!r} (expected one of {', '.join(FORMATS)})",
+                       key="--format")
+    return fmt_name
