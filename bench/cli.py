@@ -77,6 +77,160 @@ def run(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).")],
     raise typer.Exit(code)
 
 
+@app.command()
+def report(sweep: Annotated[str, typer.Argument(help="Sweep id, or latest.")] = "latest",
+           format: Annotated[str, typer.Option(
+               "--format", help="rich (tables), md (Markdown) or csv.")] = "rich",
+           results: ResultsOpt = None) -> None:
+    """Rank a sweep's variants per kernel, shape and dtype: speed-ups, memory, Pareto
+    front, roofline fractions, an overall ranking; failed cells apart. Exits 0 even
+    when cells failed (they are listed, never ranked); 2 for bad input."""
+    from bench import report as report_mod
+    from bench import store
+
+    fmt = report_mod.check_format(format)
+    rep = report_mod.load_report(store.resolve(results), sweep)
+    if fmt == "md":
+        sys.stdout.write(report_mod.to_markdown(rep))
+    elif fmt == "csv":
+        sys.stdout.write(report_mod.to_csv(rep))
+    else:
+        views.print_report(out, rep)
+
+
+@app.command()
+def dashboard(sweeps: Annotated[list[str] | None, typer.Argument(
+                  help="Sweep ids (or latest); several show each cell's history. "
+                       "Default: latest.")] = None,
+              output: Annotated[Path, typer.Option(
+                  "-o", "--output", help="Directory of the site.")] = Path("dashboards/site"),
+              results: ResultsOpt = None) -> None:
+    """Write the static HTML dashboard (opens from disk, no network); print its path."""
+    from bench import store
+    from dashboards import render
+
+    dataset = store.resolve(results)
+    ids = list(dict.fromkeys(store.resolve_sweep(dataset, s) for s in (sweeps or ["latest"])))
+    index = render.write_site(dataset, ids, output)
+    out.print(str(index), markup=False, highlight=False, soft_wrap=True)
+
+
+SweepArg = Annotated[str, typer.Argument(help="Sweep id, or latest.")]
+FormatOpt = Annotated[str, typer.Option(
+    "--format", help="table, csv, json (or parquet with -o FILE, for show).")]
+
+
+def _warn_corrupt(corrupt) -> None:
+    for bad in corrupt:
+        err.print(f"gradsweep: warning: {bad}", markup=False, highlight=False)
+
+
+def _emit(frame, fmt: str, output: str | None = None) -> None:
+    """Print a frame as CSV or JSON (or write Parquet to ``output``)."""
+    from bench import query
+
+    text = query.export(frame, fmt, output)
+    if text:
+        sys.stdout.write(text)
+
+
+@results_app.command("list")
+def results_list(fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
+    """Sweeps: name, start, status (incomplete when never finished), cell counts, git."""
+    from bench import query, store
+
+    listing = query.list_sweeps(store.resolve(results))
+    _warn_corrupt(listing.corrupt)
+    if fmt == "table":
+        views.print_sweeps(out, listing.frame)
+    else:
+        _emit(listing.frame.drop(columns=["last_activity"]), fmt)
+
+
+@results_app.command("show")
+def results_show(
+        sweep: SweepArg,
+        kernel: Annotated[str | None, typer.Option(help="Only this kernel.")] = None,
+        variant: Annotated[str | None, typer.Option(
+            help="Exact variant, else a substring of it.")] = None,
+        dtype: Annotated[str | None, typer.Option(help="Only this dtype.")] = None,
+        shape: Annotated[str | None, typer.Option(help='Exact shape, e.g. "N=16,T=32".')] = None,
+        where: Annotated[str | None, typer.Option(
+            help='Dim conditions, e.g. "H >= 128 and N == 16".')] = None,
+        fmt: FormatOpt = "table",
+        output: Annotated[str | None, typer.Option("-o", "--output",
+                                                   help="File for --format parquet.")] = None,
+        results: ResultsOpt = None) -> None:
+    """One sweep's cells: median, CI, peak memory, GFLOP/s, status, warnings."""
+    from bench import query, store
+
+    dataset = store.resolve(results)
+    sweep_id = store.resolve_sweep(dataset, sweep)
+    conditions = query.parse_where(where) if where else ()
+    filt = query.CellFilter(kernel, variant, dtype, shape, conditions)
+    listing = query.select_cells(dataset, sweep_id, filt)
+    if fmt == "table":
+        views.print_cells(out, listing.frame, title=f"{sweep_id}: {len(listing.frame)} cells")
+    else:
+        _emit(listing.frame, fmt, output)
+    if listing.corrupt:
+        raise BadInput(f"{listing.corrupt[0]}; its rows are missing above")
+
+
+@results_app.command("sql")
+def results_sql(sql: Annotated[str, typer.Argument(
+                    help="DuckDB SQL over the views sweeps, cells, nodes, profiles.")],
+                fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
+    """Run SQL over the tables (each a view by its name, sweep_id a column)."""
+    from bench import query, store
+
+    listing = query.run_sql(store.resolve(results), sql)
+    _warn_corrupt(listing.corrupt)
+    if fmt == "table":
+        views.print_frame(out, listing.frame)
+    elif fmt in ("csv", "json"):
+        _emit(listing.frame, fmt)
+    else:
+        raise BadInput(f"unknown format {fmt!r}; expected table, csv or json", key="--format")
+
+
+@results_app.command("compact")
+def results_compact(sweep: Annotated[str | None, typer.Argument(
+                        help="Only this sweep (or latest); default every sweep.")] = None,
+                    results: ResultsOpt = None) -> None:
+    """Merge each table's small files into one file per sweep."""
+    from bench import query, store
+
+    dataset = store.resolve(results)
+    sweep_id = query.resolve_any(dataset, sweep) if sweep else None
+    done = store.compact(dataset, sweep_id)
+    for c in done:
+        if c.rows >= 0:
+            out.print(f"{c.table}/{store.PARTITION}={c.sweep_id}: {c.files_before} files -> 1 "
+                      f"({c.rows} rows)", markup=False, highlight=False)
+    merged = sum(c.rows >= 0 for c in done)
+    out.print(f"compacted {merged} partitions; {len(done) - merged} left as they were",
+              markup=False, highlight=False)
+    bad = [c.skipped for c in done if c.rows < 0 and c.skipped != "already compact"]
+    if bad:
+        raise BadInput(f"{bad[0]}; that partition was not compacted")
+
+
+@results_app.command("delete")
+def results_delete(sweep: SweepArg,
+                   yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+                   results: ResultsOpt = None) -> None:
+    """Remove a sweep from every table."""
+    from bench import query, store
+
+    dataset = store.resolve(results)
+    sweep_id = query.resolve_any(dataset, sweep)
+    if not yes:
+        typer.confirm(f"delete sweep {sweep_id} from {dataset.uri}?", abort=True)
+    removed = store.delete(dataset, sweep_id)
+    out.print(f"deleted sweep {sweep_id}: {removed} files", markup=False, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 2 with one line for bad input."""
     try:

@@ -1,7 +1,13 @@
 """The Parquet dataset: schemas, partition layout, whole files, dedupe on read."""
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from bench import store
@@ -81,3 +87,193 @@ def test_file_uri_dataset(tmp_path):
 
 def test_missing_table_reads_empty(tmp_path):
     assert len(store.read(store.resolve(tmp_path / "none"), "cells")) == 0
+
+
+# --- schema versions -------------------------------------------------------------------------
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1"
+OLD_SWEEP = "20250101T000000Z-0001"
+
+
+def v1_dataset(tmp_path) -> store.Dataset:
+    """A copy of the stored schema-version-1 dataset (cells without n_samples)."""
+    shutil.copytree(FIXTURE_V1, tmp_path / "v1")
+    return store.resolve(tmp_path / "v1")
+
+
+def test_fixture_really_is_version_1():
+    path = next((FIXTURE_V1 / "cells").rglob("*.parquet"))
+    assert "n_samples" not in pq.read_schema(path).names
+    assert set(pq.read_table(path)["schema_version"].to_pylist()) == {1}
+
+
+def test_readers_migrate_version_1_rows(tmp_path):
+    ds = v1_dataset(tmp_path)
+    store.write(ds, "cells", OLD_SWEEP, [cell_row("new", 1.0, samples_ns=[1.0] * 3)])
+    frame = store.read(ds, "cells").set_index("cell_id")
+    assert (frame["schema_version"] == store.SCHEMA_VERSION).all()
+    assert frame["n_samples"].to_dict() == {f"{0:016x}": 5, f"{1:016x}": 5, f"{2:016x}": 0,
+                                            "new": 3}
+    # a projection that names only the new column still migrates
+    only = store.read(ds, "cells", columns=["n_samples"])
+    assert sorted(only["n_samples"]) == [0, 3, 5, 5]
+
+
+def test_compaction_rewrites_old_rows_at_the_current_version(tmp_path):
+    ds = v1_dataset(tmp_path)
+    before = store.read(ds, "cells")
+    store.compact(ds)
+    (path,) = store.files(ds, "cells")
+    assert "n_samples" in pq.read_schema(path).names
+    assert set(pq.read_table(path)["schema_version"].to_pylist()) == {store.SCHEMA_VERSION}
+    after = store.read(ds, "cells")
+    assert sorted(after["cell_id"]) == sorted(before["cell_id"])
+    assert store.sweeps(ds).loc[0, "status"] == "finished"
+
+
+def test_every_older_version_has_a_migration_or_an_unchanged_schema():
+    for table in store.SCHEMAS:
+        for version in range(1, store.SCHEMA_VERSION):
+            step = store.MIGRATIONS.get((table, version))
+            assert step is None or set(step.needs) <= set(store.SCHEMAS[table].names)
+    assert ("cells", 1) in store.MIGRATIONS
+
+
+# --- corrupt and partial files ---------------------------------------------------------------
+
+def test_a_corrupt_file_is_named_and_the_rest_is_read(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
+    store.write(ds, "cells", "s2", [cell_row("b", 1.0)])
+    bad = tmp_path / "r" / "cells" / "sweep_id=s1" / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet PAR1")
+    with pytest.warns(store.CorruptFileWarning, match="corrupt file .*broken.parquet"):
+        frame = store.read(ds, "cells")
+    assert sorted(frame["cell_id"]) == ["a", "b"]
+    (corrupt,) = frame.attrs["corrupt"]
+    assert corrupt.path.endswith("sweep_id=s1/broken.parquet")
+    # a read of another sweep never opens the broken file
+    assert store.read(ds, "cells", ["s2"]).attrs["corrupt"] == ()
+
+
+def test_hidden_and_underscore_paths_are_skipped(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
+    part = tmp_path / "r" / "cells" / "sweep_id=s1"
+    (part / "_SUCCESS").write_text("")
+    (part / "_tmp").mkdir()
+    (part / "_tmp" / "x.parquet").write_bytes(b"partial")
+    (part / ".y.parquet.tmp").write_bytes(b"partial")
+    assert len(store.files(ds, "cells")) == 1
+    assert len(store.read(ds, "cells")) == 1
+
+
+# --- concurrent writers ----------------------------------------------------------------------
+
+WRITER = """
+import sys
+from bench import store
+root, sweep, tag, batches, rows = sys.argv[1:6]
+ds = store.resolve(root)
+for b in range(int(batches)):
+    store.write(ds, "cells", sweep, [
+        {"cell_id": f"{tag}-{b}-{i}", "kernel": "rnn", "variant": "rnn/x", "status": "ok",
+         "samples_ns": [1.0] * 15, "median_ns": 1.0} for i in range(int(rows))])
+    store.write(ds, "sweeps", sweep, [{"name": tag, "event": f"batch{b}", "status": "running",
+                                       "at": None}])
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    root = str(tmp_path / "r")
+    batches, rows = 40, 5
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, root, sweep, tag, str(batches),
+                               str(rows)], cwd=Path(__file__).parent.parent)
+             for sweep, tag in (("shared", "p1"), ("shared", "p2"))]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    ds = store.resolve(root)
+    cells = store.read(ds, "cells")
+    assert len(cells) == 2 * batches * rows and cells["cell_id"].is_unique
+    assert len(store.files(ds, "cells")) == 2 * batches
+    store.compact(ds)
+    assert len(store.files(ds, "cells")) == 1 and len(store.read(ds, "cells")) == len(cells)
+
+
+# --- compaction and deletion -----------------------------------------------------------------
+
+def test_compact_merges_each_partition_without_loss_or_duplicates(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    for i in range(5):
+        store.write(ds, "cells", "s1", [cell_row(f"c{i}", float(i)), cell_row("dup", float(i))])
+    store.write(ds, "cells", "s2", [cell_row("x", 1.0)])
+    store.write(ds, "cells", "s2", [cell_row("y", 1.0)])
+    before = store.read(ds, "cells").sort_values(["sweep_id", "cell_id"]).reset_index(drop=True)
+    old_files = {p: Path(p).read_bytes() for p in store.files(ds, "cells", ["s1"])}
+    done = store.compact(ds, "s1")
+    assert {(c.table, c.sweep_id, c.files_before, c.rows) for c in done} == {
+        ("cells", "s1", 5, 6)}
+    assert len(store.files(ds, "cells", ["s1"])) == 1
+    assert len(store.files(ds, "cells", ["s2"])) == 2  # another sweep untouched
+    after = store.read(ds, "cells").sort_values(["sweep_id", "cell_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after, check_like=True)
+    assert after.set_index("cell_id").loc["dup", "median_ns"] == 4.0
+    # a crash after writing the merged file but before removing the old ones
+    for path, data in old_files.items():
+        Path(path).write_bytes(data)
+    again = store.read(ds, "cells").sort_values(["sweep_id", "cell_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, again, check_like=True)
+
+
+def test_compact_leaves_a_partition_with_a_corrupt_file(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
+    store.write(ds, "cells", "s1", [cell_row("b", 1.0)])
+    (tmp_path / "r" / "cells" / "sweep_id=s1" / "bad.parquet").write_bytes(b"junk")
+    with pytest.warns(store.CorruptFileWarning):
+        (done,) = store.compact(ds)
+    assert done.rows == -1 and "bad.parquet" in done.skipped
+    assert len(store.files(ds, "cells")) == 3
+
+
+def test_delete_removes_a_sweep_from_every_table(tmp_path):
+    ds = store.resolve(f"file://{tmp_path}/r")
+    for sweep in ("s1", "s2"):
+        store.write(ds, "cells", sweep, [cell_row("a", 1.0)])
+        store.write(ds, "nodes", sweep, [{"node": "n"}])
+        store.write(ds, "sweeps", sweep, [{"name": sweep, "event": "started",
+                                           "status": "running"}])
+    assert store.known_sweeps(ds) == ["s1", "s2"]
+    assert store.delete(ds, "s1") == 3
+    assert store.known_sweeps(ds) == ["s2"]
+    assert set(store.read(ds, "cells")["sweep_id"]) == {"s2"}
+    with pytest.raises(BadInput):
+        store.delete(ds, "../s2")
+
+
+def test_file_uri_compaction(tmp_path):
+    ds = store.resolve(f"file://{tmp_path}/u")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
+    store.write(ds, "cells", "s1", [cell_row("b", 1.0)])
+    store.compact(ds)
+    assert len(list((tmp_path / "u" / "cells").rglob("*.parquet"))) == 1
+    assert len(store.read(ds, "cells")) == 2
+
+
+def test_pandas_reads_every_kernels_cells_from_real_results(tmp_path):
+    from bench.spec import Cell
+    from bench.worker import skeleton
+
+    ds = store.resolve(tmp_path / "r")
+    rnn = Cell(kernel="rnn", variant="rnn/buffers=list,wgrad=step,clip=none",
+               shape=(("N", 2), ("T", 3), ("D", 4), ("H", 5)), dtype="float64", threads=1, seed=0,
+               clip_value=1.0, clip_norm=5.0)
+    deconv = Cell(kernel="deconv2d", variant="deconv2d/method=gather",
+                  shape=(("N", 1), ("Hin", 4), ("Win", 4), ("Cin", 2), ("Cout", 3), ("k", 3),
+                         ("stride", 2), ("padding", 0), ("dilation", 1), ("output_padding", 0)),
+                  dtype="float32", threads=1, seed=0, clip_value=1.0, clip_norm=5.0)
+    store.write(ds, "cells", "s1", [skeleton(rnn, "ok").row()])
+    store.write(ds, "cells", "s2", [skeleton(deconv, "ok").row()])
+    frame = pd.read_parquet(tmp_path / "r" / "cells")
+    assert sorted(frame["kernel"]) == ["deconv2d", "rnn"]
+    assert set(frame["sweep_id"].astype(str)) == {"s1", "s2"}
+    assert frame.set_index("kernel").loc["deconv2d", "Cout"] == 3

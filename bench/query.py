@@ -1,0 +1,233 @@
+"""Questions asked of the results dataset: sweep listings, cell filters, SQL.
+
+Every function reads through :mod:`bench.store` (which migrates old rows and
+drops duplicates) and returns plain frames; the CLI only prints them. Filters
+are parsed, never evaluated: ``--where`` has a grammar of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from bench import store
+from bench.errors import BadInput
+
+#: Cell statuses that count as failed (as in :data:`bench.runner.FAILED`).
+FAILED_STATUSES = ("incorrect", "error", "crashed", "timeout")
+#: A ``running`` sweep with no event and no stored cell for this long reads as
+#: ``incomplete`` (its driver died). Longer than any batch interval and the
+#: default per-cell timeout, so a live sweep is not mislabelled.
+STALE_AFTER = pd.Timedelta(minutes=15)
+INCOMPLETE = "incomplete"
+#: Columns ``results show`` reads and prints, in order.
+SHOW_COLUMNS = ("cell_id", "kernel", "variant", "shape", "dtype", "status", "n_samples",
+                "median_ns", "ci_low_ns", "ci_high_ns", "peak_bytes", "gflops", "warnings",
+                "error")
+LIST_COLUMNS = ("sweep_id", "name", "started_at", "status", "ok", "failed", "cells",
+                "git_commit")
+FORMATS = ("table", "csv", "json", "parquet")
+TABLES = tuple(store.SCHEMAS)
+
+OPERATORS: dict[str, Callable] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+_CLAUSE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|<=|>=|<|>)\s*([+-]?\d+)\s*")
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Rows to print and the data files that could not be read."""
+
+    frame: pd.DataFrame
+    corrupt: tuple[store.CorruptFile, ...] = ()
+
+
+def display_status(status: str, last_activity: pd.Timestamp, now: pd.Timestamp) -> str:
+    """A sweep's status as shown: ``running`` turns ``incomplete`` once stale."""
+    if status == "running" and now - last_activity > STALE_AFTER:
+        return INCOMPLETE
+    return status
+
+
+def cell_counts(dataset: store.Dataset) -> Listing:
+    """Per sweep: ok, failed and total cells, and the newest cell's time."""
+    loaded = store.read_table(dataset, "cells", columns=["status"])
+    data = loaded.table
+    failed = pc.is_in(data["status"], pa.array(FAILED_STATUSES))
+    data = data.append_column("ok", pc.cast(pc.equal(data["status"], "ok"), pa.int64()))
+    data = data.append_column("failed", pc.cast(failed, pa.int64()))
+    counts = data.group_by(store.PARTITION).aggregate(
+        [("ok", "sum"), ("failed", "sum"), ("status", "count"), ("recorded_at", "max")])
+    frame = counts.to_pandas().rename(columns={
+        "ok_sum": "ok", "failed_sum": "failed", "status_count": "cells",
+        "recorded_at_max": "last_cell_at"})
+    return Listing(frame.set_index(store.PARTITION), loaded.corrupt)
+
+
+def list_sweeps(dataset: store.Dataset, now: pd.Timestamp | None = None) -> Listing:
+    """One row per sweep, oldest first: :data:`LIST_COLUMNS` plus ``last_activity``."""
+    now = now or pd.Timestamp.now(tz="UTC")
+    sweeps = store.sweeps(dataset)
+    counts = cell_counts(dataset)
+    frame = sweeps.set_index(store.PARTITION).join(counts.frame, how="left")
+    for col in ("ok", "failed", "cells"):
+        frame[col] = frame[col].fillna(0).astype("int64")
+    frame["last_activity"] = frame[["at", "last_cell_at"]].max(axis=1)
+    frame["status"] = [display_status(s, t, now)
+                       for s, t in zip(frame["status"], frame["last_activity"])]
+    frame = frame.reset_index()
+    return Listing(frame[[*LIST_COLUMNS, "last_activity"]], counts.corrupt)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``DIM OP INT`` clause of ``--where``."""
+
+    dim: str
+    op: str
+    value: int
+
+    def expression(self) -> ds.Expression:
+        """The clause as a scan filter over the dim's column."""
+        return OPERATORS[self.op](ds.field(self.dim), self.value)
+
+
+def parse_where(text: str) -> tuple[Condition, ...]:
+    """``"H >= 128 and N == 16"`` as conditions; BadInput for anything else."""
+    clauses = _AND.split(text.strip())
+    conditions = []
+    for clause in clauses:
+        match = _CLAUSE.fullmatch(clause)
+        if not match:
+            raise BadInput(f"cannot parse {clause.strip()!r}: expected DIM OP INTEGER joined by "
+                           "'and', OP one of " + " ".join(OPERATORS), key="--where")
+        dim, op, value = match.groups()
+        conditions.append(Condition(dim, op, int(value)))
+    return tuple(conditions)
+
+
+@dataclass(frozen=True)
+class CellFilter:
+    """What ``results show`` narrows cells to; empty fields match everything.
+
+    ``variant`` matches exactly when some cell has exactly that variant,
+    otherwise as a substring.
+    """
+
+    kernel: str | None = None
+    variant: str | None = None
+    dtype: str | None = None
+    shape: str | None = None
+    where: tuple[Condition, ...] = field(default_factory=tuple)
+
+    def expression(self) -> ds.Expression | None:
+        """The scan filter for every field except the variant's exactness."""
+        parts = [ds.field(name) == value for name, value in
+                 (("kernel", self.kernel), ("dtype", self.dtype), ("shape", self.shape))
+                 if value is not None]
+        if self.variant is not None:
+            parts.append(pc.match_substring(ds.field("variant"), self.variant))
+        parts += [c.expression() for c in self.where]
+        expr = None
+        for part in parts:
+            expr = part if expr is None else expr & part
+        return expr
+
+
+def check_dims(conditions: tuple[Condition, ...]) -> None:
+    """BadInput naming the first dim that is not a dim column of ``cells``."""
+    for c in conditions:
+        if c.dim not in store.DIM_COLUMNS:
+            raise BadInput(f"unknown dim {c.dim!r}; dims are " + ", ".join(store.DIM_COLUMNS),
+                           key="--where")
+
+
+def select_cells(dataset: store.Dataset, sweep_id: str, filt: CellFilter) -> Listing:
+    """The cells of one sweep that pass ``filt``, sorted, :data:`SHOW_COLUMNS` only."""
+    check_dims(filt.where)
+    loaded = store.read_table(dataset, "cells", [sweep_id], list(SHOW_COLUMNS),
+                              filt.expression())
+    frame = loaded.table.to_pandas()
+    if filt.variant is not None and (frame["variant"] == filt.variant).any():
+        frame = frame[frame["variant"] == filt.variant]
+    frame = frame.sort_values(["kernel", "shape", "dtype", "median_ns"], kind="stable")
+    return Listing(frame[list(SHOW_COLUMNS)].reset_index(drop=True), loaded.corrupt)
+
+
+def referenced_tables(query: str) -> list[str]:
+    """Table names that occur as words in ``query``."""
+    return [t for t in TABLES if re.search(rf"\b{t}\b", query, re.IGNORECASE)]
+
+
+def run_sql(dataset: store.Dataset, query: str) -> Listing:
+    """Run ``query`` with DuckDB over the tables, each a view by its name.
+
+    Views hold what readers return (migrated, newest row per key, ``sweep_id``
+    a column). DuckDB's file access is off: a query reads the dataset only.
+    """
+    import duckdb
+
+    con = duckdb.connect(config={"enable_external_access": False})
+    corrupt: list[store.CorruptFile] = []
+    try:
+        for table in referenced_tables(query):
+            loaded = store.read_table(dataset, table)
+            corrupt += loaded.corrupt
+            con.register(table, loaded.table)
+        frame = con.execute(query).df()
+    except duckdb.Error as exc:
+        raise BadInput(str(exc).splitlines()[0], key="SQL") from None
+    finally:
+        con.close()
+    return Listing(frame, tuple(corrupt))
+
+
+def _flatten(frame: pd.DataFrame) -> pd.DataFrame:
+    """List and map cells joined as text, for CSV."""
+    def flat(v):
+        if isinstance(v, list | tuple) or hasattr(v, "tolist"):
+            return "; ".join(map(str, list(v)))
+        return v
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(flat)
+    return out
+
+
+def export(frame: pd.DataFrame, fmt: str, output: str | None = None) -> str:
+    """``frame`` as CSV or JSON text, or written to ``output`` as Parquet (returns "")."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        _flatten(frame).to_csv(buf, index=False)
+        return buf.getvalue()
+    if fmt == "json":
+        return frame.to_json(orient="records", date_format="iso", indent=1) + "\n"
+    if fmt == "parquet":
+        if not output:
+            raise BadInput("--format parquet needs -o FILE", key="--output")
+        frame.to_parquet(output, index=False)
+        return ""
+    raise BadInput(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
+                   key="--format")
+
+
+def resolve_any(dataset: store.Dataset, sweep: str) -> str:
+    """A sweep id with data in any table (``latest`` as in :func:`store.resolve_sweep`)."""
+    if sweep == "latest":
+        return store.resolve_sweep(dataset, sweep)
+    store.check_sweep_id(sweep)
+    if sweep not in store.known_sweeps(dataset):
+        raise BadInput(f"unknown sweep {sweep!r} in {dataset.uri}")
+    return sweep
