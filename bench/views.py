@@ -155,3 +155,52 @@ def print_report(console: Console, report) -> None:
                       "not shown; see --format md or csv", markup=False, highlight=False)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
+
+
+def _text(value) -> str:
+    """Any cell value as plain text ("" when missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return ""
+    return str(value)
+
+
+def print_sweeps(console: Console, sweeps: pd.DataFrame) -> None:
+    """``results list``: one row per sweep, oldest first."""
+    table = Table(title="sweeps")
+    for col in ("sweep", "name", "started (UTC)", "status", "ok", "failed", "cells", "git"):
+        table.add_column(col, overflow="fold")
+    styles = {"finished": "green", "running": "cyan", "incomplete": "yellow"}
+    for r in sweeps.itertuples(index=False):
+        style = styles.get(r.status, "red")
+        started = "" if r.started_at is pd.NaT else f"{r.started_at:%Y-%m-%d %H:%M:%S}"
+        table.add_row(escape(r.sweep_id), escape(_text(r.name)), started,
+                      f"[{style}]{escape(_text(r.status))}[/]", str(r.ok), str(r.failed),
+                      str(r.cells), escape(_text(r.git_commit))[:12])
+    console.print(table)
+
+
+def print_cells(console: Console, cells: pd.DataFrame, title: str) -> None:
+    """``results show``: cells with median, CI, peak memory, GFLOP/s, status, warnings."""
+    table = Table(title=title)
+    for col in ("kernel", "variant", "shape", "dtype", "median ms", "95% CI ms", "peak MiB",
+                "GFLOP/s", "status", "warnings"):
+        table.add_column(col, overflow="fold")
+    for r in cells.itertuples(index=False):
+        ci = f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}" if fmt_ms(r.ci_low_ns) else ""
+        warnings = r.warnings if r.warnings is not None else []
+        codes = ", ".join(dict.fromkeys(str(w).split(":")[0] for w in warnings))
+        status = r.status if r.status == "ok" else f"{r.status}: {_text(r.error)}"
+        table.add_row(escape(r.kernel), escape(r.variant.split("/", 1)[-1]), r.shape, r.dtype,
+                      fmt_ms(r.median_ns), ci, fmt_mib(r.peak_bytes), fmt_num(r.gflops),
+                      escape(status), escape(codes))
+    console.print(table)
+
+
+def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None) -> None:
+    """Any frame (``results sql``) as a table, every value as text."""
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(escape(str(col)), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(escape(_text(v)) for v in row))
+    console.print(table)
