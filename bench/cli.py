@@ -231,6 +231,32 @@ def results_delete(sweep: SweepArg,
     out.print(f"deleted sweep {sweep_id}: {removed} files", markup=False, highlight=False)
 
 
+@app.command()
+def profile(variant: Annotated[str, typer.Argument(
+                help="Canonical variant, e.g. lstm/buffers=list,wgrad=step,clip=none.")],
+            shape: Annotated[str, typer.Option(
+                help="Dims as N=32,T=64,D=64,H=128; missing dims take defaults.")] = "",
+            dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
+            threads: Annotated[int, typer.Option(help="BLAS threads.")] = 1,
+            seconds: Annotated[float, typer.Option(
+                help="Seconds of profiled backward calls.")] = 2.0,
+            top: Annotated[int, typer.Option(min=1, help="Lines shown.")] = 15,
+            memory: Annotated[bool, typer.Option(
+                "--memory/--cpu-only", help="Also profile memory (slower).")] = True,
+            store: Annotated[bool, typer.Option(
+                "--store", help="Write the lines to the profiles table under a new sweep.")
+            ] = False,
+            results: ResultsOpt = None, plugin: PluginOpt = None) -> None:
+    """Scalene line profile of one cell: the variant's hot lines, CPU and memory."""
+    from bench import profile as profile_mod
+
+    code = profile_mod.profile_command(
+        variant, shape=shape, dtype=dtype, threads=threads, seconds=seconds, top=top,
+        memory=memory, store_it=store, results=results, plugins=tuple(plugin or ()),
+        console=out)
+    raise typer.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 2 with one line for bad input."""
     try:

@@ -204,3 +204,30 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None)
     for row in frame.itertuples(index=False):
         table.add_row(*(escape(_text(v)) for v in row))
     console.print(table)
+
+
+def print_profile(console: Console, profile, top: int = 15) -> None:
+    """``gradsweep profile``: the hottest lines of a cell's variant code (``bench.profile``)."""
+    cell = profile.cell
+    console.print(f"{cell.variant} {cell.shape_text} {cell.dtype} threads={cell.threads} "
+                  f"(cell {cell.cell_id}): {profile.calls} calls in {profile.elapsed_s:.2f} s "
+                  f"under scalene, {profile.ms_per_call:.3g} ms/call profiled",
+                  markup=False, highlight=False)
+    table = Table(title=f"hot lines of {', '.join(profile.files) or 'the variant'} "
+                        "(% of the profiled CPU time)")
+    for col in ("line", "function", "CPU %", "Python %", "native %", "system %", "peak MB",
+                "alloc MB/call", "code"):
+        table.add_column(col, overflow="ellipsis" if col == "code" else "fold",
+                         no_wrap=col == "code", justify="left" if col in (
+                             "line", "function", "code") else "right")
+    shown = profile.lines[:top]
+    for r in shown:
+        table.add_row(f"{escape(r.file)}:{r.line}", escape(r.function), f"{r.cpu_percent:.1f}",
+                      f"{r.cpu_percent_python:.1f}", f"{r.cpu_percent_native:.1f}",
+                      f"{r.cpu_percent_system:.1f}", fmt_num(r.peak_mb or None, ".3g"),
+                      fmt_num(r.alloc_mb or None, ".3g"), escape(r.code.strip()))
+    console.print(table)
+    total = sum(r.cpu_percent for r in profile.lines)
+    console.print(f"{len(shown)} of {len(profile.lines)} lines shown; shown lines hold "
+                  f"{sum(r.cpu_percent for r in shown):.0f} % of {total:.0f} % CPU",
+                  markup=False, highlight=False)
