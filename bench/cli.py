@@ -257,6 +257,56 @@ def profile(variant: Annotated[str, typer.Argument(
     raise typer.Exit(code)
 
 
+AlphaOpt = Annotated[float, typer.Option(help="Significance level of a regression.")]
+ThresholdOpt = Annotated[float, typer.Option(
+    help="Minimum effect: flag only cells slower (or faster) by more than this fraction.")]
+MarkdownOpt = Annotated[Path | None, typer.Option(
+    help="Write a Markdown report here (also appended to $GITHUB_STEP_SUMMARY when set).")]
+JunitOpt = Annotated[Path | None, typer.Option(
+    help="Write JUnit XML here: a testcase per cell, a failure per regression.")]
+
+
+@app.command()
+def compare(base: Annotated[str, typer.Argument(help="Base sweep id, or latest.")],
+            candidate: Annotated[str, typer.Argument(help="Candidate sweep id, or latest.")],
+            candidate_results: Annotated[str | None, typer.Option(
+                help="Dataset of the candidate sweep (default: the same as --results).")
+            ] = None,
+            results: ResultsOpt = None, alpha: AlphaOpt = 0.01, threshold: ThresholdOpt = 0.05,
+            markdown: MarkdownOpt = None, junit: JunitOpt = None) -> None:
+    """Regression alerts: compare a candidate sweep with a base sweep, cell by cell."""
+    from bench import regress
+
+    code = regress.compare_command(
+        base, candidate, results=results, candidate_results=candidate_results, alpha=alpha,
+        threshold=threshold, markdown=markdown, junit=junit, console=out)
+    raise typer.Exit(code)
+
+
+@app.command()
+def ci(base: Annotated[str, typer.Option(
+           "--base", help="Git revision to compare the working tree with, e.g. origin/main.")],
+       spec: Annotated[Path, typer.Option(help="Sweep spec of the gate.")] = Path("jobs/ci.toml"),
+       results: ResultsOpt = None, alpha: AlphaOpt = 0.01, threshold: ThresholdOpt = 0.05,
+       markdown: MarkdownOpt = None, junit: JunitOpt = None) -> None:
+    """Paired A/B of a git revision against the working tree; exit 1 on a regression."""
+    from bench import ab
+
+    code = ab.ci_command(base, spec=str(spec), results=results, alpha=alpha,
+                         threshold=threshold, markdown=markdown, junit=junit, console=out)
+    raise typer.Exit(code)
+
+
+@results_app.command("history")
+def results_history(cell_id: Annotated[str, typer.Argument(help="A cell_id (16 hex digits).")],
+                    results: ResultsOpt = None) -> None:
+    """One cell's median in every sweep, oldest first, with the detected steps."""
+    from bench import history, store
+
+    frame = history.cell_history(store.resolve(results), cell_id)
+    history.print_history(out, frame, history.history_steps(frame))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: exit 2 with one line for bad input."""
     try:
