@@ -64,7 +64,11 @@ BUILTIN_PACKAGE = "impls"
 
 
 class ProfileError(BadInput):
-    """scalene is missing, failed, or the cell could not be profiled (one line)."""
+    """scalene is missing or failed (one line; the CLI exits 2)."""
+
+
+class CellFailed(Exception):
+    """The cell itself failed to build or run under the profiler (one line; exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -284,10 +288,15 @@ def _tail(text: str) -> str:
     return " ".join(lines[-2:])[-STDERR_TAIL_CHARS:]
 
 
+def scalene_available() -> bool:
+    """Whether this Python can import scalene."""
+    return importlib.util.find_spec("scalene") is not None
+
+
 def _check_scalene() -> None:
     """ProfileError when the default command is used and scalene is not importable."""
     default = SCALENE_COMMAND[:3] == (sys.executable, "-m", "scalene")
-    if default and importlib.util.find_spec("scalene") is None:
+    if default and not scalene_available():
         raise ProfileError("scalene is not installed in this Python "
                            f"({sys.executable}); pip install scalene")
 
@@ -323,7 +332,9 @@ def run_scalene(cell: Cell, plugins: Sequence[str], roots: Sequence[str], second
     Raises
     ------
     ProfileError
-        When scalene is missing, fails, writes no JSON, or the cell fails.
+        When scalene is missing, fails or writes no JSON.
+    CellFailed
+        When the cell cannot be built or its backward raises.
     """
     _check_scalene()
     with tempfile.TemporaryDirectory(prefix="gradsweep-profile-") as tmp:
@@ -336,7 +347,7 @@ def run_scalene(cell: Cell, plugins: Sequence[str], roots: Sequence[str], second
         _execute(scalene_argv(out, roots, request, memory), seconds + STARTUP_ALLOWANCE_S)
         loop = _read_json(outcome, "outcome from the profiled cell")
         if "error" in loop:
-            raise ProfileError(f"{cell.variant}: {loop['error']}")
+            raise CellFailed(f"{cell.variant}: {loop['error']}")
         report = _read_json(out, "JSON profile")
     return report, loop
 
@@ -396,7 +407,9 @@ def run_profile(cell: Cell, settings: MeasureSettings | None = None,
     Raises
     ------
     ProfileError
-        When scalene is missing or fails, or the cell cannot be built.
+        When scalene is missing or fails.
+    CellFailed
+        When the cell cannot be built or its backward raises.
     """
     settings = settings or MeasureSettings()
     roots = code_roots(cell, plugins)
@@ -412,7 +425,7 @@ def run_profile(cell: Cell, settings: MeasureSettings | None = None,
 def profile_cell(cell: Cell, settings: MeasureSettings | None = None,
                  plugins: Sequence[str] = (), *,
                  seconds: float = DEFAULT_SECONDS) -> tuple[ProfileLine, ...]:
-    """The profiled lines of ``cell`` (see :func:`run_profile`); raises ProfileError."""
+    """The profiled lines of ``cell`` (see :func:`run_profile`: ProfileError, CellFailed)."""
     return run_profile(cell, settings, plugins, seconds=seconds).lines
 
 
@@ -483,7 +496,8 @@ def profile_command(variant: str, *, shape: str = "", dtype: str = "float64", th
                     seconds: float = DEFAULT_SECONDS, top: int = DEFAULT_TOP,
                     memory: bool = True, store_it: bool = False, results: str | None = None,
                     plugins: Sequence[str] = (), console) -> int:
-    """Everything ``gradsweep profile`` does; the exit code (0, or 1 for an incorrect variant).
+    """Everything ``gradsweep profile`` does; the exit code (0, or 1 for a failed or
+    incorrect cell).
 
     Raises
     ------
@@ -498,7 +512,11 @@ def profile_command(variant: str, *, shape: str = "", dtype: str = "float64", th
         raise BadInput("must be positive", key="--seconds")
     cell = make_cell(variant, shape, dtype, threads, plugins)
     dataset = store.resolve(results) if store_it else None
-    profile = run_profile(cell, None, plugins, seconds=seconds, memory=memory)
+    try:
+        profile = run_profile(cell, None, plugins, seconds=seconds, memory=memory)
+    except CellFailed as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False)
+        return 1
     views.print_profile(console, profile, top)
     if dataset is not None:
         command = (f"gradsweep profile {cell.variant} --shape {cell.shape_text} "

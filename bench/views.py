@@ -206,6 +206,10 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None)
     console.print(table)
 
 
+#: Widest code column of ``print_profile``.
+PROFILE_CODE_WIDTH = 60
+
+
 def print_profile(console: Console, profile, top: int = 15) -> None:
     """``gradsweep profile``: the hottest lines of a cell's variant code (``bench.profile``)."""
     cell = profile.cell
@@ -216,10 +220,10 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
     table = Table(title=f"hot lines of {', '.join(profile.files) or 'the variant'} "
                         "(% of the profiled CPU time)")
     for col in ("line", "function", "CPU %", "Python %", "native %", "system %", "peak MB",
-                "alloc MB/call", "code"):
-        table.add_column(col, overflow="ellipsis" if col == "code" else "fold",
-                         no_wrap=col == "code", justify="left" if col in (
-                             "line", "function", "code") else "right")
+                "MB/call", "code"):
+        table.add_column(col, overflow="ellipsis", no_wrap=True,
+                         max_width=PROFILE_CODE_WIDTH if col == "code" else None,
+                         justify="left" if col in ("line", "function", "code") else "right")
     shown = profile.lines[:top]
     for r in shown:
         table.add_row(f"{escape(r.file)}:{r.line}", escape(r.function), f"{r.cpu_percent:.1f}",
@@ -228,6 +232,8 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
                       fmt_num(r.alloc_mb or None, ".3g"), escape(r.code.strip()))
     console.print(table)
     total = sum(r.cpu_percent for r in profile.lines)
-    console.print(f"{len(shown)} of {len(profile.lines)} lines shown; shown lines hold "
-                  f"{sum(r.cpu_percent for r in shown):.0f} % of {total:.0f} % CPU",
+    console.print(f"{len(shown)} of {len(profile.lines)} lines shown, holding "
+                  f"{sum(r.cpu_percent for r in shown):.0f} % of {total:.0f} % CPU; "
+                  "MB/call: allocated per backward call (scalene samples allocations); "
+                  "native time is charged to the next Python line scalene sees",
                   markup=False, highlight=False)
