@@ -1,0 +1,36 @@
+"""Test-only plugin: an rnn variant slowed on purpose by a known factor.
+
+``rnn/buffers=slowed,wgrad=batched,clip=none`` computes the same gradients as
+``buffers=prealloc``, then repeats the whole backward ``REPEATS`` more times
+and finally busy-waits for ``EXTRA`` times the duration of one backward, so a
+call costs about ``(1 + REPEATS + EXTRA)`` times the plain one. The CI tests
+and ``bench.gate_bench`` edit these two constants on the candidate side.
+"""
+
+import time
+
+from impls import rnn
+from impls.base import Variant
+
+#: Extra full repetitions of the backward (1 makes the variant 2x slower).
+REPEATS = 0
+#: Extra fraction of one backward's duration spent busy-waiting (0.10 is 10% slower).
+EXTRA = 0.0
+
+_plain = rnn.make_backward("prealloc", "batched", "none")
+
+
+def _slowed(case, cache):
+    start = time.perf_counter()
+    grads = _plain(case, cache)
+    once = time.perf_counter() - start
+    for _ in range(REPEATS):
+        grads = _plain(case, cache)
+    if EXTRA > 0:
+        until = time.perf_counter() + EXTRA * once
+        while time.perf_counter() < until:
+            pass
+    return grads
+
+
+VARIANTS = [Variant("rnn", {"buffers": "slowed", "wgrad": "batched", "clip": "none"}, _slowed)]
