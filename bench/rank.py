@@ -233,6 +233,7 @@ def overall(ranked: pd.DataFrame) -> pd.DataFrame:
     per["complete"] = per["shapes"] == per["total_shapes"]
     per = per.sort_values([*keys, "complete", "geomean"], ascending=[True, True, False, True],
                           kind="stable").reset_index(drop=True)
-    per["place"] = per.groupby(keys).cumcount() + 1
-    per["place"] = per["place"].where(per["complete"], None)
+    order = per.groupby(keys).cumcount() + 1
+    per["place"] = pd.Series([int(p) if c else None for p, c in zip(order, per["complete"])],
+                             dtype=object)
     return per.reindex(columns=OVERALL_COLUMNS)

@@ -1,0 +1,112 @@
+"""Ranking statistics: shared places, the effect threshold, memory, Pareto, overall."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import rank, stats
+from impls.registry import load
+
+RNG = np.random.default_rng(0)
+BASE = "rnn/buffers=list,wgrad=step,clip=none"
+FAST = "rnn/buffers=prealloc,wgrad=batched,clip=none"
+PEER = "rnn/peer=torch"
+
+
+def samples(median: float, n: int = 15, spread: float = 0.005, seed: int = 0) -> np.ndarray:
+    return median * np.random.default_rng(seed).lognormal(0.0, spread, n)
+
+
+def cell(variant: str, median: float, shape: str = "N=1", dtype: str = "float64",
+         peak: float | None = 100, status: str = "ok", seed: int = 0, **extra) -> dict:
+    s = samples(median, seed=seed)
+    return {"kernel": variant.split("/")[0], "variant": variant, "shape": shape,
+            "dtype": dtype, "status": status, "samples_ns": s, "median_ns": float(np.median(s)),
+            "ci_low_ns": None, "ci_high_ns": None, "peak_bytes": peak, "flops": 10,
+            "gflops": 1.0, "peak_fraction": 0.1, "warnings": [], "cell_id": variant + shape,
+            **extra}
+
+
+def test_identical_samples_share_a_place():
+    s = samples(1000.0)
+    assert rank.places([s, s.copy(), s.copy()]) == [1, 1, 1]
+
+
+def test_clearly_separated_samples_do_not():
+    assert rank.places([samples(1000, seed=1), samples(2000, seed=2),
+                        samples(4000, seed=3)]) == [1, 2, 3]
+
+
+def test_a_significant_difference_under_the_minimum_effect_is_a_tie():
+    a, b = samples(1000, n=50, spread=0.001, seed=1), samples(1030, n=50, spread=0.001, seed=2)
+    assert stats.mann_whitney(a, b) < stats.ALPHA  # significant, but only 3%
+    assert rank.places([a, b]) == [1, 1]
+    c = samples(1070, n=50, spread=0.001, seed=3)  # 7%: differs
+    assert rank.places([a, c]) == [1, 2]
+
+
+def test_a_variant_joins_the_place_unless_it_differs_from_its_first_member():
+    a, b, c = (samples(m, n=30, spread=0.001, seed=i) for i, m in
+               enumerate((1000, 1030, 1060)))
+    # b ties a (3%); c is 3% from b but 6% from a, the place's first member: next place
+    assert rank.places([a, b, c]) == [1, 1, 2]
+
+
+def test_fast_differs_agrees_with_stats_differs():
+    rng = np.random.default_rng(1)
+    for i in range(400):
+        a = rng.lognormal(0, 0.05, rng.integers(3, 25))
+        b = rng.lognormal(rng.normal(0, 0.1), 0.05, rng.integers(3, 25))
+        if i % 4 == 0:
+            a, b = np.round(a, 1), np.round(b, 1)
+        assert rank.differs(a, b) == stats.differs(a, b)
+
+
+def test_memory_places_share_equal_peaks_and_skip_missing():
+    assert rank.memory_places([300, 100, 300, None, 200, float("nan")]) == [
+        3, 1, 3, None, 2, None]
+
+
+def test_pareto_front_known_answer():
+    times = [1.0, 2.0, 3.0, 2.5, 1.0, 4.0]
+    memory = [10.0, 5.0, 1.0, 6.0, 12.0, None]
+    #        front  front  front  dominated by (2, 5)  dominated by (1, 10)  no memory
+    assert rank.pareto_front(times, memory) == [True, True, True, False, False, False]
+
+
+def test_pareto_front_keeps_exact_duplicates():
+    assert rank.pareto_front([1.0, 1.0], [2.0, 2.0]) == [True, True]
+
+
+def test_rank_speedups_against_the_baseline_and_the_torch_peer():
+    cells = pd.DataFrame([cell(BASE, 2000, seed=1), cell(FAST, 1000, seed=2),
+                          cell(PEER, 4000, seed=3), cell(FAST, 1, status="error", seed=4,
+                                                          shape="N=2")])
+    ranked = rank.rank(cells, load())
+    got = {r.variant: r for r in ranked.itertuples()}
+    assert list(ranked["variant"]) == [FAST, BASE, PEER] and list(ranked["place"]) == [1, 2, 3]
+    assert got[FAST].speedup == pytest.approx(2.0, rel=0.02)
+    assert got[FAST].speedup_peer == pytest.approx(4.0, rel=0.02)
+    assert got[BASE].speedup == pytest.approx(1.0)
+    assert got[PEER].speedup_peer == pytest.approx(1.0)
+
+
+def test_overall_geometric_mean_of_normalised_times():
+    rows = []
+    # shape 1: A 100, B 200; shape 2: A 400, B 100 -> A: sqrt(1 * 4) = 2, B: sqrt(2 * 1)
+    for shape, a, b in (("N=1", 100, 200), ("N=2", 400, 100)):
+        rows += [cell("rnn/a=x", a, shape=shape), cell("rnn/b=y", b, shape=shape)]
+    rows.append(cell("rnn/c=z", 50, shape="N=1"))  # fastest at N=1 but missing at N=2
+    ranked = rank.rank(pd.DataFrame(rows))
+    table = rank.overall(ranked).set_index("variant")
+    assert table.loc["rnn/b=y", "geomean"] == pytest.approx(np.sqrt(4 * 1), rel=0.02)
+    assert table.loc["rnn/a=x", "geomean"] == pytest.approx(np.sqrt(2 * 4), rel=0.02)
+    assert table.loc["rnn/b=y", "place"] == 1 and table.loc["rnn/a=x", "place"] == 2
+    assert table.loc["rnn/c=z", "place"] is None
+    assert (table.loc["rnn/c=z", "shapes"], table.loc["rnn/c=z", "total_shapes"]) == (1, 2)
+    assert list(table.index)[-1] == "rnn/c=z"  # unplaced after the placed ones
+
+
+def test_rank_of_nothing_is_empty():
+    empty = pd.DataFrame([cell(BASE, 1, status="timeout")])
+    assert rank.rank(empty).empty and rank.overall(rank.rank(empty)).empty
