@@ -207,7 +207,7 @@ def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None)
 
 
 #: Widest code column of ``print_profile``.
-PROFILE_CODE_WIDTH = 60
+PROFILE_CODE_WIDTH = 56
 
 
 def print_profile(console: Console, profile, top: int = 15) -> None:
@@ -223,6 +223,7 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
                 "MB/call", "code"):
         table.add_column(col, overflow="ellipsis", no_wrap=True,
                          max_width=PROFILE_CODE_WIDTH if col == "code" else None,
+                         min_width=None if col == "code" else len(col),
                          justify="left" if col in ("line", "function", "code") else "right")
     shown = profile.lines[:top]
     for r in shown:
@@ -233,7 +234,8 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
     console.print(table)
     total = sum(r.cpu_percent for r in profile.lines)
     console.print(f"{len(shown)} of {len(profile.lines)} lines shown, holding "
-                  f"{sum(r.cpu_percent for r in shown):.0f} % of {total:.0f} % CPU; "
-                  "MB/call: allocated per backward call (scalene samples allocations); "
-                  "native time is charged to the next Python line scalene sees",
+                  f"{sum(r.cpu_percent for r in shown):.0f} % of {total:.0f} % CPU.",
+                  markup=False, highlight=False)
+    console.print("MB/call: allocated per backward call (scalene samples allocations); time in "
+                  "a native call can be charged to the next Python line (a callee's def).",
                   markup=False, highlight=False)
