@@ -11,11 +11,15 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench import env, store
 from bench.errors import BadInput
@@ -69,11 +73,27 @@ class SweepOutcome:
     status: str
     counts: dict[str, int]
     dropped: int = 0
+    wall_s: float = 0.0
+    task_s: float = 0.0
+    workers: int = 1
 
     @property
     def failed(self) -> int:
         """Cells whose status counts as a failure."""
         return sum(self.counts.get(s, 0) for s in FAILED)
+
+    @property
+    def cells(self) -> int:
+        """Results stored by this run (skipped cells included)."""
+        return sum(self.counts.values())
+
+    def overhead_s_per_cell(self) -> float | None:
+        """Harness time per cell: worker-seconds of wall time not spent inside a cell.
+
+        ``(wall_s * workers - task_s) / cells``: scheduling, transfer and
+        storing, spread over the cells (idle workers at the tail count too).
+        """
+        return (self.wall_s * self.workers - self.task_s) / self.cells if self.cells else None
 
 
 def over_budget(cells: Iterable[Cell], settings: MeasureSettings, plugins: tuple[str, ...]):
@@ -109,7 +129,19 @@ CRASH_RETRIES = 2
 OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
+#: Seconds past ``timeout_s`` before the driver kills a task whose own alarm did not fire
+#: (a hang inside C code, or a slow worker start).
+HANG_GRACE_S = 30.0
+#: Address space a cell may take above its process's baseline, beyond memory_budget_mb
+#: (shared libraries a cell loads, allocator arenas, thread stacks).
+GUARD_MARGIN_MB = 1024
 LOOPBACK = "127.0.0.1"
+#: Set by the Ray Jobs supervisor in a job's driver process.
+JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+#: Ray's token sources, in Ray's order: the token itself, a file, the default file.
+TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+DEFAULT_TOKEN_PATH = Path("~/.ray/auth_token")
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
 
 
 def probe_node() -> dict:
@@ -130,15 +162,103 @@ def peaks_of(nodes: list[dict]) -> dict[str, dict[str, float]]:
             for n in nodes}
 
 
+class CellTimeout(BaseException):  # noqa: N818 - not an Exception: run_cell must not catch it
+    """Raised in the cell's process by SIGALRM when ``timeout_s`` has passed."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[bool]:
+    """Raise :class:`CellTimeout` in this thread after ``seconds`` (main thread only).
+
+    Yields whether the deadline is armed: signals reach only the main thread,
+    which is where Ray runs a task and where ``--local`` runs cells.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+
+    def fire(signum, frame):
+        raise CellTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _vm_bytes() -> int | None:
+    """This process's virtual size (``VmSize``), None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def memory_guard(budget_mb: float) -> Iterator[int | None]:
+    """Cap this process's address space at its size now + budget + margin.
+
+    An allocation past the cap raises ``MemoryError`` (a catchable ``error``
+    row) instead of waking the kernel's or Ray's OOM killer, whose kills Ray
+    retries. Yields the limit in bytes (None when no limit could be set).
+    """
+    import resource
+
+    base = _vm_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if base is None:
+        yield None
+        return
+    limit = base + int((budget_mb + GUARD_MARGIN_MB) * BYTES_PER_MB)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield soft
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _placed(result: CellResult, started: datetime, t0: float) -> CellResult:
+    """``result`` with where and when it ran (for rows made outside ``run_cell``)."""
+    machine = env.collect()
+    return replace(result, node=env.ray_node_id() or machine.host, host=machine.host,
+                   cpu=machine.cpu, cores=machine.cores, started_at=started,
+                   duration_s=time.perf_counter() - t0)
+
+
 def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
                 peaks: dict[str, dict[str, float]]) -> CellResult:
-    """Run a cell wherever it landed, with that node's GEMM peaks."""
+    """Run a cell wherever it landed, with that node's GEMM peaks, under its guards.
+
+    The cell's ``timeout_s`` is an alarm in its own process and its memory is
+    capped (:func:`memory_guard`); both end as rows, never as a raise.
+    """
     node = env.ray_node_id() or env.collect().host
-    return run_cell(cell, settings, plugins, peaks.get(node))
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    try:
+        with memory_guard(settings.memory_budget_mb), deadline(settings.timeout_s):
+            return run_cell(cell, settings, plugins, peaks.get(node))
+    except CellTimeout:
+        text = f"cell exceeded timeout_s {settings.timeout_s:g}"
+        return _placed(skeleton(cell, "timeout", text), started, t0)
 
 
 class LocalExecutor:
-    """Runs every cell in this process, one after another (``--local``)."""
+    """Runs every cell in this process, one after another (``--local``).
+
+    ``timeout_s`` is enforced by an alarm between Python bytecodes: a cell
+    stuck inside one C call (a huge GEMM) is only stopped when the call returns.
+    """
 
     workers = 1
 
@@ -157,7 +277,7 @@ class LocalExecutor:
 
 
 def _plugin_paths(plugins: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(sys.path roots, top-level package dirs or module files) of plugins."""
+    """(sys.path roots, top-level package dirs or single module files) of plugins."""
     import importlib
 
     roots, shipped = [], []
@@ -166,65 +286,120 @@ def _plugin_paths(plugins: tuple[str, ...]) -> tuple[list[str], list[str]]:
         path = getattr(top, "__path__", [None])[0] or top.__file__
         roots.append(os.path.dirname(os.path.abspath(path)))
         shipped.append(os.path.abspath(path))
-    return roots, shipped
+    return roots, list(dict.fromkeys(shipped))
 
 
-def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
-    """``ray.init`` arguments: embedded on loopback, or a cluster with our code shipped."""
+def shipped_modules(plugins: tuple[str, ...]) -> list[str]:
+    """Local paths for ``py_modules``: bench, impls and each plugin's top module.
+
+    Ray ships a directory (a package) or a single ``.py`` file alike.
+    """
     import bench
     import impls
 
-    roots, shipped = _plugin_paths(plugins)
+    own = [os.path.dirname(bench.__file__), os.path.dirname(impls.__file__)]
+    return list(dict.fromkeys([*own, *_plugin_paths(plugins)[1]]))
+
+
+def in_ray_job() -> bool:
+    """Whether this process is a Ray job's driver (``gradsweep submit``)."""
+    return JOB_ENV in os.environ
+
+
+def auth_token() -> str | None:
+    """The Ray token this client would send: $RAY_AUTH_TOKEN, its path, ~/.ray/auth_token."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    path = Path(os.environ.get(TOKEN_PATH_ENV) or DEFAULT_TOKEN_PATH).expanduser()
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def enable_token_auth() -> bool:
+    """Turn on Ray token authentication for this process when a token exists.
+
+    Ray 2.60 enables it on its own only for a cluster it finds locally; an
+    explicit address needs ``RAY_AUTH_MODE=token`` before ``ray.init``. An
+    explicit ``RAY_AUTH_MODE`` is left alone. Returns whether it is on.
+    """
+    mode = os.environ.get(AUTH_MODE_ENV)
+    if mode is not None:
+        return mode.lower() == "token"
+    if auth_token() is None:
+        return False
+    os.environ[AUTH_MODE_ENV] = "token"
+    ray = sys.modules.get("ray")
+    if ray is not None and not ray.is_initialized():
+        from ray._raylet import Config  # refresh Ray's cached mode, as Ray itself does
+
+        Config.initialize("")
+    return True
+
+
+def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
+    """``ray.init`` arguments: inside a job, a cluster with our code shipped, or embedded."""
     env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
+    quiet = {"logging_level": "WARNING", "log_to_driver": True}
+    if in_ray_job():  # the job's runtime env already carries the tree and the plugins
+        return quiet
     if address:
-        modules = [os.path.dirname(bench.__file__), os.path.dirname(impls.__file__), *shipped]
-        return {"address": address, "runtime_env": {"py_modules": modules, "env_vars": env_vars},
-                "logging_level": "WARNING", "log_to_driver": True}
+        return {"address": address, **quiet, "runtime_env": {
+            "py_modules": shipped_modules(plugins), "env_vars": env_vars,
+            "excludes": ["__pycache__", "*.pyc"]}}
+    import bench
+
+    roots, _ = _plugin_paths(plugins)
     here = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
-    path = os.pathsep.join(dict.fromkeys([here, *roots, *sys.path[1:]]))
-    env_vars["PYTHONPATH"] = path
+    env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([here, *roots, *sys.path[1:]]))
     return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
-            "num_cpus": workers or env.collect().cores, "logging_level": "WARNING",
-            "log_to_driver": True, "runtime_env": {"env_vars": env_vars}}
+            "num_cpus": workers or env.collect().cores, **quiet,
+            "runtime_env": {"env_vars": env_vars}}
 
 
 def _failure_result(cell: Cell, exc: BaseException) -> CellResult:
     import ray.exceptions as rex
 
     if isinstance(exc, rex.WorkerCrashedError | rex.NodeDiedError | rex.OutOfMemoryError):
-        status = "crashed"
         text = f"worker died {CRASH_RETRIES + 1} times: {type(exc).__name__}: {exc}"
-        return skeleton(cell, status, text, attempts=CRASH_RETRIES + 1)
+        return skeleton(cell, "crashed", text, attempts=CRASH_RETRIES + 1)
+    if isinstance(exc, rex.TaskCancelledError):
+        return skeleton(cell, "timeout", f"cancelled: {exc}")
     return skeleton(cell, "error", f"{type(exc).__name__}: {exc}")
 
 
 class RayExecutor:
-    """One Ray task per cell (num_cpus=1), a bounded number in flight.
+    """One Ray task per cell (num_cpus=1), at most ``workers`` in flight.
 
     Parameters
     ----------
     address : str, optional
-        A cluster to join (what ``ray.init`` takes); None starts an embedded
-        Ray bound to 127.0.0.1 (RAY_ADDRESS is honoured as Ray does).
+        A cluster to join (what ``ray.init`` takes), with bench, impls and the
+        plugins shipped as ``py_modules``. Default: $RAY_ADDRESS; inside a Ray
+        job, that job's cluster; else an embedded Ray bound to 127.0.0.1.
     workers : int, optional
-        Cells run at once; default the physical cores (locally) or the
+        Cells run at once; default the physical cores (embedded) or the
         cluster's CPUs.
     """
 
     def __init__(self, address: str | None = None, workers: int | None = None,
                  plugins: tuple[str, ...] = ()):
-        import ray
-
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_task_oom_retries", OOM_RETRIES)
-        address = address or os.environ.get("RAY_ADDRESS") or None
+        address = None if in_ray_job() else address or os.environ.get("RAY_ADDRESS") or None
+        if address or in_ray_job():
+            enable_token_auth()
+        import ray
+
         self._owns = not ray.is_initialized()
         if self._owns:
             ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        default = min(env.collect().cores, cpus) if not address else cpus
-        self.workers = max(1, workers or default)
-        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES)(run_on_node)
+        joined = bool(address) or in_ray_job()
+        self.workers = max(1, workers or (cpus if joined else min(env.collect().cores, cpus)))
+        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES,
+                                retry_exceptions=False)(run_on_node)
 
     def nodes(self) -> list[dict]:
         """Probe every alive node once, each on its own node."""
@@ -243,29 +418,39 @@ class RayExecutor:
 
         pending = list(reversed(cells))
         running: dict = {}
-        while pending or running:
-            while pending and len(running) < self.workers:
-                cell = pending.pop()
-                ref = self._task.remote(cell, settings, plugins, peaks)
-                running[ref] = (cell, time.monotonic())
-            done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
-            for ref in done:
-                cell, _ = running.pop(ref)
-                try:
-                    yield ray.get(ref)
-                except Exception as exc:  # the task's failure is the cell's row
-                    yield _failure_result(cell, exc)
-            yield from self._expire(running, settings.timeout_s)
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    cell = pending.pop()
+                    running[self._task.remote(cell, settings, plugins, peaks)] = (
+                        cell, time.monotonic())
+                done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
+                for ref in done:
+                    yield self._result(ref, running.pop(ref)[0])
+                yield from self._expire(running, settings.timeout_s + HANG_GRACE_S)
+        finally:
+            for ref in running:  # interrupted: stop what is still running
+                ray.cancel(ref, force=True)
 
-    def _expire(self, running: dict, timeout_s: float) -> Iterator[CellResult]:
+    @staticmethod
+    def _result(ref, cell: Cell) -> CellResult:
+        import ray
+
+        try:
+            return ray.get(ref)
+        except Exception as exc:  # the task's failure is the cell's row
+            return _failure_result(cell, exc)
+
+    def _expire(self, running: dict, limit_s: float) -> Iterator[CellResult]:
         import ray
 
         now = time.monotonic()
         for ref, (cell, since) in list(running.items()):
-            if now - since > timeout_s:
+            if now - since > limit_s:
                 ray.cancel(ref, force=True)
                 del running[ref]
-                yield skeleton(cell, "timeout", f"cell exceeded timeout_s {timeout_s:g}")
+                yield skeleton(cell, "timeout", f"cell did not return within {limit_s:g} s; "
+                               "its worker was killed")
 
     def close(self) -> None:
         """Shut down the embedded Ray (a joined cluster keeps running)."""
@@ -314,15 +499,17 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     on_start(sweep_id, len(cells))
     writer = BatchWriter(dataset, sweep_id)
     counts: dict[str, int] = {}
-    status = "failed"
+    status, t0, task_s = "failed", time.perf_counter(), 0.0
     try:
         runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
         nodes = executor.nodes()
         store.write(dataset, "nodes", sweep_id, nodes)
+        t0 = time.perf_counter()
         results = executor.run(runnable, spec.measure, spec.plugins, peaks_of(nodes))
         for result in itertools.chain(skipped, results):
             writer.add(result)
             counts[result.status] = counts.get(result.status, 0) + 1
+            task_s += result.duration_s or 0.0
             on_result(result)
         status = "finished"
     except KeyboardInterrupt:
@@ -331,4 +518,6 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     finally:
         writer.flush()
         sweep_event(dataset, spec, sweep_id, status, status, total)
-    return SweepOutcome(sweep_id, status, counts, len(expansion.dropped))
+    return SweepOutcome(sweep_id, status, counts, len(expansion.dropped),
+                        wall_s=time.perf_counter() - t0, task_s=task_s,
+                        workers=getattr(executor, "workers", 1))

@@ -2,87 +2,200 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+import signal
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench import rank, runner, store, views
-from bench.spec import Expansion, SweepSpec, expand, load_spec
+from bench import env, measure, rank, runner, store, views
+from bench.spec import Cell, Expansion, MeasureSettings, SweepSpec, expand, load_spec
 from impls.registry import load
 
 #: Assumed sustained speed of an unmeasured cell, for dry-run estimates (GFLOP/s).
 ESTIMATE_GFLOPS = 5.0
-#: Calibration samples (doubling) assumed in a dry-run estimate.
-ESTIMATE_CALIBRATION = 4
+#: Floor on an unmeasured backward call: numpy's per-call overhead over T steps.
+ESTIMATE_CALL_FLOOR_S = 2e-4
+#: Calls outside the timed samples: the variant once, forward twice, the float64 reference.
+VERIFY_CALLS = 4
+#: Memory pass cost, in calls (tracemalloc slows numpy's allocations a little).
+MEMORY_PASS_CALLS = 1.5
+#: Per-cell scheduling, transfer and storing on Ray (measured: ~5 ms; see README).
+RAY_CELL_OVERHEAD_S = 0.01
+#: Starting Ray and probing each node's GEMM peak (two dtypes) before the first cell.
+RAY_START_S = 8.0
+PROBE_S = 2 * env.GEMM_SECONDS
 BYTES_PER_MIB = 2**20
 
 
-def estimate_seconds(spec: SweepSpec, expansion: Expansion) -> float:
-    """Rough wall time of the cells on one worker: each sample lasts at least min_time_s."""
-    registry = load(spec.plugins)
-    m = spec.measure
-    per_sample = m.samples + m.max_warmups + ESTIMATE_CALIBRATION
-    total = 0.0
-    for cell in expansion.cells:
-        call = registry.kernel(cell.kernel).flops(cell.dims) / (ESTIMATE_GFLOPS * 1e9)
-        total += per_sample * max(m.min_time_s, call) + 4 * call
-    return total
+@dataclass(frozen=True)
+class Estimate:
+    """A dry run's forecast: per-cell seconds and bytes, and the sweep's wall time."""
+
+    seconds: tuple[float, ...]
+    measured: int
+    nbytes: tuple[int, ...]
+    wall_s: float
+    concurrent_bytes: int
+    over_budget: int
 
 
-def print_dry_run(console: Console, spec: SweepSpec, expansion: Expansion, workers: int) -> None:
-    """The cells, their count, estimated time and peak memory; what was dropped."""
+def model_seconds(cell: Cell, m: MeasureSettings, flops: int) -> float:
+    """Modelled seconds of one cell on one worker, from its FLOPs and the settings.
+
+    Calibration doubles loops until a sample lasts min_time_s (about 2 x
+    min_time_s in all), then at least ``2 * WARMUP_WINDOW`` warmups (at most
+    max_warmups) and ``samples`` samples of at least min_time_s each.
+    """
+    call = max(flops / (ESTIMATE_GFLOPS * 1e9), ESTIMATE_CALL_FLOOR_S)
+    sample = max(m.min_time_s, call)
+    warmups = min(m.max_warmups, 2 * measure.WARMUP_WINDOW)
+    extra = VERIFY_CALLS + (MEMORY_PASS_CALLS if m.memory else 0)
+    return 2 * sample + (warmups + m.samples) * sample + extra * call
+
+
+def measured_seconds(dataset: store.Dataset | None) -> dict[str, float]:
+    """``cell_id`` -> the median ``duration_s`` of its ``ok`` rows in ``dataset``."""
+    if dataset is None:
+        return {}
+    try:
+        cells = store.read(dataset, "cells", columns=["cell_id", "status", "duration_s"])
+    except Exception:  # an unreadable history only costs the better estimate
+        return {}
+    ok = cells[(cells["status"] == "ok") & cells["duration_s"].notna()]
+    return ok.groupby("cell_id")["duration_s"].median().to_dict()
+
+
+def makespan(seconds: Sequence[float], workers: int) -> float:
+    """Wall time when cells start in order on the first free of ``workers``."""
+    free = [0.0] * max(1, workers)
+    for s in seconds:
+        heapq.heappush(free, heapq.heappop(free) + s)
+    return max(free)
+
+
+def estimate(spec: SweepSpec, expansion: Expansion, workers: int, *, ray: bool = True,
+             dataset: store.Dataset | None = None) -> Estimate:
+    """Forecast time (measured durations where the dataset has them) and memory."""
     registry = load(spec.plugins)
-    table = Table(title=f"{spec.name}: cells")
-    for col in ("cell_id", "variant", "shape", "dtype", "est. MiB"):
-        table.add_column(col, overflow="fold")
-    peak = 0
+    known = measured_seconds(dataset)
+    budget = spec.measure.memory_budget_mb * BYTES_PER_MIB
+    secs, sizes = [], []
     for c in expansion.cells:
-        need = registry.kernel(c.kernel).memory_estimate(c.dims, c.dtype)
-        peak = max(peak, need)
-        table.add_row(c.cell_id, c.variant, c.shape_text, c.dtype, f"{need / BYTES_PER_MIB:.3g}")
+        kernel = registry.kernel(c.kernel)
+        sizes.append(int(kernel.memory_estimate(c.dims, c.dtype)))
+        run = sizes[-1] <= budget
+        own = known.get(c.cell_id, model_seconds(c, spec.measure, kernel.flops(c.dims)))
+        secs.append((own + (RAY_CELL_OVERHEAD_S if ray else 0.0)) if run else 0.0)
+    fixed = (RAY_START_S if ray else 0.0) + PROBE_S
+    biggest = sorted((s for s in sizes if s <= budget), reverse=True)[:workers]
+    return Estimate(tuple(secs), sum(c.cell_id in known for c in expansion.cells),
+                    tuple(sizes), fixed + makespan(secs, workers), sum(biggest),
+                    sum(s > budget for s in sizes))
+
+
+def print_dry_run(console: Console, spec: SweepSpec, expansion: Expansion, workers: int, *,
+                  ray: bool = True, dataset: store.Dataset | None = None) -> None:
+    """The cells with their estimated time and memory; the sweep's totals; what was dropped."""
+    est = estimate(spec, expansion, workers, ray=ray, dataset=dataset)
+    table = Table(title=f"{spec.name}: cells")
+    for col in ("cell_id", "variant", "shape", "dtype", "est. s", "est. MiB"):
+        table.add_column(col, overflow="fold")
+    for c, s, b in zip(expansion.cells, est.seconds, est.nbytes):
+        table.add_row(c.cell_id, c.variant, c.shape_text, c.dtype, f"{s:.2g}" if s else "skip",
+                      f"{b / BYTES_PER_MIB:.3g}")
     console.print(table)
     for d in expansion.dropped:
         console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
-    seconds = estimate_seconds(spec, expansion) / max(1, workers)
-    console.print(f"{len(expansion.cells)} cells, {len(expansion.dropped)} dropped; "
-                  f"estimated {seconds:.0f} s on {workers} worker(s), "
-                  f"peak {peak / BYTES_PER_MIB:.3g} MiB per cell", markup=False)
+    mib = [b / BYTES_PER_MIB for b in est.nbytes] or [0.0]
+    console.print(
+        f"{len(expansion.cells)} cells, {len(expansion.dropped)} dropped, {est.over_budget} "
+        f"over memory_budget_mb {spec.measure.memory_budget_mb:g} (skipped); estimated "
+        f"{est.wall_s:.0f} s on {workers} worker(s) ({est.measured} cells timed from earlier "
+        f"runs); peak {max(mib):.3g} MiB per cell, {est.concurrent_bytes / BYTES_PER_MIB:.3g} "
+        f"MiB for {workers} cells at once", markup=False, highlight=False)
+
+
+class _Tally:
+    """Counts for the progress display, with a naive ETA from the mean cell time."""
+
+    def __init__(self) -> None:
+        self.done = self.failed = self.total = 0
+        self.t0 = time.monotonic()
+
+    def add(self, status: str) -> None:
+        self.done += 1
+        self.failed += status in runner.FAILED
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.done)
+
+    def eta_s(self) -> float | None:
+        if not self.done:
+            return None
+        return (time.monotonic() - self.t0) / self.done * self.remaining
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("failed {task.fields[failed]} remaining {task.fields[left]}"),
+                    TimeRemainingColumn(), console=console, transient=True)
 
 
 @contextmanager
 def progress_reporter(console: Console) -> Iterator:
-    """``(on_start, on_result)`` callbacks: a rich bar on a terminal, plain lines elsewhere."""
-    state = {"done": 0, "failed": 0, "total": 0}
-    if console.is_terminal:
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(),
-                       console=console, transient=True)
-        task = bar.add_task("cells", total=None, failed=0)
-    with (bar if console.is_terminal else _nothing()):
-        def on_start(sweep_id: str, n: int) -> None:
-            console.print(sweep_id, markup=False, highlight=False)
-            state["total"] = n
-            if console.is_terminal:
-                bar.update(task, total=n)
+    """``(on_start, on_result)``: a rich bar on a terminal, one plain line per cell elsewhere."""
+    tally = _Tally()
+    bar = _bar(console) if console.is_terminal else None
+    task = bar.add_task("cells", total=None, failed=0, left="?") if bar else None
 
-        def on_result(result) -> None:
-            state["done"] += 1
-            state["failed"] += result.status in runner.FAILED
-            if console.is_terminal:
-                bar.update(task, advance=1, failed=state["failed"])
-            else:
-                console.print(f"[{state['done']}/{state['total']}] {result.status:9} "
-                              f"{result.variant} {result.shape} {result.dtype}",
-                              markup=False, highlight=False)
+    def on_start(sweep_id: str, n: int) -> None:
+        console.print(sweep_id, markup=False, highlight=False)
+        tally.total, tally.t0 = n, time.monotonic()
+        if bar:
+            bar.update(task, total=n, left=n)
+
+    def on_result(result) -> None:
+        tally.add(result.status)
+        if bar:
+            bar.update(task, advance=1, failed=tally.failed, left=tally.remaining)
+            return
+        eta = tally.eta_s()
+        console.print(f"[{tally.done}/{tally.total}] {result.status:9} {result.variant} "
+                      f"{result.shape} {result.dtype}  failed {tally.failed} remaining "
+                      f"{tally.remaining} eta {'?' if eta is None else f'{eta:.0f}s'}",
+                      markup=False, highlight=False)
+
+    with bar if bar else _nothing():
         yield on_start, on_result
 
 
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``ray job stop``, ``kill``) like Ctrl-C, so the batch is stored."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def make_executor(address: str | None, local: bool, workers: int | None,
@@ -93,23 +206,38 @@ def make_executor(address: str | None, local: bool, workers: int | None,
     return runner.RayExecutor(address=address, workers=workers, plugins=plugins)
 
 
+def default_workers(local: bool, workers: int | None) -> int:
+    """Cells at once: ``--workers``, else 1 in-process, else the physical cores."""
+    return workers or (1 if local else env.physical_cores())
+
+
+def harness_line(outcome: runner.SweepOutcome) -> str:
+    """Throughput and the harness's own time per cell, for the run's last lines."""
+    per = outcome.overhead_s_per_cell()
+    rate = outcome.cells / outcome.wall_s if outcome.wall_s else 0.0
+    return (f"{outcome.cells} cells in {outcome.wall_s:.1f} s on {outcome.workers} worker(s): "
+            f"{rate:.2f} cells/s; in-cell {outcome.task_s:.1f} s; harness "
+            f"{'?' if per is None else f'{per * 1e3:.1f}'} ms per cell")
+
+
 def run_command(spec_path: str, *, address: str | None = None, local: bool = False,
                 workers: int | None = None, dry_run: bool = False, resume: str | None = None,
                 results: str | None = None, console: Console) -> int:
     """Everything ``gradsweep run`` does; returns the exit code (0 ok, 1 a cell failed)."""
     spec = load_spec(spec_path)
     expansion = expand(spec)
-    if dry_run:
-        print_dry_run(console, spec, expansion, workers or (1 if local else 2))
-        return 0
     dataset = store.resolve(results)
+    if dry_run:
+        print_dry_run(console, spec, expansion, default_workers(local, workers),
+                      ray=not local, dataset=dataset)
+        return 0
     if resume:
         runner.resume_plan(dataset, spec, resume, expansion.cells)  # bad input before Ray
     for d in expansion.dropped:
         console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
     executor = make_executor(address, local, workers, spec.plugins)
     try:
-        with progress_reporter(console) as (on_start, on_result):
+        with sigterm_as_interrupt(), progress_reporter(console) as (on_start, on_result):
             outcome = runner.run_sweep(spec, dataset, executor, resume=resume,
                                        on_start=on_start, on_result=on_result,
                                        expansion=expansion)
@@ -120,6 +248,7 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
                         title=f"{spec.name} ({outcome.sweep_id})")
     views.print_failures(console, cells)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    console.print(harness_line(outcome), markup=False, highlight=False)
     console.print(f"sweep {outcome.sweep_id}: {counts}; results in {dataset.uri}",
                   markup=False, highlight=False)
     return 1 if outcome.failed else 0
