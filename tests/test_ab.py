@@ -1,0 +1,178 @@
+"""ab: the paired A/B gate: turn order, pinning, paths, two workers, `gradsweep ci` end to end."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import PLUGINS
+
+from bench import ab, regress, store
+from bench.cli import main
+from bench.spec import parse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "ab-tiny"
+plugins = ["gs_extra"]
+[measure]
+samples = 6
+min_time_s = 0.001
+max_warmups = 2
+memory = false
+[[grid]]
+kernel = "rnn"
+variants = { buffers = ["plugin", "wrong"], wgrad = ["batched"], clip = ["none"] }
+shape = { N = [4], T = [4], D = [8], H = [8] }
+"""
+
+
+def test_abba_order_pairs_adjacent_samples():
+    assert ab.abba_order(2) == (0, 1, 1, 0)
+    assert ab.abba_order(3) == (0, 1, 1, 0, 0, 1)
+    turns = ab.abba_order(20)
+    assert turns.count(0) == turns.count(1) == 20
+
+
+def test_pin_cores_takes_the_last_allowed():
+    assert ab.pin_cores(1, {0, 1, 2, 3}) == (3,)
+    assert ab.pin_cores(2, {0, 1}) == (0, 1)
+    assert ab.pin_cores(8, {5}) == (5,)
+
+
+def test_map_pythonpath_moves_entries_inside_the_repo(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "tests" / "plugins").mkdir(parents=True)
+    entries = [str(repo / "tests" / "plugins"), str(repo), "/usr/lib/other"]
+    assert ab.map_pythonpath(entries, str(repo), "/tmp/base") == [
+        "/tmp/base/tests/plugins", "/tmp/base/.", "/usr/lib/other"]
+
+
+def test_run_ab_pairs_samples_and_stores_both_roles(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(PLUGINS))
+    spec = parse(TINY, "tiny.toml")
+    ds = store.resolve(tmp_path / "r")
+    out = ab.run_ab(spec, ds, {"base": str(ROOT), "candidate": str(ROOT)}, str(ROOT))
+    sweeps = store.sweeps(ds).set_index("sweep_id")
+    assert sweeps.loc[out.base_sweep, "role"] == "base"
+    assert sweeps.loc[out.candidate_sweep, "role"] == "candidate"
+    assert set(sweeps["ci_run"]) == {out.ci_run} and set(sweeps["status"]) == {"finished"}
+    cells = store.read(ds, "cells", [out.candidate_sweep]).set_index("buffers")
+    assert len(cells.loc["plugin", "samples_ns"]) == 6
+    assert cells.loc["plugin", "loops"] >= 1 and cells.loc["plugin", "host"]
+    assert cells.loc["wrong", "status"] == "incorrect"
+    comp = regress.compare_sweeps(ds, out.base_sweep, ds, out.candidate_sweep)
+    assert comp.paired and [c.variant for c in comp.cells] == [
+        "rnn/buffers=plugin,wgrad=batched,clip=none"]
+    assert comp.uncompared[0].candidate_status == "incorrect"
+
+
+def test_worker_imports_impls_from_its_tree_and_harness_from_ours(tmp_path):
+    w = ab.Worker("base", str(ROOT), str(ROOT), ab.pin_cores(1), [])
+    w.start()
+    try:
+        assert w.info["impls"].startswith(str(ROOT))
+        assert w.info["cores"] == list(ab.pin_cores(1))
+    finally:
+        w.close()
+    assert w.proc is None
+
+
+def test_ci_outside_git_and_bad_revision_are_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["ci", "--base", "HEAD"]) == 2
+    subprocess.run(["git", "init", "-q"], check=True)
+    assert main(["ci", "--base", "no-such-rev"]) == 2
+    assert "not a commit" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- end to end
+
+E2E_SPEC = """
+name = "e2e"
+plugins = ["gs_slow"]
+[measure]
+samples = 60
+min_time_s = 0.002
+max_warmups = 3
+memory = false
+[[grid]]
+kernel = "rnn"
+variants = { buffers = ["slowed", "prealloc"], wgrad = ["batched"], clip = ["none"] }
+shape = { N = [16], T = [16], D = [32], H = [64] }
+"""
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+
+
+def copy_project(dest: Path) -> None:
+    """The project's working tree (tracked and untracked, not ignored) into ``dest``."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, text=True, check=True)
+    for name in listed.stdout.splitlines():
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git repository copy of the project, committed once as the base."""
+    repo = tmp_path_factory.mktemp("project")
+    copy_project(repo)
+    (repo / "e2e.toml").write_text(E2E_SPEC)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*GIT, "commit", "-q", "-m", "base"], cwd=repo, check=True)
+    return repo
+
+
+def set_constant(path: Path, name: str, value: str) -> None:
+    text = re.sub(rf"^{name} = .*$", f"{name} = {value}", path.read_text(), flags=re.M)
+    path.write_text(text)
+
+
+def run_ci(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests' / 'plugins'}",
+               "RAY_USAGE_STATS_ENABLED": "0"}
+    environ.pop("GITHUB_STEP_SUMMARY", None)
+    return subprocess.run([sys.executable, "-m", "bench", "ci", *args], cwd=repo, env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_ci_flags_a_two_fold_slowdown_in_the_working_tree(project):
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    set_constant(project / "tests" / "plugins" / "gs_slow.py", "REPEATS", "1")
+    md, xml = project / "ci.md", project / "ci.xml"
+    try:
+        done = run_ci(project, "--base", base, "--spec", "e2e.toml", "--results",
+                      str(project / "results"), "--markdown", str(md), "--junit", str(xml))
+    finally:
+        subprocess.run(["git", "checkout", "--", "tests/plugins/gs_slow.py"], cwd=project)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "regression" in done.stdout
+    text = md.read_text()
+    slowed = next(line for line in text.splitlines() if "buffers=slowed" in line)
+    assert "regression" in slowed and "paired" in text
+    ratio = float(re.search(r"\| ([0-9.]+)x \[", slowed).group(1))
+    assert 1.4 < ratio < 3.0
+    failures = ET.parse(xml).getroot().findall(".//failure")
+    assert len(failures) >= 1
+    assert any("buffers=slowed" in f.text for f in failures)
+    ds = store.resolve(project / "results")
+    sweeps = store.sweeps(ds).set_index("role")
+    assert sweeps.loc["base", "git_commit"] == base
+    assert sweeps.loc["base", "ci_run"] == sweeps.loc["candidate", "ci_run"]
+    cells = store.read(ds, "cells")
+    assert set(cells["git_commit"]) == {base}  # the candidate is the (dirty) working tree
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True,
+                               text=True).stdout
+    assert len(worktrees.strip().splitlines()) == 1  # the temporary worktree is gone
