@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
@@ -220,17 +221,25 @@ def to_table(table: str, records: Iterable[Any]) -> pa.Table:
     Missing columns are null; ``schema_version`` and ``recorded_at`` are filled.
     """
     schema = SCHEMAS[table]
+    names = frozenset(schema.names)
     now = pd.Timestamp.now(tz="UTC")
     rows = []
     for record in records:
-        row = {k: v for k, v in _row(record).items() if k in schema.names}
+        row = {k: v for k, v in _row(record).items() if k in names}
         row["schema_version"] = SCHEMA_VERSION
-        if "n_samples" in schema.names and row.get("n_samples") is None:
+        if "n_samples" in names and row.get("n_samples") is None:
             row["n_samples"] = len(row.get("samples_ns") or ())
-        if "recorded_at" in schema.names:
-            row.setdefault("recorded_at", now)
+        if "recorded_at" in names and row.get("recorded_at") is None:
+            row["recorded_at"] = now
         rows.append(row)
+    keys = ROW_KEYS.get(table, ())
+    if keys:  # one row per key in a file: the last record wins
+        rows = list({tuple(_hashable(r.get(k)) for k in keys): r for r in rows}.values())
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | type(None)) else str(value)
 
 
 def write(dataset: Dataset, table: str, sweep_id: str, records: Sequence[Any]) -> str | None:
@@ -350,12 +359,22 @@ def _and(a: ds.Expression | None, b: ds.Expression) -> ds.Expression:
     return b if a is None else a & b
 
 
-def dedupe(data: pa.Table, table: str) -> pa.Table:
-    """The newest row per (sweep_id, key) of ``table``; input order breaks ties."""
+def dedupe(data: pa.Table, table: str, sweep_ids: Sequence[str] | None = None) -> pa.Table:
+    """The newest row per (sweep_id, key) of ``table``; input order breaks ties.
+
+    Only rows of ``sweep_ids`` are examined when given (the others are known
+    to be unique: see :func:`multi_file_sweeps`).
+    """
     keys = [PARTITION, *ROW_KEYS.get(table, ())]
     order = ORDER_BY[table]
     if data.num_rows < 2 or not all(k in data.column_names for k in [*keys, order]):
         return data
+    if sweep_ids is not None:
+        if not sweep_ids:
+            return data
+        mask = pc.is_in(data[PARTITION], pa.array(list(sweep_ids), pa.string()))
+        return pa.concat_tables([data.filter(pc.invert(mask)),
+                                 dedupe(data.filter(mask), table)])
     data = data.take(pc.sort_indices(data, [(order, "ascending", "at_start")]))
     indexed = data.append_column(ROW_INDEX, pa.array(range(data.num_rows), pa.int64()))
     last = indexed.group_by(keys, use_threads=False).aggregate([(ROW_INDEX, "max")])
@@ -382,13 +401,37 @@ def read_table(dataset: Dataset, table: str, sweep_ids: Sequence[str] | None = N
     wanted = _columns(table, columns)
     if not paths:
         return Loaded(_empty(table, wanted))
-    current = ds.field("schema_version") >= SCHEMA_VERSION
-    fresh, bad = _scan(dataset, table, paths, wanted, _and(filter, current))
-    old, _ = _scan(dataset, table, paths, _columns(table, [*wanted, *needs(table)]),
-                   _and(filter, ~current | ds.field("schema_version").is_null()))
-    if old.num_rows:
-        fresh = pa.concat_tables([fresh, migrate(old, table).select(wanted)])
-    return Loaded(dedupe(fresh, table), bad)
+    data, bad = _scan(dataset, table, paths, wanted, filter)
+    version = data["schema_version"]
+    if version.null_count or (len(version) and pc.min(version).as_py() < SCHEMA_VERSION):
+        data = _migrate_scanned(dataset, table, paths, data, filter)
+    return Loaded(dedupe(data, table, multi_file_sweeps(dataset, table, paths)), bad)
+
+
+def _migrate_scanned(dataset: Dataset, table: str, paths: Sequence[str], data: pa.Table,
+                     filt: ds.Expression | None) -> pa.Table:
+    """``data`` with its old rows re-read (with what migrations need) and migrated."""
+    current = pc.fill_null(pc.greater_equal(data["schema_version"], SCHEMA_VERSION), False)
+    is_old = (ds.field("schema_version") < SCHEMA_VERSION) | ds.field("schema_version").is_null()
+    old, _ = _scan(dataset, table, paths, _columns(table, [*data.column_names, *needs(table)]),
+                   _and(filt, is_old))
+    return pa.concat_tables([data.filter(current),
+                             migrate(old, table).select(data.column_names)])
+
+
+def _sweep_of(dataset: Dataset, table: str, path: str) -> str:
+    relative = path[len(dataset.table_path(table)):].lstrip("/")
+    return relative.split("/", 1)[0][len(PARTITION) + 1:]
+
+
+def multi_file_sweeps(dataset: Dataset, table: str, paths: Sequence[str]) -> list[str]:
+    """Sweeps with more than one file among ``paths``: only they can hold duplicates.
+
+    Every file holds at most one row per key: :func:`to_table` keeps the last
+    record of a key in a batch, and compaction writes deduplicated rows.
+    """
+    counts = Counter(_sweep_of(dataset, table, p) for p in paths)
+    return [sweep for sweep, n in counts.items() if n > 1]
 
 
 def _columns(table: str, columns: Sequence[str] | None) -> list[str]:

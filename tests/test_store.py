@@ -277,3 +277,20 @@ def test_pandas_reads_every_kernels_cells_from_real_results(tmp_path):
     assert sorted(frame["kernel"]) == ["deconv2d", "rnn"]
     assert set(frame["sweep_id"].astype(str)) == {"s1", "s2"}
     assert frame.set_index("kernel").loc["deconv2d", "Cout"] == 3
+
+
+def test_one_file_holds_one_row_per_key_the_last_record_wins(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    path = store.write(ds, "cells", "s1", [cell_row("a", 1.0), cell_row("a", 2.0),
+                                           cell_row("b", 3.0)])
+    assert pq.read_table(path)["cell_id"].to_pylist() == ["a", "b"]
+    assert store.read(ds, "cells").set_index("cell_id").loc["a", "median_ns"] == 2.0
+
+
+def test_duplicates_across_files_are_dropped_for_projected_reads_too(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0, status="error")])
+    store.write(ds, "cells", "s1", [cell_row("a", 2.0, status="ok")])
+    store.write(ds, "cells", "s2", [cell_row("a", 1.0, status="error")])
+    frame = store.read(ds, "cells", columns=["status"]).set_index("sweep_id")
+    assert frame["status"].to_dict() == {"s1": "ok", "s2": "error"}
