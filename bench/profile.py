@@ -455,10 +455,16 @@ class SweepProfile:
 
 
 def profile_for_sweep(cell: Cell, settings: MeasureSettings, plugins: Sequence[str] = (),
-                      seconds: float = DEFAULT_SECONDS) -> SweepProfile:
-    """Profile a sweep cell after its timing; never raises (the error is returned)."""
+                      seconds: float | None = None) -> SweepProfile:
+    """Profile a sweep cell after its timing; never raises (the error is returned).
+
+    ``seconds`` defaults to the spec's ``profile_seconds`` when MeasureSettings
+    has that field, else :data:`DEFAULT_SECONDS`.
+    """
     if not wants_profile(cell, settings):
         return SweepProfile()
+    if seconds is None:
+        seconds = float(getattr(settings, "profile_seconds", DEFAULT_SECONDS))
     try:
         lines = profile_cell(cell, settings, plugins, seconds=seconds)
     except Exception as exc:  # a failed profile must never cost the cell its timing
