@@ -17,6 +17,14 @@ the one running this driver (the candidate's) on both sides; ``impls`` and the
 spec's plugins come from each side's tree. Entries of PYTHONPATH inside the
 repository are mapped to the same place in the base worktree, so a plugin kept
 in the repository (``tests/plugins``) is the base revision's on the base side.
+
+The clock: by default the gate times CPU time (``time.process_time_ns``), not
+wall time. On a 2-core machine shared with other work, a 1 ms LSTM sample's
+wall time doubled and spread (MAD/median 17%) while its CPU time stayed put
+(3.5%): wall time counts the slices the worker spent descheduled. With one
+BLAS thread the kernel never waits, so CPU time is its cost; ``--clock wall``
+restores the sweeps' clock. Each sample is preceded by one untimed call, so
+the side whose turn it is starts with its caches warm after the other ran.
 """
 
 from __future__ import annotations
@@ -41,6 +49,11 @@ ROLES = ("base", "candidate")
 #: The order of turns within one round: A B B A (index 0 is base, 1 candidate).
 ABBA = (0, 1, 1, 0)
 DEFAULT_SPEC = "jobs/ci.toml"
+#: What the gate's samples measure. ``cpu``: the worker's CPU time (process_time_ns), which
+#: leaves out the time it was descheduled for other processes, the dominant noise on a
+#: shared machine; ``wall``: perf_counter_ns, as sweeps measure. Pairing cancels drift either
+#: way; CPU time also removes preemption (see the module docstring).
+CLOCKS = ("cpu", "wall")
 NS_PER_S = 1_000_000_000
 GIT_TIMEOUT_S = 120.0
 #: Seconds a worker may take to start (imports numpy, scipy, the registry).
@@ -211,13 +224,13 @@ def _timed(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings
 
 
 def run_pair(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings,
-             plugins: tuple[str, ...]) -> list[CellResult]:
+             plugins: tuple[str, ...], clock: str = "cpu") -> list[CellResult]:
     """One cell on both sides: ``[base result, candidate result]``; failures are rows."""
     started = datetime.now(UTC)
     failed: dict[str, SideFailed] = {}
     for w in workers:
         try:
-            w.call("prepare", cell, plugins, timeout=settings.timeout_s)
+            w.call("prepare", cell, plugins, clock, timeout=settings.timeout_s)
         except SideFailed as exc:
             failed[w.role] = exc
     if not failed:
@@ -289,7 +302,8 @@ def start_workers(trees: dict[str, str], repo: str, threads: int) -> tuple[Worke
 
 def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo: str, *,
            on_start: Callable[[str, str, str], None] = lambda run, base, cand: None,
-           on_pair: Callable[[CellResult, CellResult], None] = lambda b, c: None) -> AbOutcome:
+           on_pair: Callable[[CellResult, CellResult], None] = lambda b, c: None,
+           clock: str = "cpu") -> AbOutcome:
     """Measure every cell of ``spec`` on both trees, paired; store both sweeps.
 
     Parameters
@@ -298,7 +312,12 @@ def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo:
         ``{"base": path, "candidate": path}``: each side's source tree.
     repo : str
         The repository whose PYTHONPATH entries are mapped into the base tree.
+    clock : {"cpu", "wall"}
+        What a sample measures (see :data:`CLOCKS`).
     """
+    if clock not in CLOCKS:
+        raise BadInput(f"unknown clock {clock!r} (expected one of {', '.join(CLOCKS)})",
+                       key="--clock")
     cells = expand(spec).cells
     ci_run, base_id, cand_id = new_ids()
     ids = {"base": base_id, "candidate": cand_id}
@@ -311,7 +330,7 @@ def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo:
     workers = start_workers(trees, repo, spec.measure.threads)
     try:
         for cell in cells:
-            pair = run_pair(cell, workers, spec.measure, spec.plugins)
+            pair = run_pair(cell, workers, spec.measure, spec.plugins, clock)
             for role, result in zip(ROLES, pair):
                 writers[role].add(result)
                 counts[role][result.status] = counts[role].get(result.status, 0) + 1
@@ -397,13 +416,17 @@ def _progress(console, total: int):
 
 def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = None,
                alpha: float = regress.ALPHA, threshold: float = regress.THRESHOLD,
-               markdown: str | None = None, junit: str | None = None, console) -> int:
+               markdown: str | None = None, junit: str | None = None, clock: str = "cpu",
+               console) -> int:
     """Everything ``gradsweep ci`` does; returns the exit code.
 
     1 when a cell regressed or a candidate cell failed (incorrect, error,
     crashed, timeout); 0 otherwise; BadInput (exit 2) for a bad revision or spec.
     """
     regress.check_settings(alpha, threshold)
+    if clock not in CLOCKS:
+        raise BadInput(f"unknown clock {clock!r} (expected one of {', '.join(CLOCKS)})",
+                       key="--clock")
     repo = repository_root()
     commit = resolve_revision(repo, base)
     sweep_spec = load_spec(spec)
@@ -417,7 +440,7 @@ def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = Non
 
     with base_worktree(repo, commit) as tree:
         outcome = run_ab(sweep_spec, dataset, {"base": tree, "candidate": repo}, repo,
-                         on_start=on_start, on_pair=_progress(console, total))
+                         on_start=on_start, on_pair=_progress(console, total), clock=clock)
     comparison = regress.compare_sweeps(dataset, outcome.base_sweep, dataset,
                                         outcome.candidate_sweep, alpha, threshold)
     regress.print_comparison(console, comparison)

@@ -94,15 +94,23 @@ class Side:
         return {"bench": bench.__file__, "impls": impls.__file__, "pid": os.getpid(),
                 "cores": sorted(os.sched_getaffinity(0))}
 
-    def op_prepare(self, cell, plugins: tuple[str, ...]) -> float:
-        """Build and verify the cell (worker.prepare); fail ``incorrect`` beyond tolerance."""
+    def op_prepare(self, cell, plugins: tuple[str, ...], clock: str = "wall") -> float:
+        """Build and verify the cell (worker.prepare); fail ``incorrect`` beyond tolerance.
+
+        ``clock`` times this cell's samples: ``wall`` (``time.perf_counter_ns``, the
+        sweeps' clock) or ``cpu`` (``time.process_time_ns``: CPU time of this process,
+        which does not count the time it was descheduled for another process).
+        """
         import math
+        import time
 
         from bench import measure, worker
         from impls.gradcheck import TOLERANCE
 
         self.limits.close()
         self.cell, self.prepared, self.samples = cell, None, []
+        self.clock_name = clock
+        self.clock = time.process_time_ns if clock == "cpu" else time.perf_counter_ns
         self.limits.enter_context(measure.set_threads(cell.threads))
         prepared, err = worker.prepare(cell, plugins)
         tolerance = TOLERANCE[cell.dtype]
@@ -114,36 +122,29 @@ class Side:
 
     def op_calibrate(self, min_time_ns: float) -> int:
         """First call timed alone, then loops by doubling (measure.calibrate_loops)."""
-        import time
-
         from bench import measure
 
         with measure.gc_paused():
-            self.first_ns = measure.run_sample(self.prepared.call, 1, time.perf_counter_ns)
-            return measure.calibrate_loops(self.prepared.call, min_time_ns,
-                                           time.perf_counter_ns)
+            self.first_ns = measure.run_sample(self.prepared.call, 1, self.clock)
+            return measure.calibrate_loops(self.prepared.call, min_time_ns, self.clock)
 
     def op_warmup(self, loops: int, max_warmups: int) -> int:
         """Warmup samples until settled (measure.warm_up)."""
-        import time
-
         from bench import measure
 
         with measure.gc_paused():
             self.warmups, self.settled = measure.warm_up(self.prepared.call, loops, max_warmups,
-                                                         time.perf_counter_ns)
+                                                         self.clock)
         return self.warmups
 
     def op_sample(self, loops: int) -> float:
         """One untimed call (warms this side's caches after the other side ran), then one
         timed sample of ``loops`` calls; returns and keeps ns per call."""
-        import time
-
         from bench import measure
 
         with measure.gc_paused():
             self.prepared.call()
-            ns = measure.run_sample(self.prepared.call, loops, time.perf_counter_ns) / loops
+            ns = measure.run_sample(self.prepared.call, loops, self.clock) / loops
         self.samples.append(ns)
         return ns
 
@@ -156,6 +157,8 @@ class Side:
         machine = env.collect(self.tree)
         load = env.load_avg()
         warnings = measure.timing_warnings(timing, load_avg=load, cores=machine.cores)
+        if self.clock_name == "cpu":
+            warnings += (CPU_CLOCK_WARNING,)
         mem = measure.memory_pass(self.prepared.call) if memory else None
         flops = self.prepared.flops
         result = worker.skeleton(
@@ -169,6 +172,11 @@ class Side:
             alloc_count=mem.alloc_count if mem else None, **extra)
         self.limits.close()
         return with_environment(result, self.tree)
+
+
+#: Recorded with every cell timed by CPU time (the cells table has no clock column).
+CPU_CLOCK_WARNING = ("cpu-clock: samples are this process's CPU time (time.process_time_ns), "
+                     "not wall time")
 
 
 class Incorrect(Exception):

@@ -77,6 +77,69 @@ def run(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).")],
     raise typer.Exit(code)
 
 
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="Ray dashboard URL, http://HOST:8265 (default $RAY_ADDRESS).")]
+JobArg = Annotated[str, typer.Argument(help="Job id (from submit or jobs).")]
+
+
+@app.command()
+def submit(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML) inside this tree.")],
+           address: AddressOpt = None, results: ResultsOpt = None,
+           workers: Annotated[int | None, typer.Option(
+               min=1, help="Cells at once (default: the cluster's CPUs).")] = None) -> None:
+    """Run a sweep as a Ray job: ship this tree, print the job id."""
+    from bench import jobs
+
+    plan = jobs.plan(str(spec), results, workers)
+    if jobs.results_target(results)[1]:
+        err.print(f"results: {plan.results} (made absolute: the job runs in its own copy of "
+                  "the tree; the path must be storage the cluster shares with you)",
+                  markup=False, highlight=False)
+    out.print(jobs.submit(plan, address), markup=False, highlight=False)
+
+
+@app.command("jobs")
+def jobs_cmd(address: AddressOpt = None) -> None:
+    """List the cluster's Ray jobs."""
+    from bench import jobs
+
+    out.print(jobs.jobs_table(jobs.list_jobs(address)))
+
+
+@app.command()
+def status(job: JobArg, address: AddressOpt = None) -> None:
+    """A job's status (exit 1 when it FAILED)."""
+    from bench import jobs
+
+    details = jobs.info(address, job)
+    for line in jobs.status_lines(details):
+        out.print(line, markup=False, highlight=False)
+    raise typer.Exit(1 if str(details.status) == "FAILED" else 0)
+
+
+@app.command()
+def logs(job: JobArg, address: AddressOpt = None,
+         follow: Annotated[bool, typer.Option(
+             "--follow", "-f", help="Keep printing until the job ends.")] = False) -> None:
+    """A job's driver log."""
+    from bench import jobs
+
+    if follow:
+        jobs.follow(address, job, lambda text: print(text, end="", flush=True))
+    else:
+        print(jobs.logs(address, job), end="")
+
+
+@app.command()
+def cancel(job: JobArg, address: AddressOpt = None) -> None:
+    """Stop a job; its finished cells stay stored (resume with run --resume)."""
+    from bench import jobs
+
+    stopped = jobs.cancel(address, job)
+    out.print(f"{job}: {'stopping' if stopped else 'already ended'}", markup=False,
+              highlight=False)
+
+
 @app.command()
 def report(sweep: Annotated[str, typer.Argument(help="Sweep id, or latest.")] = "latest",
            format: Annotated[str, typer.Option(
@@ -288,12 +351,16 @@ def ci(base: Annotated[str, typer.Option(
            "--base", help="Git revision to compare the working tree with, e.g. origin/main.")],
        spec: Annotated[Path, typer.Option(help="Sweep spec of the gate.")] = Path("jobs/ci.toml"),
        results: ResultsOpt = None, alpha: AlphaOpt = 0.01, threshold: ThresholdOpt = 0.05,
-       markdown: MarkdownOpt = None, junit: JunitOpt = None) -> None:
+       markdown: MarkdownOpt = None, junit: JunitOpt = None,
+       clock: Annotated[str, typer.Option(
+           help="What samples measure: cpu (process CPU time, robust on a shared machine) "
+                "or wall (perf_counter, as sweeps).")] = "cpu") -> None:
     """Paired A/B of a git revision against the working tree; exit 1 on a regression."""
     from bench import ab
 
     code = ab.ci_command(base, spec=str(spec), results=results, alpha=alpha,
-                         threshold=threshold, markdown=markdown, junit=junit, console=out)
+                         threshold=threshold, markdown=markdown, junit=junit, clock=clock,
+                         console=out)
     raise typer.Exit(code)
 
 

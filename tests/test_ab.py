@@ -66,6 +66,7 @@ def test_run_ab_pairs_samples_and_stores_both_roles(tmp_path, monkeypatch):
     assert len(cells.loc["plugin", "samples_ns"]) == 6
     assert cells.loc["plugin", "loops"] >= 1 and cells.loc["plugin", "host"]
     assert cells.loc["wrong", "status"] == "incorrect"
+    assert any(w.startswith("cpu-clock:") for w in cells.loc["plugin", "warnings"])
     comp = regress.compare_sweeps(ds, out.base_sweep, ds, out.candidate_sweep)
     assert comp.paired and [c.variant for c in comp.cells] == [
         "rnn/buffers=plugin,wgrad=batched,clip=none"]
@@ -89,6 +90,8 @@ def test_ci_outside_git_and_bad_revision_are_bad_input(tmp_path, monkeypatch, ca
     subprocess.run(["git", "init", "-q"], check=True)
     assert main(["ci", "--base", "no-such-rev"]) == 2
     assert "not a commit" in capsys.readouterr().err
+    assert main(["ci", "--base", "HEAD", "--clock", "sundial"]) == 2
+    assert "unknown clock" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- end to end
