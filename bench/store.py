@@ -463,11 +463,15 @@ def read(dataset: Dataset, table: str, sweep_ids: Sequence[str] | None = None,
 
 
 def sweeps(dataset: Dataset) -> pd.DataFrame:
-    """One row per sweep: its latest event, plus ``started_at`` (first event)."""
+    """One row per sweep: its latest event, plus ``started_at`` (first event).
+
+    Of events at the same instant, one that ends the sweep counts as later.
+    """
     events = read(dataset, "sweeps")
     if not len(events):
         return events.assign(started_at=pd.Series(dtype="datetime64[us, UTC]"))
-    events = events.sort_values("at", kind="stable")
+    events = events.assign(_ends=events["status"] != "running")
+    events = events.sort_values(["at", "_ends"], kind="stable").drop(columns="_ends")
     first = events.groupby(PARTITION)["at"].min().rename("started_at")
     latest = events.drop_duplicates(PARTITION, keep="last").set_index(PARTITION)
     return latest.join(first).reset_index().sort_values("started_at").reset_index(drop=True)

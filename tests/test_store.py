@@ -294,3 +294,12 @@ def test_duplicates_across_files_are_dropped_for_projected_reads_too(tmp_path):
     store.write(ds, "cells", "s2", [cell_row("a", 1.0, status="error")])
     frame = store.read(ds, "cells", columns=["status"]).set_index("sweep_id")
     assert frame["status"].to_dict() == {"s1": "ok", "s2": "error"}
+
+
+def test_an_ending_event_at_the_same_instant_wins(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    for status in ("finished", "running"):  # file order must not matter
+        store.write(ds, "sweeps", "s1", [{"name": "x", "event": status, "status": status,
+                                          "at": t}])
+    assert store.sweeps(ds).loc[0, "status"] == "finished"
