@@ -1,0 +1,266 @@
+"""Sweeps as Ray jobs: submit, list, status, logs, cancel (the Ray Jobs API).
+
+``submit`` ships this project tree as the job's ``working_dir`` (no venv,
+results, generated sites or caches) and the spec's plugins as ``py_modules``;
+the job runs ``python -m bench run SPEC --results R`` on the cluster, where
+:class:`bench.runner.RayExecutor` joins the job's own cluster. Ray 2.60 has
+token authentication on by default: every request carries
+``Authorization: Bearer <token>`` with the token Ray itself would use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import runner, store
+from bench.errors import BadInput
+from bench.spec import load_spec
+
+#: Environment variables naming the dashboard, in Ray's own order (``ray job``).
+ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+#: The tree's own top-level parts that a job needs.
+PROJECT_MARKERS = ("pyproject.toml", "bench", "impls")
+#: Never shipped: environments, generated data and caches (gitignore-style patterns).
+WORKING_DIR_EXCLUDES = (
+    ".venv", "venv", ".git", "results", "dashboards/site", "test-artifacts", "__pycache__",
+    "*.pyc", ".pytest_cache", ".ruff_cache", "*.egg-info", "build", "dist", "node_modules",
+    "*.parquet", ".ipynb_checkpoints", "*.prof", "*.json.gz",
+)
+#: Python on the cluster's PATH runs the entrypoint (as in Ray's own examples).
+PYTHON = "python"
+#: Seconds between status polls while waiting for a job.
+POLL_S = 1.0
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What ``submit`` sends: entrypoint, runtime env, id and metadata."""
+
+    job_id: str
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    results: str
+    metadata: dict[str, str]
+
+
+def dashboard_url(address: str | None) -> str:
+    """``address``, else $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, as an http URL."""
+    found = address or next((os.environ[e] for e in ADDRESS_ENVS if os.environ.get(e)), None)
+    if not found:
+        raise BadInput("no Ray dashboard address: pass --address http://HOST:8265 "
+                       "or set RAY_ADDRESS", key="--address")
+    return found if "://" in found else f"http://{found}"
+
+
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer <token>`` when Ray's token is found, else nothing."""
+    token = runner.auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client(address: str | None):
+    """A ``JobSubmissionClient`` for the dashboard at ``address``, authenticated."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = dashboard_url(address)
+    try:
+        return JobSubmissionClient(url, headers=auth_headers())
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise BadInput(f"cannot reach the Ray Jobs API at {url}: {_first_line(exc)}",
+                       key="--address") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def project_root() -> Path:
+    """The tree this ``bench`` was imported from; BadInput when it is not a project tree."""
+    import bench
+
+    root = Path(bench.__file__).resolve().parent.parent
+    if not all((root / m).exists() for m in PROJECT_MARKERS):
+        raise BadInput(f"{root} is not a gradsweep project tree (pyproject.toml, bench/, "
+                       "impls/); submit from a checkout")
+    return root
+
+
+def results_target(results: str | None) -> tuple[str, bool]:
+    """Where the job writes: a URI as given, a path made absolute; and whether it changed.
+
+    A job runs in a temporary copy of the tree, so a relative path would land
+    there and vanish; the absolute path must be on storage the cluster's nodes
+    and the user share (or use a URI such as ``s3://bucket/results``).
+    """
+    given = str(results or os.environ.get(store.RESULTS_ENV) or store.DEFAULT_RESULTS)
+    if "://" in given:
+        return given, False
+    absolute = str(Path(given).expanduser().resolve())
+    return absolute, absolute != given
+
+
+def _spec_in_tree(spec_path: str, root: Path) -> str:
+    path = Path(spec_path).resolve()
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        raise BadInput(f"the spec must be inside the project tree {root} (the tree is the "
+                       "job's working_dir); copy it under jobs/", where=spec_path) from None
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """``gradsweep-<UTC time>-<random>``, readable in ``gradsweep jobs``."""
+    now = now or datetime.now(UTC)
+    return f"gradsweep-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def plan(spec_path: str, results: str | None, workers: int | None = None) -> JobPlan:
+    """The job for ``gradsweep submit``; bad specs and paths fail here, before any upload."""
+    spec = load_spec(spec_path)
+    root = project_root()
+    rel = _spec_in_tree(spec_path, root)
+    target, _ = results_target(results)
+    args = ["-m", "bench", "run", rel, "--results", target]
+    args += ["--workers", str(workers)] if workers else []
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    runtime_env: dict[str, Any] = {"working_dir": str(root),
+                                   "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
+    plugins = [p for p in runner.shipped_modules(spec.plugins) if not _inside(p, root)]
+    if plugins:
+        runtime_env["py_modules"] = plugins
+    return JobPlan(new_job_id(), " ".join([PYTHON, *map(shlex.quote, args)]), runtime_env,
+                   target, {"gradsweep_spec": rel, "gradsweep_name": spec.name,
+                            "gradsweep_results": target})
+
+
+def _inside(path: str, root: Path) -> bool:
+    """Whether ``path`` is importable from the shipped tree's top (bench, impls)."""
+    return Path(path).resolve().parent == root
+
+
+@contextmanager
+def as_packages(paths: list[str]) -> Iterator[list[str]]:
+    """``py_modules`` the Jobs API can upload: directories only.
+
+    ``ray.init`` ships a single-file module as it is, but the Jobs client
+    uploads directories only, so ``name.py`` is staged as a package
+    ``name/__init__.py`` (same import name, same code) for the upload.
+    """
+    with tempfile.TemporaryDirectory(prefix="gradsweep-ship-") as stage:
+        staged = []
+        for path in map(Path, paths):
+            if path.is_file() and path.suffix == ".py":
+                package = Path(stage) / path.stem
+                package.mkdir()
+                shutil.copyfile(path, package / "__init__.py")
+                path = package
+            staged.append(str(path))
+        yield staged
+
+
+def submit(job: JobPlan, address: str | None) -> str:
+    """Submit ``job`` (uploading the tree and plugins); returns its id."""
+    jobs = client(address)
+    runtime_env = dict(job.runtime_env)
+    with as_packages(runtime_env.pop("py_modules", [])) as modules:
+        if modules:
+            runtime_env["py_modules"] = modules
+        return jobs.submit_job(entrypoint=job.entrypoint, submission_id=job.job_id,
+                               runtime_env=runtime_env, metadata=job.metadata)
+
+
+def _call(fn: Callable, *args) -> Any:
+    """A Jobs API call whose 'does not exist' and HTTP errors are bad input (exit 2)."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        raise BadInput(_first_line(exc)) from None
+
+
+def list_jobs(address: str | None) -> list:
+    """Every job the cluster knows, oldest first."""
+    jobs = [j for j in client(address).list_jobs() if j.submission_id]  # not plain drivers
+    return sorted(jobs, key=lambda j: j.start_time or 0)
+
+
+def info(address: str | None, job_id: str):
+    """A job's details (status, message, entrypoint, metadata, times)."""
+    return _call(client(address).get_job_info, job_id)
+
+
+def logs(address: str | None, job_id: str) -> str:
+    """The job's driver log so far."""
+    return _call(client(address).get_job_logs, job_id)
+
+
+def follow(address: str | None, job_id: str, write: Callable[[str], None]) -> None:
+    """Write the job's log as it grows, until the job ends."""
+    jobs = client(address)
+    _call(jobs.get_job_status, job_id)
+
+    async def tail() -> None:
+        async for chunk in jobs.tail_job_logs(job_id):
+            write(chunk)
+
+    asyncio.run(tail())
+
+
+def cancel(address: str | None, job_id: str) -> bool:
+    """Stop a job (SIGTERM to its driver: finished cells stay stored); False if it had ended."""
+    return bool(_call(client(address).stop_job, job_id))
+
+
+def wait(address: str | None, job_id: str, timeout_s: float) -> str:
+    """Poll until the job ends or ``timeout_s`` passes; returns the last status."""
+    jobs = client(address)
+    end = time.monotonic() + timeout_s
+    while True:
+        status = str(_call(jobs.get_job_status, job_id))
+        if status in TERMINAL or time.monotonic() > end:
+            return status
+        time.sleep(POLL_S)
+
+
+def _when(ms: int | None) -> str:
+    return "" if not ms else f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def jobs_table(jobs: list):
+    """A rich table of jobs: id, status, sweep name, start, end, message."""
+    from rich.table import Table
+
+    table = Table(title="Ray jobs")
+    for col in ("job", "status", "name", "started", "ended", "message"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        meta = j.metadata or {}
+        table.add_row(j.submission_id or j.job_id or "", str(j.status),
+                      meta.get("gradsweep_name", ""), _when(j.start_time), _when(j.end_time),
+                      (j.message or "").splitlines()[0] if j.message else "")
+    return table
+
+
+def status_lines(job) -> list[str]:
+    """``gradsweep status``: the job's status, message, entrypoint and results."""
+    meta = job.metadata or {}
+    lines = [f"{job.submission_id}: {job.status}", f"entrypoint: {job.entrypoint}"]
+    if meta.get("gradsweep_results"):
+        lines.append(f"results: {meta['gradsweep_results']}")
+    if job.message:  # a failed job's message carries its log tail: see ``logs``
+        lines.append(f"message: {job.message.strip().splitlines()[0]}")
+    if job.driver_exit_code is not None:
+        lines.append(f"exit code: {job.driver_exit_code}")
+    return lines
