@@ -1,12 +1,24 @@
-"""Sweeps end to end: local executor, plugins, resume, failures as rows, embedded Ray."""
+"""Sweeps end to end: local executor, plugins, resume, failures as rows, embedded Ray.
 
+The Ray tests share one embedded Ray (module fixture, two CPUs, bound to
+127.0.0.1) that ``run`` joins instead of starting its own; the killed-driver
+test runs its driver as a subprocess joined to the same Ray by address.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
 import pytest
+from conftest import PLUGINS, SMALL_MEASURE
 
 from bench import runner, store
 from bench.cli import main
 from bench.spec import expand, load_spec
-
-from conftest import SMALL_MEASURE
 
 PLUGIN_SPEC = """
 name = "plugin-sweep"
@@ -92,8 +104,141 @@ def test_batch_writer_writes_whole_batches(tmp_path, write_spec):
     assert len(nodes) == 1 and nodes["gemm_gflops_float64"].iloc[0] > 0
 
 
+FAULT_SPEC = """
+name = "faults"
+plugins = ["gs_extra", "gs_faults"]
+[measure]
+samples = 3
+min_time_s = 0.001
+max_warmups = 1
+timeout_s = TIMEOUT
+memory_budget_mb = 256
+[[grid]]
+kernel = "rnn"
+variants = { buffers = VARIANTS, wgrad = ["batched"], clip = ["none"] }
+shape = { N = [2], T = [3], D = [4], H = [5] }
+"""
+#: Cells of the killed-driver sweep and the measured time of each (seconds, about).
+KILL_SPEC = """
+name = "kill-me"
+[measure]
+samples = 5
+min_time_s = 0.03
+max_warmups = 2
+memory = false
+[[grid]]
+kernel = "rnn"
+variants = { buffers = "*", wgrad = "*", clip = ["none"] }
+shape = { N = [2, 3, 4, 5, 6, 7], T = [3], D = [4], H = [5] }
+"""
+#: Longest wait for the killed driver's first stored batch.
+FIRST_BATCH_S = 60
+
+
+def fault_spec(variants: list[str], timeout_s: float) -> str:
+    return (FAULT_SPEC.replace("VARIANTS", str(variants).replace("'", '"'))
+            .replace("TIMEOUT", str(timeout_s)))
+
+
+def statuses(results, sweep_id) -> dict[str, tuple[str, str]]:
+    cells = store.read(store.resolve(results), "cells", [sweep_id])
+    return {v.split("/")[1].split(",")[0].split("=")[1]: (s, e or "")
+            for v, s, e in zip(cells["variant"], cells["status"], cells["error"])}
+
+
+def test_local_timeout_and_memory_guard_become_rows(write_spec, results, capsys):
+    path = write_spec(fault_spec(["plugin", "sleep", "hog"], 1))
+    t0 = time.monotonic()
+    assert run_local(path, results) == 1
+    assert time.monotonic() - t0 < 30  # the sleeping cell was stopped at 1 s
+    got = statuses(results, capsys.readouterr().out.splitlines()[0].strip())
+    assert got["plugin"][0] == "ok"
+    assert got["sleep"] == ("timeout", "cell exceeded timeout_s 1")
+    assert got["hog"][0] == "error" and got["hog"][1].startswith("MemoryError")
+
+
+def test_memory_guard_restores_the_limit():
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with runner.memory_guard(64) as limit:
+        assert limit is None or resource.getrlimit(resource.RLIMIT_AS)[0] == limit
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+@pytest.fixture(scope="module")
+def embedded_ray(tmp_path_factory):
+    """One embedded Ray for this module's Ray tests; GS_FAULT_DIR reaches its workers."""
+    import ray
+
+    fault_dir = tmp_path_factory.mktemp("faults")
+    os.environ["GS_FAULT_DIR"] = str(fault_dir)
+    os.environ.setdefault("RAY_task_oom_retries", runner.OOM_RETRIES)
+    ray.init(**runner.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
+    try:
+        yield fault_dir
+    finally:
+        ray.shutdown()
+        os.environ.pop("GS_FAULT_DIR", None)
+
+
 @pytest.mark.ray
-def test_embedded_ray_sweep(write_spec, results, capsys):
+def test_ray_faults_crash_timeout_and_memory_become_rows(embedded_ray, write_spec, results,
+                                                        capsys):
+    path = write_spec(fault_spec(["plugin", "crash", "sleep", "hog"], 3))
+    assert main(["run", str(path), "--results", str(results)]) == 1
+    got = statuses(results, capsys.readouterr().out.splitlines()[0].strip())
+    assert got["plugin"][0] == "ok"
+    assert got["crash"][0] == "crashed" and "3 times" in got["crash"][1]
+    crashes = (embedded_ray / "crash.log").read_text().split()
+    assert len(crashes) == 1 + runner.CRASH_RETRIES and len(set(crashes)) == len(crashes)
+    assert got["sleep"] == ("timeout", "cell exceeded timeout_s 3")
+    assert got["hog"][0] == "error" and got["hog"][1].startswith("MemoryError")
+
+
+def _driver(spec: Path, address: str, results: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env.update(PYTHONPATH=str(PLUGINS), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", str(spec), "--address",
+                             address, "--workers", "1", "--results", str(results)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _wait_for_batch(results: Path, sweep_id: str) -> int:
+    partition = results / "cells" / f"sweep_id={sweep_id}"
+    end = time.monotonic() + FIRST_BATCH_S
+    while time.monotonic() < end:
+        files = list(partition.glob("*.parquet"))
+        if files:
+            return sum(pq.read_metadata(f).num_rows for f in files)
+        time.sleep(0.2)
+    raise AssertionError("the driver stored no batch")
+
+
+@pytest.mark.ray
+def test_killed_driver_then_resume_stores_every_cell_once(embedded_ray, write_spec, results):
+    import ray
+
+    path = write_spec(KILL_SPEC)
+    driver = _driver(path, ray.get_runtime_context().gcs_address, results)
+    try:
+        sweep_id = driver.stdout.readline().strip()
+        stored = _wait_for_batch(results, sweep_id)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    total = len(expand(load_spec(path)).cells)
+    assert 0 < stored < total  # killed mid-sweep
+    assert main(["run", str(path), "--resume", sweep_id, "--results", str(results)]) == 0
+    files = (results / "cells" / f"sweep_id={sweep_id}").glob("*.parquet")
+    ids = [i for f in files for i in pq.read_table(f, columns=["cell_id"])["cell_id"].to_pylist()]
+    assert len(ids) == len(set(ids)) == total  # every cell exactly once, even in the raw files
+    sweeps = store.sweeps(store.resolve(results)).set_index("sweep_id")
+    assert sweeps.loc[sweep_id, "status"] == "finished"
+
+
+@pytest.mark.ray
+def test_embedded_ray_sweep(embedded_ray, write_spec, results, capsys):
     path = write_spec(PLUGIN_SPEC)
     assert main(["run", str(path), "--results", str(results), "--workers", "2"]) == 1
     sweep_id = capsys.readouterr().out.splitlines()[0].strip()
