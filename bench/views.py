@@ -111,7 +111,7 @@ def _report_table(title: str, headers, rows) -> Table:
 
 #: Ranked rows the rich report prints at most (rich renders ~0.7 ms a row); shapes
 #: beyond a kernel and dtype's share are counted, and left to --format md/csv.
-REPORT_MAX_ROWS = 600
+REPORT_MAX_ROWS = 400
 
 
 def _shape_budget(groups) -> dict[tuple[str, str], int]:
