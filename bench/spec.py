@@ -44,6 +44,8 @@ class MeasureSettings:
     seed: int = 0
     timeout_s: float = 300.0
     memory_budget_mb: float = 4096.0
+    profile_seconds: float = 2.0
+    profile_variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,15 @@ def _measure(table: Any, where: str) -> MeasureSettings:
     _unknown(list(table), set(allowed), where, "measure.")
     values = {}
     for key, value in table.items():
+        if key == "profile_variants":
+            values[key] = tuple(_as_list(value, str, where, f"measure.{key}"))
+            continue
         t = allowed[key]
         values[key] = t(_expect(value, (t,) if t is not float else (float, int),
                                 where, f"measure.{key}"))
     settings = MeasureSettings(**values)
     positive = ("threads", "min_time_s", "samples", "timeout_s", "memory_budget_mb",
-                "clip_value", "clip_norm")
+                "clip_value", "clip_norm", "profile_seconds")
     for key in positive:
         if getattr(settings, key) <= 0:
             raise BadInput("must be positive", where=where, key=f"measure.{key}")
