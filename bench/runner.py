@@ -20,12 +20,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench import env, store
+from bench import env
 from bench.errors import BadInput
 from bench.spec import Cell, Expansion, MeasureSettings, SweepSpec, expand
 from bench.worker import CellResult, run_cell, skeleton
 from impls.registry import load
+
+if TYPE_CHECKING:  # pandas and pyarrow stay out of the workers, whose gc.collect they slow
+    from bench import store
 
 #: Rows buffered before a file is written, and the longest wait between files.
 BATCH_ROWS = 200
@@ -61,6 +65,8 @@ class BatchWriter:
     def flush(self) -> None:
         """Write the buffered rows as one file (nothing when empty)."""
         if self._rows:
+            from bench import store
+
             store.write(self.dataset, "cells", self.sweep_id, self._rows)
         self._rows, self._last = [], time.monotonic()
 
@@ -115,6 +121,8 @@ def sweep_event(dataset: store.Dataset, spec: SweepSpec, sweep_id: str, event: s
                 status: str, cells_total: int, role: str = "plain",
                 ci_run: str | None = None) -> None:
     """Append one event row to ``sweeps`` (the latest row per sweep wins)."""
+    from bench import store
+
     machine = env.collect()
     store.write(dataset, "sweeps", sweep_id, [{
         "name": spec.name, "event": event, "status": status, "at": datetime.now(UTC),
@@ -236,6 +244,24 @@ def _placed(result: CellResult, started: datetime, t0: float) -> CellResult:
                    duration_s=time.perf_counter() - t0)
 
 
+_FROZEN = []
+
+
+def freeze_imports() -> None:
+    """Once per process: move every object alive now out of the collector's reach.
+
+    Each cell starts with ``gc.collect()``; in a Ray worker that walks Ray's,
+    numpy's and the plugins' ~100k long-lived objects (tens of ms per cell).
+    ``gc.freeze`` leaves them out; whatever a cell creates is still collected.
+    """
+    if not _FROZEN:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        _FROZEN.append(True)
+
+
 def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
                 peaks: dict[str, dict[str, float]]) -> CellResult:
     """Run a cell wherever it landed, with that node's GEMM peaks, under its guards.
@@ -243,6 +269,11 @@ def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
     The cell's ``timeout_s`` is an alarm in its own process and its memory is
     capped (:func:`memory_guard`); both end as rows, never as a raise.
     """
+    try:
+        load(plugins)  # import the plugins before freezing
+    except Exception:  # noqa: BLE001 - run_cell reports it as the cell's error
+        pass
+    freeze_imports()
     node = env.ray_node_id() or env.collect().host
     started, t0 = datetime.now(UTC), time.perf_counter()
     try:
@@ -469,6 +500,8 @@ def resume_plan(dataset: store.Dataset, spec: SweepSpec, sweep: str,
     BadInput
         When the sweep is unknown or was run from a different spec.
     """
+    from bench import store
+
     sweep_id = store.resolve_sweep(dataset, sweep)
     row = store.sweeps(dataset).set_index(store.PARTITION).loc[sweep_id]
     if row["spec_hash"] != spec.spec_hash:
@@ -489,6 +522,8 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     ``on_start(sweep_id, cells)`` is called before any cell runs, and
     ``on_result`` for every result as it is stored in a batch.
     """
+    from bench import store
+
     expansion = expansion or expand(spec)
     if resume:
         sweep_id, cells = resume_plan(dataset, spec, resume, expansion.cells)

@@ -246,3 +246,62 @@ def test_embedded_ray_sweep(embedded_ray, write_spec, results, capsys):
     assert len(cells) == 4 and (cells["node"].str.len() > 20).all()  # Ray node ids
     assert dict(zip(cells["variant"], cells["status"]))[
         "rnn/buffers=raises,wgrad=batched,clip=none"] == "error"
+
+
+SCALING_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "scaling.toml"
+BENCH_ENV = "GRADSWEEP_BENCH"
+
+
+def _scaling_run(spec, dataset, workers: int):
+    """One embedded-Ray run of ``spec`` on ``workers``: (outcome, Ray start seconds)."""
+    t0 = time.perf_counter()
+    executor = runner.RayExecutor(workers=workers, plugins=spec.plugins)
+    started = time.perf_counter() - t0
+    try:
+        return runner.run_sweep(spec, dataset, executor), started
+    finally:
+        executor.close()
+
+
+def _side_costs(spec) -> tuple[float, float]:
+    """Seconds of verification and of one memory pass for the spec's first cell."""
+    from bench import measure, worker
+
+    cell = expand(spec).cells[0]
+    t0 = time.perf_counter()
+    prepared, _ = worker.prepare(cell)
+    t1 = time.perf_counter()
+    measure.memory_pass(prepared.call)
+    return t1 - t0, time.perf_counter() - t1
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not os.environ.get(BENCH_ENV), reason=f"benchmark: set {BENCH_ENV}=1")
+def test_scaling_benchmark(tmp_path):
+    """Not a test: cells/s, speed-up and harness overhead on 1 and 2 workers (prints)."""
+    import numpy as np
+
+    spec = load_spec(SCALING_SPEC)
+    ds = store.resolve(tmp_path / "r")
+    rows, medians = [], {}
+    for workers in (1, 2):
+        outcome, start_s = _scaling_run(spec, ds, workers)
+        cells = store.read(ds, "cells", [outcome.sweep_id]).set_index("cell_id")
+        medians[workers] = cells["median_ns"]
+        per_cell = cells["duration_s"]
+        rows.append((workers, outcome, start_s, per_cell.mean()))
+    verify_s, memory_s = _side_costs(spec)
+    ratio = (medians[2] / medians[1]).dropna()
+    base = rows[0][1].cells / rows[0][1].wall_s
+    for workers, o, start_s, mean_cell in rows:
+        rate = o.cells / o.wall_s
+        print(f"\n{workers} worker(s): {o.cells} cells in {o.wall_s:.2f} s = {rate:.1f} cells/s "
+              f"(x{rate / base:.2f}); mean in-task {mean_cell * 1e3:.1f} ms; harness "
+              f"{o.overhead_s_per_cell() * 1e3:.1f} ms/cell; Ray start {start_s:.1f} s; "
+              f"statuses {o.counts}")
+    log = np.abs(np.log(ratio))
+    print(f"per-cell median, 2 workers / 1 worker: median {ratio.median():.3f}, "
+          f"|change| p50 {np.expm1(log.median()):.1%} p90 {np.expm1(log.quantile(0.9)):.1%}")
+    print(f"apart: verification {verify_s * 1e3:.1f} ms, memory pass {memory_s * 1e3:.1f} ms "
+          "per cell (this spec has memory = false)")
+    assert rows[0][1].counts == {"ok": len(expand(spec).cells)}
