@@ -143,6 +143,8 @@ HANG_GRACE_S = 30.0
 #: Address space a cell may take above its process's baseline, beyond memory_budget_mb
 #: (shared libraries a cell loads, allocator arenas, thread stacks).
 GUARD_MARGIN_MB = 1024
+#: Seconds each warm-up task holds its worker, so the warm-ups land on distinct workers.
+WARM_HOLD_S = 0.3
 LOOPBACK = "127.0.0.1"
 #: Set by the Ray Jobs supervisor in a job's driver process.
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -260,6 +262,16 @@ def freeze_imports() -> None:
         gc.collect()
         gc.freeze()
         _FROZEN.append(True)
+
+
+def warm_worker(plugins: tuple[str, ...], hold_s: float = WARM_HOLD_S) -> None:
+    """A Ray worker's start: import the plugins, freeze, hold the worker ``hold_s``."""
+    try:
+        load(plugins)
+    except Exception:  # noqa: BLE001 - the cells report it
+        pass
+    freeze_imports()
+    time.sleep(hold_s)
 
 
 def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
@@ -401,7 +413,11 @@ def _failure_result(cell: Cell, exc: BaseException) -> CellResult:
 
 
 class RayExecutor:
-    """One Ray task per cell (num_cpus=1), at most ``workers`` in flight.
+    """One Ray task per cell (num_cpus=1), at most ``workers`` running at once.
+
+    Embedded, Ray has ``workers`` CPUs and ``workers`` more cells wait queued
+    in Ray (no driver round trip between cells); on a cluster exactly
+    ``workers`` are in flight, whatever its size.
 
     Parameters
     ----------
@@ -429,18 +445,35 @@ class RayExecutor:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         joined = bool(address) or in_ray_job()
         self.workers = max(1, workers or (cpus if joined else min(env.collect().cores, cpus)))
+        # An embedded Ray has exactly ``workers`` CPUs, so Ray itself caps the cells
+        # running at once and a queued cell starts with no round trip to this driver.
+        self._queued = self.workers if self._owns and not joined else 0
         self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES,
                                 retry_exceptions=False)(run_on_node)
+        self._plugins = plugins
 
     def nodes(self) -> list[dict]:
-        """Probe every alive node once, each on its own node."""
+        """Probe every alive node once, each on its own node; then start the workers."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         probe = ray.remote(num_cpus=1)(probe_node)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
-        return ray.get(refs)
+        found = ray.get(refs)
+        self._warm()
+        return found
+
+    def _warm(self) -> None:
+        """Start ``workers`` worker processes with our modules imported, before any cell.
+
+        Each warm-up task holds its worker a moment so that they land on
+        distinct processes; a cell then pays no process start or import.
+        """
+        import ray
+
+        warm = ray.remote(num_cpus=1)(warm_worker)
+        ray.get([warm.remote(self._plugins) for _ in range(self.workers)])
 
     def run(self, cells: list[Cell], settings: MeasureSettings, plugins: tuple[str, ...],
             peaks: dict[str, dict[str, float]]) -> Iterator[CellResult]:
@@ -451,14 +484,15 @@ class RayExecutor:
         running: dict = {}
         try:
             while pending or running:
-                while pending and len(running) < self.workers:
+                while pending and len(running) < self.workers + self._queued:
                     cell = pending.pop()
                     running[self._task.remote(cell, settings, plugins, peaks)] = (
                         cell, time.monotonic())
                 done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
                 for ref in done:
                     yield self._result(ref, running.pop(ref)[0])
-                yield from self._expire(running, settings.timeout_s + HANG_GRACE_S)
+                queued_s = settings.timeout_s if self._queued else 0.0
+                yield from self._expire(running, settings.timeout_s + queued_s + HANG_GRACE_S)
         finally:
             for ref in running:  # interrupted: stop what is still running
                 ray.cancel(ref, force=True)

@@ -263,6 +263,23 @@ def _scaling_run(spec, dataset, workers: int):
         executor.close()
 
 
+def _gaps(cells):
+    """Per worker slot, the idle time between one cell's end and the next one's start.
+
+    With one worker that is exactly the harness's time per cell; with more,
+    each cell is paired with the latest earlier end, a lower bound.
+    """
+    import pandas as pd
+
+    start = cells["started_at"].astype("int64") / 1e6  # microseconds -> seconds
+    end = start + cells["duration_s"]
+    order = start.sort_values().index
+    ends = end.loc[order].to_numpy()
+    starts = start.loc[order].to_numpy()
+    gaps = [s - max((e for e in ends[:i] if e <= s), default=s) for i, s in enumerate(starts)]
+    return pd.Series(gaps[1:])
+
+
 def _side_costs(spec) -> tuple[float, float]:
     """Seconds of verification and of one memory pass for the spec's first cell."""
     from bench import measure, worker
@@ -288,17 +305,17 @@ def test_scaling_benchmark(tmp_path):
         outcome, start_s = _scaling_run(spec, ds, workers)
         cells = store.read(ds, "cells", [outcome.sweep_id]).set_index("cell_id")
         medians[workers] = cells["median_ns"]
-        per_cell = cells["duration_s"]
-        rows.append((workers, outcome, start_s, per_cell.mean()))
+        rows.append((workers, outcome, start_s, cells["duration_s"].mean(), _gaps(cells)))
     verify_s, memory_s = _side_costs(spec)
     ratio = (medians[2] / medians[1]).dropna()
     base = rows[0][1].cells / rows[0][1].wall_s
-    for workers, o, start_s, mean_cell in rows:
+    for workers, o, start_s, mean_cell, gaps in rows:
         rate = o.cells / o.wall_s
         print(f"\n{workers} worker(s): {o.cells} cells in {o.wall_s:.2f} s = {rate:.1f} cells/s "
               f"(x{rate / base:.2f}); mean in-task {mean_cell * 1e3:.1f} ms; harness "
-              f"{o.overhead_s_per_cell() * 1e3:.1f} ms/cell; Ray start {start_s:.1f} s; "
-              f"statuses {o.counts}")
+              f"{o.overhead_s_per_cell() * 1e3:.1f} ms/cell (wall x workers - in-task); "
+              f"gap between a cell's end and the next start p50 {gaps.median() * 1e3:.1f} "
+              f"p90 {gaps.quantile(0.9) * 1e3:.1f} ms; Ray start {start_s:.1f} s")
     log = np.abs(np.log(ratio))
     print(f"per-cell median, 2 workers / 1 worker: median {ratio.median():.3f}, "
           f"|change| p50 {np.expm1(log.median()):.1%} p90 {np.expm1(log.quantile(0.9)):.1%}")
