@@ -31,6 +31,8 @@ RAY_CELL_OVERHEAD_S = 0.01
 RAY_START_S = 8.0
 PROBE_S = 2 * env.GEMM_SECONDS
 BYTES_PER_MIB = 2**20
+#: Exit code of a sweep stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report).
+INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -236,11 +238,19 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     for d in expansion.dropped:
         console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
     executor = make_executor(address, local, workers, spec.plugins)
+    started: list[str] = []
     try:
         with sigterm_as_interrupt(), progress_reporter(console) as (on_start, on_result):
-            outcome = runner.run_sweep(spec, dataset, executor, resume=resume,
-                                       on_start=on_start, on_result=on_result,
-                                       expansion=expansion)
+            outcome = runner.run_sweep(
+                spec, dataset, executor, resume=resume, on_result=on_result,
+                on_start=lambda sweep_id, n: (started.append(sweep_id), on_start(sweep_id, n)),
+                expansion=expansion)
+    except KeyboardInterrupt:
+        sweep_id = started[0] if started else "SWEEP_ID"
+        console.print(f"interrupted: finished cells are stored in {dataset.uri}; finish with "
+                      f"gradsweep run {spec_path} --resume {sweep_id}", markup=False,
+                      highlight=False)
+        return INTERRUPTED
     finally:
         executor.close()
     cells = store.read(dataset, "cells", [outcome.sweep_id])

@@ -166,6 +166,27 @@ def test_memory_guard_restores_the_limit():
     assert resource.getrlimit(resource.RLIMIT_AS) == before
 
 
+def test_sigterm_stores_finished_cells_and_marks_the_sweep_cancelled(write_spec, results):
+    path = write_spec(KILL_SPEC.replace("N = [2, 3, 4, 5, 6, 7]", f"N = {list(range(2, 14))}"))
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS), "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "bench", "run", str(path), "--local",
+                               "--results", str(results)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        sweep_id = driver.stdout.readline().strip()
+        _wait_for_batch(results, sweep_id)
+        time.sleep(0.5)  # a few more cells in the unwritten batch
+    finally:
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 130 and f"--resume {sweep_id}" in out
+    sweeps = store.sweeps(store.resolve(results)).set_index("sweep_id")
+    assert sweeps.loc[sweep_id, "status"] == "cancelled"
+    reported = sum(line.startswith("[") for line in out.splitlines())
+    stored = store.read(store.resolve(results), "cells", [sweep_id])
+    assert len(stored) == reported  # every finished cell was written, none lost
+
+
 @pytest.fixture(scope="module")
 def embedded_ray(tmp_path_factory):
     """One embedded Ray for this module's Ray tests; GS_FAULT_DIR reaches its workers."""
