@@ -415,6 +415,7 @@ def _failure_result(cell: Cell, exc: BaseException) -> CellResult:
 class RayExecutor:
     """One Ray task per cell (num_cpus=1), at most ``workers`` running at once.
 
+    Cells spread over the nodes (Ray's SPREAD), not packed onto the driver's.
     Embedded, Ray has ``workers`` CPUs and ``workers`` more cells wait queued
     in Ray (no driver round trip between cells); on a cluster exactly
     ``workers`` are in flight, whatever its size.
@@ -448,8 +449,8 @@ class RayExecutor:
         # An embedded Ray has exactly ``workers`` CPUs, so Ray itself caps the cells
         # running at once and a queued cell starts with no round trip to this driver.
         self._queued = self.workers if self._owns and not joined else 0
-        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES,
-                                retry_exceptions=False)(run_on_node)
+        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES, retry_exceptions=False,
+                                scheduling_strategy="SPREAD")(run_on_node)
         self._plugins = plugins
 
     def nodes(self) -> list[dict]:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from bench.errors import BadInput
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CLUSTER_SPEC = "tests/plugins/cluster.toml"
+SCALING_SPEC = "jobs/scaling.toml"
 #: Seconds a submitted job may take (runtime env upload, Ray connect, 8 cells).
 JOB_TIMEOUT_S = 120
 #: Per-node ports, in the order of NODE_PORT_FLAGS, then a worker-port range.
@@ -167,8 +169,29 @@ def test_submit_runs_the_sweep_as_a_job_with_auth(cluster, tmp_path, capsys, mon
     assert job_id in capsys.readouterr().out
 
 
+def _first_batch(results: Path, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while not list(results.glob("cells/*/*.parquet")):
+        assert time.monotonic() < end, "the job stored no cells"
+        time.sleep(0.5)
+
+
 @pytest.mark.ray
-def test_cancel_and_unknown_jobs(cluster, capsys, monkeypatch):
+def test_cancel_stops_the_job_and_keeps_its_cells(cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", cluster.dashboard)
+    results = tmp_path / "r"
+    assert main(["submit", str(ROOT / SCALING_SPEC), "--results", str(results)]) == 0
+    job_id = capsys.readouterr().out.strip().splitlines()[-1]
+    _first_batch(results, JOB_TIMEOUT_S)
+    assert main(["cancel", job_id]) == 0
+    assert jobs.wait(None, job_id, JOB_TIMEOUT_S) == "STOPPED"
+    sweeps = store.sweeps(store.resolve(results))
+    assert list(sweeps["status"]) == ["cancelled"]  # SIGTERM reached the driver: batch stored
+    assert 0 < len(store.read(store.resolve(results), "cells")) < 200
+
+
+@pytest.mark.ray
+def test_unknown_jobs_are_bad_input(cluster, capsys, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", cluster.dashboard)
     assert main(["status", "no-such-job"]) == 2
     assert "no-such-job" in capsys.readouterr().err
