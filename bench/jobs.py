@@ -11,6 +11,7 @@ token authentication on by default: every request carries
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shlex
@@ -43,6 +44,8 @@ PYTHON = "python"
 #: Seconds between status polls while waiting for a job.
 POLL_S = 1.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+QUIET_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging",
+                 "ray._private.runtime_env.working_dir")
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ def submit(job: JobPlan, address: str | None) -> str:
     """Submit ``job`` (uploading the tree and plugins); returns its id."""
     jobs = client(address)
     runtime_env = dict(job.runtime_env)
+    for name in QUIET_LOGGERS:  # per-file packaging chatter on every submit
+        logging.getLogger(name).setLevel(logging.ERROR)
     with as_packages(runtime_env.pop("py_modules", [])) as modules:
         if modules:
             runtime_env["py_modules"] = modules
@@ -184,6 +189,8 @@ def submit(job: JobPlan, address: str | None) -> str:
 
 def _call(fn: Callable, *args) -> Any:
     """A Jobs API call whose 'does not exist' and HTTP errors are bad input (exit 2)."""
+    if not all(args):
+        raise BadInput("a job id is required")
     try:
         return fn(*args)
     except RuntimeError as exc:
