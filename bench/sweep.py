@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench import env, measure, rank, runner, store, views
+from bench.errors import BadInput
 from bench.spec import Cell, Expansion, MeasureSettings, SweepSpec, expand, load_spec
 from impls.registry import load
 
@@ -200,11 +201,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_ray_address(address: str | None) -> None:
+    """``run`` joins a cluster by its GCS address; a dashboard URL is for ``submit``."""
+    import os
+
+    given = address or ("" if runner.in_ray_job() else os.environ.get("RAY_ADDRESS", ""))
+    if given.startswith(("http://", "https://")):
+        raise BadInput(f"{given} is a dashboard URL: run --address takes the cluster's GCS "
+                       "address (HOST:6379, as ray.init does); submit takes the URL",
+                       key="--address" if address else "RAY_ADDRESS")
+
+
 def make_executor(address: str | None, local: bool, workers: int | None,
                   plugins: tuple[str, ...]):
     """The in-process executor with ``local``, else Ray (embedded or ``address``)."""
     if local:
         return runner.LocalExecutor()
+    check_ray_address(address)
     return runner.RayExecutor(address=address, workers=workers, plugins=plugins)
 
 

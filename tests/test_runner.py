@@ -343,3 +343,12 @@ def test_scaling_benchmark(tmp_path):
     print(f"apart: verification {verify_s * 1e3:.1f} ms, memory pass {memory_s * 1e3:.1f} ms "
           "per cell (this spec has memory = false)")
     assert rows[0][1].counts == {"ok": len(expand(spec).cells)}
+
+
+def test_run_refuses_a_dashboard_url(write_spec, results, capsys, monkeypatch):
+    path = write_spec(PLUGIN_SPEC)
+    assert main(["run", str(path), "--address", "http://127.0.0.1:8265"]) == 2
+    assert "dashboard URL" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    assert main(["run", str(path)]) == 2
+    assert "RAY_ADDRESS" in capsys.readouterr().err
