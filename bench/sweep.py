@@ -20,8 +20,12 @@ from impls.registry import load
 
 #: Assumed sustained speed of an unmeasured cell, for dry-run estimates (GFLOP/s).
 ESTIMATE_GFLOPS = 5.0
-#: Floor on an unmeasured backward call: numpy's per-call overhead over T steps.
+#: Floor on an unmeasured backward call, and numpy's overhead per time step (BPTT
+#: variants run a Python loop over T; measured ~90 us per LSTM step on these machines).
 ESTIMATE_CALL_FLOOR_S = 2e-4
+ESTIMATE_STEP_S = 6e-5
+#: Loops double until a sample lasts min_time_s, so a sample overshoots it by half on average.
+SAMPLE_OVERSHOOT = 1.5
 #: Calls outside the timed samples: the variant once, forward twice, the float64 reference.
 VERIFY_CALLS = 4
 #: Memory pass cost, in calls (tracemalloc slows numpy's allocations a little).
@@ -55,8 +59,9 @@ def model_seconds(cell: Cell, m: MeasureSettings, flops: int) -> float:
     min_time_s in all), then at least ``2 * WARMUP_WINDOW`` warmups (at most
     max_warmups) and ``samples`` samples of at least min_time_s each.
     """
-    call = max(flops / (ESTIMATE_GFLOPS * 1e9), ESTIMATE_CALL_FLOOR_S)
-    sample = max(m.min_time_s, call)
+    steps = cell.dims.get("T", 0) * ESTIMATE_STEP_S
+    call = max(flops / (ESTIMATE_GFLOPS * 1e9) + steps, ESTIMATE_CALL_FLOOR_S)
+    sample = max(SAMPLE_OVERSHOOT * m.min_time_s, call)
     warmups = min(m.max_warmups, 2 * measure.WARMUP_WINDOW)
     extra = VERIFY_CALLS + (MEMORY_PASS_CALLS if m.memory else 0)
     return 2 * sample + (warmups + m.samples) * sample + extra * call
