@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The README demo: a sweep on an embedded local Ray, a ranking, the dashboard.
+# The README demo: a sweep on an embedded local Ray, a ranking, the dashboard (path printed).
 demo: $(STAMP)
-	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/gradsweep run jobs/quick.toml
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/gradsweep run jobs/quick.toml --dashboard dashboards/site
 
 # Headless Chromium and its driver for the dashboard test (Debian packages).
 browser:

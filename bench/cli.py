@@ -68,12 +68,15 @@ def run(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).")],
         dry_run: Annotated[bool, typer.Option(help="List the cells; run nothing.")] = False,
         resume: Annotated[str | None, typer.Option(
             help="Rerun the cells of SWEEP_ID (or latest) that are not ok.")] = None,
-        results: ResultsOpt = None) -> None:
+        results: ResultsOpt = None,
+        dashboard: Annotated[str | None, typer.Option(
+            help="Also write the sweep's dashboard to this directory.")] = None) -> None:
     """Run a sweep: verify, time and measure every cell; print a ranking."""
     from bench import sweep
 
     code = sweep.run_command(str(spec), address=address, local=local, workers=workers,
-                             dry_run=dry_run, resume=resume, results=results, console=out)
+                             dry_run=dry_run, resume=resume, results=results,
+                             dashboard=dashboard, console=out)
     raise typer.Exit(code)
 
 

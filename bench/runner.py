@@ -82,6 +82,7 @@ class SweepOutcome:
     wall_s: float = 0.0
     task_s: float = 0.0
     workers: int = 1
+    profile_errors: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -315,6 +316,14 @@ class LocalExecutor:
         for cell in cells:
             yield run_on_node(cell, settings, plugins, peaks)
 
+    def profile(self, cells: list[Cell], settings: MeasureSettings,
+                plugins: tuple[str, ...]) -> Iterator:
+        """Yield ``(cell, SweepProfile)`` for each cell, one after another."""
+        from bench.profile import profile_for_sweep
+
+        for cell in cells:
+            yield cell, profile_for_sweep(cell, settings, plugins)
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -518,6 +527,27 @@ class RayExecutor:
                 yield skeleton(cell, "timeout", f"cell did not return within {limit_s:g} s; "
                                "its worker was killed")
 
+    def profile(self, cells: list[Cell], settings: MeasureSettings,
+                plugins: tuple[str, ...]) -> Iterator:
+        """Yield ``(cell, SweepProfile)`` as profiles finish, ``workers`` at a time.
+
+        Scalene runs as a subprocess of each task (PLATFORM.md), after every
+        timing of the sweep is done, so it never disturbs a measurement.
+        """
+        import ray
+
+        from bench.profile import profile_for_sweep
+
+        task = ray.remote(num_cpus=1)(profile_for_sweep)
+        pending, running = list(reversed(cells)), {}
+        while pending or running:
+            while pending and len(running) < self.workers:
+                cell = pending.pop()
+                running[task.remote(cell, settings, plugins)] = cell
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                yield running.pop(ref), ray.get(ref)
+
     def close(self) -> None:
         """Shut down the embedded Ray (a joined cluster keeps running)."""
         import ray
@@ -548,6 +578,26 @@ def resume_plan(dataset: store.Dataset, spec: SweepSpec, sweep: str,
     return sweep_id, [c for c in cells if c.cell_id not in ok]
 
 
+def profile_phase(executor, cells: list[Cell], spec: SweepSpec, dataset: store.Dataset,
+                  sweep_id: str) -> list[str]:
+    """Line-profile the ok cells the spec asks for; store rows, return errors.
+
+    Runs after the timing loop has drained: profiling never changes a timing.
+    """
+    from bench import profile, store
+
+    todo = [c for c in cells if profile.wants_profile(c, spec.measure)]
+    if not todo:
+        return []
+    errors = []
+    for cell, result in executor.profile(todo, spec.measure, spec.plugins):
+        if result.rows:
+            store.write(dataset, "profiles", sweep_id, list(result.rows))
+        if result.error:
+            errors.append(f"{cell.variant} {cell.shape_text} {cell.dtype}: {result.error}")
+    return errors
+
+
 def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str | None = None,
               on_start: Callable[[str, int], None] = lambda sweep_id, n: None,
               on_result: Callable[[CellResult], None] = lambda result: None,
@@ -576,11 +626,18 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
         store.write(dataset, "nodes", sweep_id, nodes)
         t0 = time.perf_counter()
         results = executor.run(runnable, spec.measure, spec.plugins, peaks_of(nodes))
+        ok: list[Cell] = []
+        by_id = {c.cell_id: c for c in runnable}
         for result in itertools.chain(skipped, results):
             writer.add(result)
             counts[result.status] = counts.get(result.status, 0) + 1
             task_s += result.duration_s or 0.0
+            if result.status == "ok" and result.cell_id in by_id:
+                ok.append(by_id[result.cell_id])
             on_result(result)
+        writer.flush()
+        wall_s = time.perf_counter() - t0
+        profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
         status = "finished"
     except KeyboardInterrupt:
         status = "cancelled"
@@ -588,6 +645,8 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     finally:
         writer.flush()
         sweep_event(dataset, spec, sweep_id, status, status, total)
+    store.compact(dataset, sweep_id)  # a finished sweep reads as one file per table
     return SweepOutcome(sweep_id, status, counts, len(expansion.dropped),
-                        wall_s=time.perf_counter() - t0, task_s=task_s,
-                        workers=getattr(executor, "workers", 1))
+                        wall_s=wall_s, task_s=task_s,
+                        workers=getattr(executor, "workers", 1),
+                        profile_errors=tuple(profile_errors))

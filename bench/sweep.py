@@ -242,8 +242,13 @@ def harness_line(outcome: runner.SweepOutcome) -> str:
 
 def run_command(spec_path: str, *, address: str | None = None, local: bool = False,
                 workers: int | None = None, dry_run: bool = False, resume: str | None = None,
-                results: str | None = None, console: Console) -> int:
-    """Everything ``gradsweep run`` does; returns the exit code (0 ok, 1 a cell failed)."""
+                results: str | None = None, dashboard: str | None = None,
+                console: Console) -> int:
+    """Everything ``gradsweep run`` does; returns the exit code (0 ok, 1 a cell failed).
+
+    With ``dashboard``, also writes the static dashboard of the sweep there and
+    prints the path of its ``index.html``.
+    """
     spec = load_spec(spec_path)
     expansion = expand(spec)
     dataset = store.resolve(results)
@@ -275,6 +280,13 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
                         title=f"{spec.name} ({outcome.sweep_id})")
     views.print_failures(console, cells)
+    for line in outcome.profile_errors:
+        console.print(f"not profiled: {line}", markup=False, highlight=False)
+    if dashboard:
+        from dashboards.render import write_site
+
+        index = write_site(dataset, [outcome.sweep_id], dashboard)
+        console.print(f"dashboard: {index}", markup=False, highlight=False)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
     console.print(harness_line(outcome), markup=False, highlight=False)
     console.print(f"sweep {outcome.sweep_id}: {counts}; results in {dataset.uri}",

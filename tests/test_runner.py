@@ -354,3 +354,40 @@ def test_run_refuses_a_dashboard_url(write_spec, results, capsys, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     assert main(["run", str(path)]) == 2
     assert "RAY_ADDRESS" in capsys.readouterr().err
+
+
+PROFILE_SPEC = """
+name = "profiled"
+[measure]
+samples = 5
+min_time_s = 0.001
+max_warmups = 2
+profile = true
+profile_seconds = 0.5
+profile_variants = ["rnn/buffers=list,*"]
+[[grid]]
+kernel = "rnn"
+variants = { wgrad = ["step"], clip = ["none"] }
+shape = { N = [4], T = [8], D = [8], H = [16] }
+"""
+
+
+@pytest.mark.slow
+def test_profiled_sweep_stores_profiles_compacts_and_writes_dashboard(write_spec, results,
+                                                                       tmp_path, capsys):
+    site = tmp_path / "site"
+    code = main(["run", str(write_spec(PROFILE_SPEC)), "--local", "--results", str(results),
+                 "--dashboard", str(site)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    sweep_id = out.splitlines()[0].strip()
+    ds = store.resolve(results)
+    profiles = store.read(ds, "profiles", [sweep_id])
+    assert len(profiles) and set(profiles["variant"]) == {"rnn/buffers=list,wgrad=step,clip=none"}
+    assert profiles["file"].str.contains("rnn.py").any()
+    # timings untouched by profiling, and the finished sweep is one file per table
+    cells = store.read(ds, "cells", [sweep_id])
+    assert (cells["status"] == "ok").all() and cells["median_ns"].notna().all()
+    for table in ("sweeps", "cells", "nodes", "profiles"):
+        assert len(list((results / table).rglob("*.parquet"))) == 1, table
+    assert (site / "index.html").is_file() and f"dashboard: {site}" in out
