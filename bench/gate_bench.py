@@ -38,7 +38,7 @@ POWER_SPEC = """
 name = "gate-power"
 plugins = ["gs_slow"]
 [measure]
-samples = 20
+samples = 30
 min_time_s = 0.005
 max_warmups = 6
 memory = false
