@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import env, measure
 from bench.spec import Cell, MeasureSettings
-from impls.base import Case, SkipCell, forward_for, parse_variant, reference_for
+from impls.base import Case, SkipCell, forward_for, is_peer, parse_variant, reference_for
 from impls.gradcheck import TOLERANCE, max_rel_err
 from impls.registry import load
 
@@ -153,7 +153,9 @@ def _measured(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
     timing = measure.time_call(prepared.call, min_time_s=settings.min_time_s,
                                samples=settings.samples, max_warmups=settings.max_warmups)
     load = max(load_before, env.load_avg())
-    memory = measure.memory_pass(prepared.call) if settings.memory else None
+    # tracemalloc sees numpy's buffers but not torch's allocator: no peer memory
+    memory = (measure.memory_pass(prepared.call)
+              if settings.memory and not is_peer(cell.variant) else None)
     gflops = prepared.flops / timing.median_ns if timing.median_ns else None
     peak = (peaks or {}).get(cell.dtype)
     machine = env.collect()
