@@ -37,21 +37,18 @@ kernel. Conventions:
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 
-from impls import lstm
+from impls import bptt, lstm
 from impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
     Axis,
     Case,
     Grads,
-    Kernel,
     clip_grads,
     rng_for,
-    variant_name,
 )
 
 NAME = "bilstm"
@@ -65,9 +62,7 @@ AXIS_ORDER = tuple(a.name for a in AXES)
 HALF = 0.5
 
 
-def check(shape) -> str | None:
-    """Every shape with dims at their minimum or above is valid."""
-    return None
+check = bptt.any_shape
 
 
 def make_case(shape, dtype: str, seed: int, clip_value: float = DEFAULT_CLIP_VALUE,
@@ -158,14 +153,14 @@ def reference(case: Case, cache: dict) -> Grads:
 
 def make_backward(buffers: str, wgrad: str, clip: str, merge: str):
     """The backward function of one point on the axes, with ``forward``/``reference``."""
-    bptt = lstm.bptt_step_wgrad if wgrad == "step" else lstm.bptt_batched_wgrad
+    through_time = lstm.bptt_step_wgrad if wgrad == "step" else lstm.bptt_batched_wgrad
     prealloc = buffers == "prealloc"
 
     def backward(case: Case, cache: dict) -> Grads:
         grads: Grads = {}
         dX_tm = None
         for d, dH in zip(DIRECTIONS, split_upstream(case, cache, merge)):
-            dX_d, dW = bptt(dH, cache[d], prealloc)
+            dX_d, dW = through_time(dH, cache[d], prealloc)
             dX_tm = dX_d if dX_tm is None else np.add(dX_tm, dX_d, out=dX_tm)
             D, H = cache[d]["Wx"].shape[0], cache[d]["Wh"].shape[0]
             grads.update(zip((f"{d}_Wx", f"{d}_Wh", f"{d}_b"), lstm.split_dW(dW, D, H)))
@@ -190,17 +185,7 @@ def memory_estimate(shape, dtype: str) -> int:
     return 2 * lstm.memory_estimate(shape, dtype) + np.dtype(dtype).itemsize * 4 * N * T * H
 
 
-BACKWARDS = {
-    variant_name(NAME, dict(zip(AXIS_ORDER, combo)), AXIS_ORDER): make_backward(*combo)
-    for combo in itertools.product(*(a.values for a in AXES))
-}
-
-KERNEL = Kernel(
-    name=NAME, dims=DIMS, axes=AXES,
-    baseline=variant_name(NAME, {"buffers": "list", "wgrad": "step", "clip": "none",
-                                 "merge": "concat"}, AXIS_ORDER),
-    baseline_axes=("buffers", "wgrad"),
-    check=check, make_case=make_case, forward=forward, reference=reference,
-    variants=BACKWARDS, flops=flops, memory_estimate=memory_estimate,
-)
+KERNEL = bptt.bptt_kernel(NAME, AXES, make_backward, make_case=make_case, forward=forward,
+                          reference=reference, flops=flops, memory_estimate=memory_estimate)
+BACKWARDS = KERNEL.variants
 KERNELS = [KERNEL]

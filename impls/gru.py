@@ -38,32 +38,23 @@ over all T·N rows after it.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+from impls import bptt
 from impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
-    Axis,
     Case,
-    Dim,
     Grads,
-    Kernel,
     bias_like,
     clip_grads,
     rng_for,
-    variant_name,
 )
 
 NAME = "gru"
 PARAMS = ("Wx", "Wh", "b_ih", "b_hh")
-DIMS = (Dim("N", 1, 16), Dim("T", 1, 32), Dim("D", 1, 32), Dim("H", 1, 64))
-AXES = (
-    Axis("buffers", ("list", "prealloc")),
-    Axis("wgrad", ("step", "batched")),
-    Axis("clip", ("none", "value", "norm")),
-)
+DIMS = bptt.SEQUENCE_DIMS
+AXES = bptt.BPTT_AXES
 AXIS_ORDER = tuple(a.name for a in AXES)
 #: Scale of the random weights: keeps the gates out of saturation.
 WEIGHT_SCALE = 0.5
@@ -72,9 +63,7 @@ GATES = 3
 FUSED = 4
 
 
-def check(shape) -> str | None:
-    """Every GRU shape with dims at their minimum or above is valid."""
-    return None
+check = bptt.any_shape
 
 
 def make_case(shape, dtype: str, seed: int, clip_value: float = DEFAULT_CLIP_VALUE,
@@ -322,13 +311,13 @@ def _prealloc_step(case: Case, cache: dict) -> Grads:
 def make_backward(buffers: str, wgrad: str, clip: str):
     """The backward function of one point on the axes."""
 
-    def bptt(case: Case, cache: dict) -> Grads:
+    def through_time(case: Case, cache: dict) -> Grads:
         if buffers == "list":
             return _list_steps(case, cache, wgrad)
         return _prealloc_step(case, cache) if wgrad == "step" else _prealloc_batched(case, cache)
 
     def backward(case: Case, cache: dict) -> Grads:
-        grads = bptt(case, cache)
+        grads = through_time(case, cache)
         return clip_grads(grads, PARAMS, clip, case.clip_value, case.clip_norm)
 
     backward.__name__ = f"gru_{buffers}_{wgrad}_{clip}"
@@ -356,16 +345,7 @@ def memory_estimate(shape, dtype: str) -> int:
     return item * (4 * N * T * D + 21 * N * T * H + 3 * n_params)
 
 
-BACKWARDS = {
-    variant_name(NAME, dict(zip(AXIS_ORDER, combo, strict=True)), AXIS_ORDER): make_backward(*combo)
-    for combo in itertools.product(*(a.values for a in AXES))
-}
-
-KERNEL = Kernel(
-    name=NAME, dims=DIMS, axes=AXES,
-    baseline=variant_name(NAME, {"buffers": "list", "wgrad": "step", "clip": "none"}, AXIS_ORDER),
-    baseline_axes=("buffers", "wgrad"),
-    check=check, make_case=make_case, forward=forward, reference=reference,
-    variants=BACKWARDS, flops=flops, memory_estimate=memory_estimate,
-)
+KERNEL = bptt.bptt_kernel(NAME, AXES, make_backward, make_case=make_case, forward=forward,
+                          reference=reference, flops=flops, memory_estimate=memory_estimate)
+BACKWARDS = KERNEL.variants
 KERNELS = [KERNEL]

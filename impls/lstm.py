@@ -27,32 +27,23 @@ means the step before in the direction's own order.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+from impls import bptt
 from impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
-    Axis,
     Case,
-    Dim,
     Grads,
-    Kernel,
     bias_like,
     clip_grads,
     rng_for,
-    variant_name,
 )
 
 NAME = "lstm"
 PARAMS = ("Wx", "Wh", "b")
-DIMS = (Dim("N", 1, 16), Dim("T", 1, 32), Dim("D", 1, 32), Dim("H", 1, 64))
-AXES = (
-    Axis("buffers", ("list", "prealloc")),
-    Axis("wgrad", ("step", "batched")),
-    Axis("clip", ("none", "value", "norm")),
-)
+DIMS = bptt.SEQUENCE_DIMS
+AXES = bptt.BPTT_AXES
 AXIS_ORDER = tuple(a.name for a in AXES)
 #: Gates per unit (i, f, g, o); pre-activations are (N, GATES·H).
 GATES = 4
@@ -60,9 +51,7 @@ GATES = 4
 WEIGHT_SCALE = 0.5
 
 
-def check(shape) -> str | None:
-    """Every LSTM shape with dims at their minimum or above is valid."""
-    return None
+check = bptt.any_shape
 
 
 def lstm_params(rng: np.random.Generator, D: int, H: int) -> dict[str, np.ndarray]:
@@ -334,11 +323,11 @@ def batch_major(A_tm: np.ndarray) -> np.ndarray:
 
 def make_backward(buffers: str, wgrad: str, clip: str):
     """The backward function of one point on the axes."""
-    bptt = bptt_step_wgrad if wgrad == "step" else bptt_batched_wgrad
+    through_time = bptt_step_wgrad if wgrad == "step" else bptt_batched_wgrad
     prealloc = buffers == "prealloc"
 
     def backward(case: Case, cache: dict) -> Grads:
-        dX_tm, dW = bptt(case.dY, cache, prealloc)
+        dX_tm, dW = through_time(case.dY, cache, prealloc)
         dWx, dWh, db = split_dW(dW, cache["Wx"].shape[0], cache["Wh"].shape[0])
         grads = {"dX": batch_major(dX_tm), "Wx": dWx, "Wh": dWh, "b": db}
         return clip_grads(grads, PARAMS, clip, case.clip_value, case.clip_norm)
@@ -363,16 +352,7 @@ def memory_estimate(shape, dtype: str) -> int:
     return item * (inputs + cache + backward)
 
 
-BACKWARDS = {
-    variant_name(NAME, dict(zip(AXIS_ORDER, combo)), AXIS_ORDER): make_backward(*combo)
-    for combo in itertools.product(*(a.values for a in AXES))
-}
-
-KERNEL = Kernel(
-    name=NAME, dims=DIMS, axes=AXES,
-    baseline=variant_name(NAME, {"buffers": "list", "wgrad": "step", "clip": "none"}, AXIS_ORDER),
-    baseline_axes=("buffers", "wgrad"),
-    check=check, make_case=make_case, forward=forward, reference=reference,
-    variants=BACKWARDS, flops=flops, memory_estimate=memory_estimate,
-)
+KERNEL = bptt.bptt_kernel(NAME, AXES, make_backward, make_case=make_case, forward=forward,
+                          reference=reference, flops=flops, memory_estimate=memory_estimate)
+BACKWARDS = KERNEL.variants
 KERNELS = [KERNEL]

@@ -15,40 +15,29 @@ Backward through time, with dZ_t = dL/d(pre-activation at t)::
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+from impls import bptt
 from impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
-    Axis,
     Case,
-    Dim,
     Grads,
-    Kernel,
     bias_like,
     clip_grads,
     rng_for,
-    variant_name,
 )
 
 NAME = "rnn"
 PARAMS = ("Wx", "Wh", "b")
-DIMS = (Dim("N", 1, 16), Dim("T", 1, 32), Dim("D", 1, 32), Dim("H", 1, 64))
-AXES = (
-    Axis("buffers", ("list", "prealloc")),
-    Axis("wgrad", ("step", "batched")),
-    Axis("clip", ("none", "value", "norm")),
-)
+DIMS = bptt.SEQUENCE_DIMS
+AXES = bptt.BPTT_AXES
 AXIS_ORDER = tuple(a.name for a in AXES)
 #: Scale of the random weights: keeps tanh out of saturation.
 WEIGHT_SCALE = 0.5
 
 
-def check(shape) -> str | None:
-    """Every RNN shape with dims at their minimum or above is valid."""
-    return None
+check = bptt.any_shape
 
 
 def make_case(shape, dtype: str, seed: int, clip_value: float = DEFAULT_CLIP_VALUE,
@@ -156,11 +145,11 @@ def _bptt_batched_wgrad(case: Case, cache: dict, prealloc: bool) -> Grads:
 
 def make_backward(buffers: str, wgrad: str, clip: str):
     """The backward function of one point on the axes."""
-    bptt = _bptt_step_wgrad if wgrad == "step" else _bptt_batched_wgrad
+    through_time = _bptt_step_wgrad if wgrad == "step" else _bptt_batched_wgrad
     prealloc = buffers == "prealloc"
 
     def backward(case: Case, cache: dict) -> Grads:
-        grads = bptt(case, cache, prealloc)
+        grads = through_time(case, cache, prealloc)
         return clip_grads(grads, PARAMS, clip, case.clip_value, case.clip_norm)
 
     backward.__name__ = f"rnn_{buffers}_{wgrad}_{clip}"
@@ -180,16 +169,7 @@ def memory_estimate(shape, dtype: str) -> int:
     return item * (3 * N * T * D + 4 * N * T * H + 2 * (D * H + H * H + H))
 
 
-BACKWARDS = {
-    variant_name(NAME, dict(zip(AXIS_ORDER, combo)), AXIS_ORDER): make_backward(*combo)
-    for combo in itertools.product(*(a.values for a in AXES))
-}
-
-KERNEL = Kernel(
-    name=NAME, dims=DIMS, axes=AXES,
-    baseline=variant_name(NAME, {"buffers": "list", "wgrad": "step", "clip": "none"}, AXIS_ORDER),
-    baseline_axes=("buffers", "wgrad"),
-    check=check, make_case=make_case, forward=forward, reference=reference,
-    variants=BACKWARDS, flops=flops, memory_estimate=memory_estimate,
-)
+KERNEL = bptt.bptt_kernel(NAME, AXES, make_backward, make_case=make_case, forward=forward,
+                          reference=reference, flops=flops, memory_estimate=memory_estimate)
+BACKWARDS = KERNEL.variants
 KERNELS = [KERNEL]
