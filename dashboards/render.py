@@ -34,6 +34,7 @@ PROFILE_TOP = 10
 #: Places per kernel and dtype in the summary at the top.
 LEADERS = 3
 HISTORY_COLUMNS = ["cell_id", "kernel", "variant", "shape", "dtype", "status", "median_ns"]
+NS_PER_MS = 1e6
 PROFILE_CPU = ("cpu_percent_python", "cpu_percent_native", "cpu_percent_system")
 
 
@@ -236,6 +237,36 @@ def kernel_section(kernel: str, ranked: pd.DataFrame, data: SiteData,
             "</section>")
 
 
+def step_rows(history: pd.DataFrame | None, started: dict[str, str]) -> list[dict]:
+    """Steps in each cell's medians across the shown sweeps (asv-style, bench.history)."""
+    from bench.history import detect_steps
+
+    if history is None or history["sweep_id"].nunique() < 2:
+        return []
+    frame = history.assign(_at=history["sweep_id"].map(started)).sort_values(
+        ["cell_id", "_at"], kind="stable")
+    rows = []
+    for _, cell in frame.groupby("cell_id", sort=False):
+        for step in detect_steps(cell["median_ns"].to_numpy()):
+            at = cell.iloc[step.index]
+            rows.append({"variant": at["variant"], "shape": at["shape"], "dtype": at["dtype"],
+                         "sweep": at["sweep_id"], "before": step.before, "after": step.after,
+                         "ratio": step.ratio})
+    return sorted(rows, key=lambda r: -abs(r["ratio"] - 1))
+
+
+def steps_table(rows: list[dict]) -> str:
+    """The detected steps, largest change first (escaped)."""
+    if not rows:
+        return "<p>No step detected (or a single sweep shown).</p>"
+    body = [tr([(r["variant"], "t"), (r["shape"], "t"), (r["dtype"], "t"), (r["sweep"], "t"),
+                (f"{r['before'] / NS_PER_MS:.3g}", ""), (f"{r['after'] / NS_PER_MS:.3g}", ""),
+                (f"{r['ratio']:.2f}×", "")]) for r in rows]
+    headers = ["variant", "shape", "dtype", "first sweep after the step", "before ms",
+               "after ms", "ratio"]
+    return table(headers, body, headers[:4])
+
+
 def render_page(data: SiteData) -> str:
     """The whole ``index.html`` (pure)."""
     ranked = ranked_frame(data.report)
@@ -255,6 +286,8 @@ def render_page(data: SiteData) -> str:
             + leaders_table(data.report) + "</section>" + "".join(sections)
             + f'<section id="failed"><h2>cells not ranked ({len(data.report.failed)})</h2>'
             + failed_table(data.report) + "</section>"
+            + '<section id="steps"><h2>steps in each cell\'s history</h2>'
+            + steps_table(step_rows(data.history, started)) + "</section>"
             + '<section id="profiles"><h2>line-profile hot spots</h2>'
             + profile_tables(data.profiles) + "</section>")
     page = Template((TEMPLATES / INDEX).read_text())

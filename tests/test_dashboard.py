@@ -126,3 +126,23 @@ def test_the_page_renders_in_headless_chromium(site, tmp_path):
         driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     finally:
         driver.quit()
+
+
+def test_history_steps_are_listed_and_escaped():
+    import numpy as np
+    import pandas as pd
+
+    from dashboards.render import step_rows, steps_table
+
+    rng = np.random.default_rng(0)
+    medians = np.r_[np.full(8, 1e6), np.full(8, 2e6)] * (1 + 0.01 * rng.standard_normal(16))
+    sweeps = [f"s{i:02d}" for i in range(16)]
+    history = pd.DataFrame({"sweep_id": sweeps, "cell_id": "c1", "kernel": "rnn",
+                            "variant": "rnn/<b>x</b>", "shape": "N=1", "dtype": "float64",
+                            "status": "ok", "median_ns": medians})
+    started = {s: f"2026-01-{i + 1:02d}T00:00:00" for i, s in enumerate(sweeps)}
+    rows = step_rows(history, started)
+    assert len(rows) == 1 and rows[0]["sweep"] == "s08" and 1.9 < rows[0]["ratio"] < 2.1
+    html_text = steps_table(rows)
+    assert "&lt;b&gt;x&lt;/b&gt;" in html_text and "<b>x</b>" not in html_text
+    assert step_rows(history.iloc[:1], started) == []
