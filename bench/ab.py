@@ -42,6 +42,7 @@ from pathlib import Path
 
 from bench import regress, runner, store
 from bench.errors import BadInput
+from bench.measure import MALLOC_ENV
 from bench.spec import Cell, MeasureSettings, SweepSpec, expand, load_spec
 from bench.worker import CellResult, skeleton
 
@@ -59,12 +60,6 @@ GIT_TIMEOUT_S = 120.0
 #: Seconds a worker may take to start (imports numpy, scipy, the registry).
 START_TIMEOUT_S = 120.0
 WORKER = Path(__file__).with_name("abworker.py")
-#: glibc malloc settings for both workers. By default glibc raises its mmap threshold
-#: after the first large free, so whether a big temporary is a fresh mmap (page faults
-#: every call) or reused heap depends on each process's history: two processes running
-#: identical im2col code differed by 21% (p < 1e-5). Fixed thresholds (which also turn
-#: the dynamic adjustment off) make both sides allocate alike (mallopt(3)).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
 def abba_order(samples: int) -> tuple[int, ...]:

@@ -463,3 +463,11 @@ def set_threads(n: int) -> Iterator[ThreadInfo]:
         libs = blas_libraries()
         yield ThreadInfo(requested=n, blas=describe_blas(numpy_blas(libs)),
                          blas_threads=tuple(int(lib["num_threads"]) for lib in libs))
+
+
+#: glibc malloc settings for every measuring process. By default glibc raises its mmap threshold
+#: after the first large free, so whether a big temporary is a fresh mmap (page faults
+#: every call) or reused heap depends on each process's history: two processes running
+#: identical im2col code differed by 21% (p < 1e-5). Fixed thresholds (which also turn
+#: the dynamic adjustment off) make both sides allocate alike (mallopt(3)).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}

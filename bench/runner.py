@@ -392,7 +392,10 @@ def enable_token_auth() -> bool:
 
 def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
     """``ray.init`` arguments: inside a job, a cluster with our code shipped, or embedded."""
-    env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
+    from bench.measure import MALLOC_ENV
+
+    # workers start with fixed malloc thresholds: no per-process allocation history bias
+    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", **MALLOC_ENV}
     quiet = {"logging_level": "WARNING", "log_to_driver": True}
     if in_ray_job():  # the job's runtime env already carries the tree and the plugins
         return quiet
