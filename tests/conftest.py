@@ -33,3 +33,17 @@ def results(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "results"
     monkeypatch.setenv("GRADSWEEP_RESULTS", str(path))
     return path
+
+
+def assert_same(a, b):
+    """Recursively equal: dicts by key, arrays elementwise, the rest with ==."""
+    import numpy as np
+
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b)
+    else:
+        assert a == b

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import assert_same
 
 from impls import bilstm, gradcheck
 from impls.base import clip_grads, parse_variant
@@ -73,17 +74,6 @@ def test_variant_matches_clipped_reference(variant, dtype):
     assert gradcheck.max_rel_err(got, want) < gradcheck.TOLERANCE[dtype]
 
 
-def _assert_same(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("variant", sorted(bilstm.BACKWARDS))
 def test_backward_never_mutates_and_is_deterministic(variant):
     case = bilstm.make_case(SHAPE, "float64", seed=4)
@@ -91,9 +81,9 @@ def test_backward_never_mutates_and_is_deterministic(variant):
     inputs, cache_before = copy.deepcopy(case.arrays()), copy.deepcopy(cache)
     first = bilstm.BACKWARDS[variant](case, cache)
     second = bilstm.BACKWARDS[variant](case, cache)
-    _assert_same(case.arrays(), inputs)
-    _assert_same(cache, cache_before)
-    _assert_same(first, second)
+    assert_same(case.arrays(), inputs)
+    assert_same(cache, cache_before)
+    assert_same(first, second)
 
 
 def test_backward_direction_runs_over_reversed_time():

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import assert_same
 
 from impls import gradcheck, lstm
 from impls.base import clip_grads, parse_variant
@@ -70,17 +71,6 @@ def _snapshot(obj):
     return copy.deepcopy(obj)
 
 
-def _assert_same(a, b):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys()
-        for k in a:
-            _assert_same(a[k], b[k])
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("variant", sorted(lstm.BACKWARDS))
 def test_backward_never_mutates_and_is_deterministic(variant):
     case = lstm.make_case(SHAPE, "float64", seed=4)
@@ -88,9 +78,9 @@ def test_backward_never_mutates_and_is_deterministic(variant):
     inputs, cache_before = _snapshot(case.arrays()), _snapshot(cache)
     first = lstm.BACKWARDS[variant](case, cache)
     second = lstm.BACKWARDS[variant](case, cache)
-    _assert_same(case.arrays(), inputs)
-    _assert_same(cache, cache_before)
-    _assert_same(first, second)
+    assert_same(case.arrays(), inputs)
+    assert_same(cache, cache_before)
+    assert_same(first, second)
 
 
 def test_reversed_upstream_changes_every_gradient():
