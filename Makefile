@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install browser lint clean
 
-$(STAMP): pyproject.toml
+# The package folders: adding or removing a module changes their mtime and reinstalls.
+PACKAGE_DIRS := bench bench/cli bench/executors bench/gate impls dashboards dashboards/templates
+
+# A strict editable install: `gradsweep` (bench/ with impls/ and dashboards/ nested under it)
+# is a link tree in build/, the layout of the installed wheel, which import-linter can walk.
+$(STAMP): pyproject.toml $(PACKAGE_DIRS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,torch]'
+	$(PY) -m pip install -q -e '.[dev,torch]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +30,7 @@ browser:
 	    echo "note: could not install chromium; the browser test will skip"; }
 
 test: $(STAMP) browser
+	$(VENV)/bin/lint-imports
 	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

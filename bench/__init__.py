@@ -1,0 +1,33 @@
+"""gradsweep: benchmark and profile numpy backward passes across shapes and dtypes.
+
+The public API (imported on first use, so ``import gradsweep`` stays light)::
+
+    load_spec(path) -> SweepSpec           expand(spec) -> Expansion (the cells)
+    run(spec, results, local=..., ...)     -> SweepOutcome
+    open_results(results) -> Dataset       read_cells(results, sweep) -> pandas
+    load_report(results, sweep) -> Report  the records: Cell, CellResult, SweepSpec, ...
+
+Kernels and plugins build on ``gradsweep.impls.base`` (docs/kernels.md).
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_API = {
+    "load_spec": "gradsweep.spec", "expand": "gradsweep.spec",
+    "run": "gradsweep.api", "open_results": "gradsweep.api", "read_cells": "gradsweep.api",
+    "load_report": "gradsweep.api",
+    "Cell": "gradsweep.records", "CellResult": "gradsweep.records",
+    "MeasureSettings": "gradsweep.records", "SweepSpec": "gradsweep.records",
+    "SweepOutcome": "gradsweep.records", "BadInput": "gradsweep.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    """Import the API's names on first use (PEP 562)."""
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'gradsweep' has no attribute {name!r}")

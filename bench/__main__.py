@@ -1,7 +1,7 @@
-"""``python -m bench`` is the ``gradsweep`` command."""
+"""``python -m gradsweep`` is the ``gradsweep`` command."""
 
 import sys
 
-from bench.cli import main
+from gradsweep.cli.app import main
 
 sys.exit(main())

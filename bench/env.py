@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import blas_libraries, describe_blas, numpy_blas
+from gradsweep.measure import blas_libraries, describe_blas, numpy_blas
 
 #: Seconds the GEMM probe keeps timing (best of however many runs fit).
 GEMM_SECONDS = 0.5

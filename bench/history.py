@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from bench import stats, store
-from bench.errors import BadInput
+from gradsweep import stats, store
+from gradsweep.errors import BadInput
 
 #: Penalty per step is PENALTY_BETA * log(n), in units of the noise scale.
 PENALTY_BETA = 3.0
@@ -219,33 +219,3 @@ def history_steps(history: pd.DataFrame, **kwargs) -> tuple[Step, ...]:
     return tuple(Step(int(rows[s.index]), s.before, s.after, s.ratio) for s in found)
 
 
-def print_history(console, history: pd.DataFrame, steps: Sequence[Step]) -> None:
-    """The sweeps of one cell with their medians, then the detected steps."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    first = history.iloc[0]
-    table = Table(title=f"{first['variant']} {first['shape']} {first['dtype']}")
-    for col in ("sweep", "started", "name", "role", "commit", "status", "median ms",
-                "95% CI ms", "step"):
-        table.add_column(col, overflow="fold")
-    at = {s.index: s for s in steps}
-    for i, r in history.iterrows():
-        step = f"{at[i].ratio:.2f}x" if i in at else ""
-        ci = (f"{r.ci_low_ns / 1e6:.3g}–{r.ci_high_ns / 1e6:.3g}"
-              if pd.notna(r.ci_low_ns) else "")
-        table.add_row(r.sweep_id, f"{r.started_at:%Y-%m-%d %H:%M}" if pd.notna(r.started_at)
-                      else "", escape(str(r["name"])), str(r.role or ""),
-                      str(r.git_commit or "")[:10], r.status,
-                      f"{r.median_ns / 1e6:.3g}" if pd.notna(r.median_ns) else "", ci,
-                      f"[bold]{step}[/]" if step else "")
-    console.print(table)
-    for s in steps:
-        before = history.loc[:s.index - 1]
-        prev = before[before["status"] == "ok"].iloc[-1]["sweep_id"] if len(before) else "?"
-        console.print(f"step at {history.loc[s.index, 'sweep_id']} (after {prev}): "
-                      f"{s.before / 1e6:.3g} ms -> {s.after / 1e6:.3g} ms, {s.ratio:.2f}x",
-                      markup=False, highlight=False)
-    if not steps:
-        console.print(f"no step in {int((history['status'] == 'ok').sum())} ok sweep(s)",
-                      markup=False, highlight=False)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bench import stats
+from gradsweep import stats
 
 #: Loop calibration stops doubling here (pyperf uses 2**32; a callable this fast
 #: is far below what the timer can resolve anyway, and is flagged).

@@ -35,23 +35,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BadInput
-from bench.spec import Cell, MeasureSettings
-from impls.base import DTYPES, Kernel, parse_variant, variant_name
-from impls.registry import PluginError, Registry, load
+from gradsweep.defaults import PROFILE_SECONDS, PROFILE_TOP
+from gradsweep.errors import BadInput
+from gradsweep.impls.base import DTYPES, Kernel, parse_variant, variant_name
+from gradsweep.impls.registry import Registry
+from gradsweep.records import Cell, MeasureSettings, ProfileLine, SweepEvent, new_sweep_id
+from gradsweep.spec import registry_for
 
 #: How scalene is started; tests replace it to simulate a missing scalene.
 SCALENE_COMMAND: tuple[str, ...] = (sys.executable, "-m", "scalene", "run")
 #: The program scalene runs.
 TARGET = Path(__file__).with_name("profile_target.py")
-#: Seconds of profiled backward calls by default.
-DEFAULT_SECONDS = 2.0
+DEFAULT_SECONDS = PROFILE_SECONDS
 #: scalene's CPU sampling interval (its default, 0.01 s, gives too few samples).
 SAMPLING_INTERVAL_S = 0.002
 #: Allowance for scalene's start-up, the cell's set-up and the JSON output.
 STARTUP_ALLOWANCE_S = 120.0
-#: Lines shown by default.
-DEFAULT_TOP = 15
+DEFAULT_TOP = PROFILE_TOP
 #: Characters of scalene's stderr quoted in an error.
 STDERR_TAIL_CHARS = 300
 #: A line below both thresholds carries nothing worth storing.
@@ -60,7 +60,7 @@ MIN_MB = 0.0
 #: Function name of lines outside any def.
 MODULE_LEVEL = "<module>"
 #: Package whose code is always profiled (plugins build on it).
-BUILTIN_PACKAGE = "impls"
+BUILTIN_PACKAGE = "gradsweep.impls"
 
 
 class ProfileError(BadInput):
@@ -69,28 +69,6 @@ class ProfileError(BadInput):
 
 class CellFailed(Exception):
     """The cell itself failed to build or run under the profiler (one line; exit 1)."""
-
-
-@dataclass(frozen=True)
-class ProfileLine:
-    """One profiled source line: a row of the ``profiles`` table (``store.PROFILES``)."""
-
-    cell_id: str
-    variant: str
-    file: str
-    line: int
-    function: str
-    code: str
-    cpu_percent_python: float
-    cpu_percent_native: float
-    cpu_percent_system: float
-    peak_mb: float
-    alloc_mb: float
-
-    @property
-    def cpu_percent(self) -> float:
-        """Python + native + system share of the profiled CPU time."""
-        return self.cpu_percent_python + self.cpu_percent_native + self.cpu_percent_system
 
 
 @dataclass(frozen=True)
@@ -111,14 +89,6 @@ class Profile:
 
 
 # --- the cell from the command line -------------------------------------------------
-
-
-def registry_for(plugins: Sequence[str]) -> Registry:
-    """The registry with ``plugins``; a plugin that fails to load is BadInput."""
-    try:
-        return load(tuple(plugins))
-    except PluginError as exc:
-        raise BadInput(str(exc), key="--plugin") from None
 
 
 def canonical_variant(registry: Registry, name: str) -> str:
@@ -177,7 +147,7 @@ def make_cell(variant: str, shape: str = "", dtype: str = "float64", threads: in
               plugins: Sequence[str] = (), settings: MeasureSettings | None = None) -> Cell:
     """The cell the ``profile`` command names; BadInput for anything unknown."""
     settings = settings or MeasureSettings()
-    registry = registry_for(plugins)
+    registry, _ = registry_for(plugins)
     name = canonical_variant(registry, variant)
     kernel = registry.kernels[name.partition("/")[0]]
     if dtype not in DTYPES:
@@ -195,8 +165,10 @@ def make_cell(variant: str, shape: str = "", dtype: str = "float64", threads: in
 
 
 def _module_root(module_name: str) -> str | None:
-    """The top-level package directory (or lone module file) of ``module_name``."""
-    top = module_name.split(".")[0]
+    """The top-level package directory (or lone module file) of ``module_name``;
+    for the built-in kernels, the ``gradsweep.impls`` package's directory."""
+    builtin = module_name == BUILTIN_PACKAGE or module_name.startswith(BUILTIN_PACKAGE + ".")
+    top = BUILTIN_PACKAGE if builtin else module_name.split(".")[0]
     try:
         module = importlib.import_module(top)
     except ImportError:
@@ -213,7 +185,7 @@ def code_roots(cell: Cell, plugins: Sequence[str] = ()) -> tuple[str, ...]:
     the package of the variant's backward function, and every plugin's package
     or module file.
     """
-    backward = registry_for(plugins).backward(cell.variant)
+    backward = registry_for(plugins)[0].backward(cell.variant)
     names = [BUILTIN_PACKAGE, getattr(backward, "__module__", None) or "", *plugins]
     roots = [_module_root(n) for n in names if n]
     return tuple(dict.fromkeys(r for r in roots if r))
@@ -429,10 +401,6 @@ def profile_cell(cell: Cell, settings: MeasureSettings | None = None,
     return run_profile(cell, settings, plugins, seconds=seconds).lines
 
 
-def rows_for_store(lines: Sequence[ProfileLine]) -> list[dict[str, Any]]:
-    """Records for ``store.write(dataset, "profiles", sweep_id, rows)``."""
-    return [asdict(line) for line in lines]
-
 
 # --- sweeps: which cells, and a profile that never fails the cell --------------------
 
@@ -450,7 +418,7 @@ def wants_profile(cell: Cell, settings: MeasureSettings) -> bool:
 class SweepProfile:
     """A sweep cell's profile rows, or the one-line reason there are none."""
 
-    rows: tuple[dict[str, Any], ...] = ()
+    rows: tuple[ProfileLine, ...] = ()
     error: str | None = None
 
 
@@ -469,7 +437,7 @@ def profile_for_sweep(cell: Cell, settings: MeasureSettings, plugins: Sequence[s
         lines = profile_cell(cell, settings, plugins, seconds=seconds)
     except Exception as exc:  # a failed profile must never cost the cell its timing
         return SweepProfile(error=" ".join(f"profile: {exc}".split()))
-    return SweepProfile(rows=tuple(rows_for_store(lines)))
+    return SweepProfile(rows=tuple(lines))
 
 
 # --- the ``profile`` command ---------------------------------------------------------
@@ -481,58 +449,19 @@ def store_profile(dataset, profile: Profile, command: str = "") -> str:
     The sweep gets ``started`` and ``finished`` events named ``profile VARIANT``
     so ``results list`` shows it; it has profile rows and no cells rows.
     """
-    from datetime import UTC, datetime
-
-    from bench import env, store
-    from bench.runner import new_sweep_id
+    from gradsweep import env, store
 
     sweep_id, machine = new_sweep_id(), env.collect()
-    event = {"name": f"profile {profile.cell.variant}", "role": "plain", "spec": command,
-             "cells_total": 1, "git_commit": machine.git_commit,
-             "git_dirty": machine.git_dirty, "host": machine.host}
-    store.write(dataset, "sweeps", sweep_id, [
-        {**event, "event": "started", "status": "running", "at": datetime.now(UTC)}])
-    store.write(dataset, "profiles", sweep_id, rows_for_store(profile.lines))
-    store.write(dataset, "sweeps", sweep_id, [
-        {**event, "event": "finished", "status": "finished", "at": datetime.now(UTC)}])
+
+    def event(name: str, status: str) -> SweepEvent:
+        return SweepEvent(name=f"profile {profile.cell.variant}", event=name, status=status,
+                          spec=command, spec_hash=None, spec_path=None, cells_total=1,
+                          git_commit=machine.git_commit, git_dirty=machine.git_dirty,
+                          host=machine.host)
+
+    store.write(dataset, "sweeps", sweep_id, [event("started", "running")])
+    store.write(dataset, "profiles", sweep_id, list(profile.lines))
+    store.write(dataset, "sweeps", sweep_id, [event("finished", "finished")])
     return sweep_id
 
 
-def profile_command(variant: str, *, shape: str = "", dtype: str = "float64", threads: int = 1,
-                    seconds: float = DEFAULT_SECONDS, top: int = DEFAULT_TOP,
-                    memory: bool = True, store_it: bool = False, results: str | None = None,
-                    plugins: Sequence[str] = (), console) -> int:
-    """Everything ``gradsweep profile`` does; the exit code (0, or 1 for a failed or
-    incorrect cell).
-
-    Raises
-    ------
-    BadInput
-        For an unknown variant, dim, dtype or plugin, and (as ProfileError)
-        when scalene is missing or fails.
-    """
-    from bench import store, views
-    from impls.gradcheck import TOLERANCE
-
-    if seconds <= 0:
-        raise BadInput("must be positive", key="--seconds")
-    cell = make_cell(variant, shape, dtype, threads, plugins)
-    dataset = store.resolve(results) if store_it else None
-    try:
-        profile = run_profile(cell, None, plugins, seconds=seconds, memory=memory)
-    except CellFailed as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
-        return 1
-    views.print_profile(console, profile, top)
-    if dataset is not None:
-        command = (f"gradsweep profile {cell.variant} --shape {cell.shape_text} "
-                   f"--dtype {dtype} --threads {threads}")
-        sweep_id = store_profile(dataset, profile, command)
-        console.print(f"stored {len(profile.lines)} lines in {dataset.uri} (sweep {sweep_id})",
-                      markup=False, highlight=False)
-    err = profile.max_rel_err
-    if err is None or not err <= TOLERANCE[dtype]:
-        console.print(f"incorrect: max_rel_err {err} exceeds the {dtype} tolerance "
-                      f"{TOLERANCE[dtype]:g}", markup=False, highlight=False)
-        return 1
-    return 0

@@ -48,9 +48,9 @@ def _profiled_loop(call, seconds: float) -> tuple[int, float]:
 
 def run(request: dict) -> dict:
     """Build the cell, verify it once, profile its backward; the outcome as a dict."""
-    from bench import measure
-    from bench.spec import Cell
-    from bench.worker import one_line, prepare
+    from gradsweep import measure
+    from gradsweep.records import Cell, one_line
+    from gradsweep.worker import prepare
 
     fields = dict(request["cell"])
     fields["shape"] = tuple((k, int(v)) for k, v in fields["shape"])

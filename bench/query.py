@@ -18,11 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from bench import store
-from bench.errors import BadInput
+from gradsweep import store
+from gradsweep.errors import BadInput
+from gradsweep.records import FAILED
 
-#: Cell statuses that count as failed (as in :data:`bench.runner.FAILED`).
-FAILED_STATUSES = ("incorrect", "error", "crashed", "timeout")
+#: Cell statuses that count as failed.
+FAILED_STATUSES = FAILED
 #: A ``running`` sweep with no event and no stored cell for this long reads as
 #: ``incomplete`` (its driver died). Longer than any batch interval and the
 #: default per-cell timeout, so a live sweep is not mislabelled.

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from impls.base import PEER_AXIS, baseline_for
-from impls.registry import Registry
+from gradsweep import stats
+from gradsweep.impls.base import PEER_AXIS, baseline_for
+from gradsweep.impls.registry import Registry
 
 GROUP_KEYS = ("kernel", "shape", "dtype")
 OVERALL_KEYS = ("kernel", "dtype")

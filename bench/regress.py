@@ -32,13 +32,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import stats, store
-from bench.errors import BadInput
+from gradsweep import stats, store
+from gradsweep.defaults import ALPHA, MIN_EFFECT
+from gradsweep.errors import BadInput
+from gradsweep.report import md_escape
 
-#: Significance level of a regression or improvement.
-ALPHA = 0.01
 #: Minimum effect: the candidate must be this fraction slower (or faster).
-THRESHOLD = 0.05
+THRESHOLD = MIN_EFFECT
 REGRESSION, IMPROVEMENT, UNCHANGED = "regression", "improvement", "unchanged"
 #: Cell columns that describe the machine; a difference between the sides is warned about.
 MACHINE_FIELDS = ("host", "cpu", "blas", "numpy_version", "python_version", "threads")
@@ -364,10 +364,6 @@ def ordered(c: Comparison) -> list[CellComparison]:
     return sorted(c.cells, key=lambda x: (rank[x.verdict], -x.ratio))
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 MD_ICON = {REGRESSION: ":red_circle: regression", IMPROVEMENT: ":green_circle: improvement",
            UNCHANGED: "unchanged"}
 
@@ -377,20 +373,20 @@ def to_markdown(c: Comparison) -> str:
     lines = [f"## gradsweep: {len(c.regressions)} regression(s)", "",
              f"base `{c.base_sweep}` vs candidate `{c.candidate_sweep}`: {summary_line(c)}.",
              ""]
-    lines += [f"> :warning: {_md_escape(w)}" for w in c.warnings]
+    lines += [f"> :warning: {md_escape(w)}" for w in c.warnings]
     if c.warnings:
         lines.append("")
     lines += ["| verdict | variant | shape | dtype | base ms | candidate ms | "
               "ratio [95% CI] | p |", "|---|---|---|---|---:|---:|---|---:|"]
     for x in ordered(c):
-        lines.append(f"| {MD_ICON[x.verdict]} | `{_md_escape(x.variant)}` | {x.shape} | "
+        lines.append(f"| {MD_ICON[x.verdict]} | `{md_escape(x.variant)}` | {x.shape} | "
                      f"{x.dtype} | {_ms(x.base_median_ns)} | {_ms(x.candidate_median_ns)} | "
                      f"{fmt_ratio(x)} | {fmt_p(x.p_value)} |")
     if c.uncompared:
         lines += ["", "### Not compared", "", "| variant | shape | dtype | base | candidate | "
                   "reason |", "|---|---|---|---|---|---|"]
-        lines += [f"| `{_md_escape(u.variant)}` | {u.shape} | {u.dtype} | {u.base_status} | "
-                  f"{u.candidate_status} | {_md_escape(u.reason)} |" for u in c.uncompared]
+        lines += [f"| `{md_escape(u.variant)}` | {u.shape} | {u.dtype} | {u.base_status} | "
+                  f"{u.candidate_status} | {md_escape(u.reason)} |" for u in c.uncompared]
     return "\n".join(lines) + "\n"
 
 
@@ -432,32 +428,6 @@ def to_junit(c: Comparison) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-STYLE = {REGRESSION: "bold red", IMPROVEMENT: "green", UNCHANGED: ""}
-
-
-def print_comparison(console, c: Comparison) -> None:
-    """A rich table of the compared cells, the cells not compared, and the summary."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    for w in c.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}")
-    table = Table(title=f"{c.base_sweep} (base) vs {c.candidate_sweep} (candidate)")
-    for col in ("verdict", "variant", "shape", "dtype", "base ms", "cand. ms",
-                "ratio [95% CI]", "p"):
-        table.add_column(col, overflow="fold")
-    for x in ordered(c):
-        style = STYLE[x.verdict]
-        verdict = f"[{style}]{x.verdict}[/]" if style else x.verdict
-        table.add_row(verdict, escape(x.variant), x.shape, x.dtype, _ms(x.base_median_ns),
-                      _ms(x.candidate_median_ns), fmt_ratio(x), fmt_p(x.p_value))
-    console.print(table)
-    for u in c.uncompared:
-        console.print(f"not compared: {u.variant} {u.shape} {u.dtype}: base {u.base_status}, "
-                      f"candidate {u.candidate_status} ({u.reason})", markup=False,
-                      highlight=False)
-    console.print(summary_line(c), markup=False, highlight=False)
-
 
 def write_reports(c: Comparison, markdown: str | os.PathLike | None = None,
                   junit: str | os.PathLike | None = None) -> None:
@@ -473,14 +443,3 @@ def write_reports(c: Comparison, markdown: str | os.PathLike | None = None,
             fh.write(text)
 
 
-def compare_command(base: str, candidate: str, *, results: str | None = None,
-                    candidate_results: str | None = None, alpha: float = ALPHA,
-                    threshold: float = THRESHOLD, markdown: str | None = None,
-                    junit: str | None = None, console) -> int:
-    """Everything ``gradsweep compare`` does; returns the exit code (1 on a regression)."""
-    base_ds = store.resolve(results)
-    candidate_ds = store.resolve(candidate_results) if candidate_results else base_ds
-    comparison = compare_sweeps(base_ds, base, candidate_ds, candidate, alpha, threshold)
-    print_comparison(console, comparison)
-    write_reports(comparison, markdown, junit)
-    return comparison.exit_code

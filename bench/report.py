@@ -23,10 +23,10 @@ from itertools import groupby
 
 import pandas as pd
 
-from bench import rank, store
-from bench.errors import BadInput
-from impls.registry import PluginError, Registry
-from impls.registry import load as load_registry
+from gradsweep import rank, store
+from gradsweep.errors import BadInput
+from gradsweep.impls.registry import Registry
+from gradsweep.spec import registry_for
 
 FORMATS = ("rich", "md", "csv")
 NS_PER_MS = 1e6
@@ -207,15 +207,6 @@ def plugins_of(spec_text: str | None) -> tuple[str, ...]:
     return tuple(p for p in plugins if isinstance(p, str)) if isinstance(plugins, list) else ()
 
 
-def registry_for(plugins: Sequence[str]) -> tuple[Registry, tuple[str, ...]]:
-    """The registry with ``plugins``, or the built-ins and a note when one fails to import."""
-    try:
-        return load_registry(tuple(plugins)), ()
-    except PluginError as exc:
-        note = f"{exc}; speed-ups of its variants use the built-in registry only"
-        return load_registry(()), (note,)
-
-
 def sweep_row(dataset: store.Dataset, sweep_id: str) -> dict:
     """The latest ``sweeps`` row of ``sweep_id`` as a dict (empty if it has none)."""
     known = store.sweeps(dataset)
@@ -227,7 +218,7 @@ def load_report(dataset: store.Dataset, sweep: str) -> Report:
     """The report of ``sweep`` (an id or ``latest``) in ``dataset``; BadInput if unknown."""
     sweep_id = store.resolve_sweep(dataset, sweep)
     row = sweep_row(dataset, sweep_id)
-    registry, notes = registry_for(plugins_of(row.get("spec")))
+    registry, notes = registry_for(plugins_of(row.get("spec")), fallback=True)
     cells = store.read(dataset, "cells", [sweep_id])
     return build(cells, registry, sweep_id=sweep_id, name=str(row.get("name") or ""),
                  status=str(row.get("status") or ""), notes=notes)

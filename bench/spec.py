@@ -12,16 +12,15 @@ import itertools
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BadInput
-from impls.base import DTYPES, PEER_AXIS, Kernel, variant_name
-from impls.registry import PluginError, Registry, load
+from gradsweep.errors import BadInput
+from gradsweep.impls.base import DTYPES, PEER_AXIS, Kernel, variant_name
+from gradsweep.impls.registry import PluginError, Registry, load
+from gradsweep.records import Cell, Dropped, Expansion, Grid, MeasureSettings, SweepSpec
 
-#: Characters of a cell_id: the first 16 hex digits of its sha256.
-CELL_ID_HEX = 16
 #: Value meaning "every value of this axis".
 ALL = "*"
 TOP_KEYS = {"name", "plugins", "measure", "grid"}
@@ -29,103 +28,21 @@ GRID_KEYS = {"kernel", "dtype", "variants", "peers", "shape", "exclude"}
 KNOWN_PEERS = ("torch",)
 
 
-@dataclass(frozen=True)
-class MeasureSettings:
-    """The ``[measure]`` table; every field optional with these defaults."""
 
-    threads: int = 1
-    min_time_s: float = 0.01
-    samples: int = 15
-    max_warmups: int = 10
-    memory: bool = True
-    profile: bool = False
-    clip_value: float = 1.0
-    clip_norm: float = 5.0
-    seed: int = 0
-    timeout_s: float = 300.0
-    memory_budget_mb: float = 4096.0
-    profile_seconds: float = 2.0
-    profile_variants: tuple[str, ...] = ()
+def registry_for(plugins: Sequence[str], *,
+                 fallback: bool = False) -> tuple[Registry, tuple[str, ...]]:
+    """The registry with ``plugins``, and notes.
 
-
-@dataclass(frozen=True)
-class Grid:
-    """One ``[[grid]]`` table, validated against its kernel."""
-
-    kernel: str
-    dtypes: tuple[str, ...]
-    variants: tuple[tuple[str, tuple[str, ...]], ...]
-    peers: tuple[str, ...]
-    shape: tuple[tuple[str, tuple[int, ...]], ...]
-    exclude: tuple[tuple[tuple[str, Any], ...], ...] = ()
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """A validated sweep spec."""
-
-    name: str
-    path: str
-    plugins: tuple[str, ...]
-    measure: MeasureSettings
-    grids: tuple[Grid, ...]
-    text: str = field(repr=False, default="")
-    spec_hash: str = ""
-
-
-@dataclass(frozen=True)
-class Cell:
-    """What one measurement measures; its identity is :attr:`cell_id`."""
-
-    kernel: str
-    variant: str
-    shape: tuple[tuple[str, int], ...]
-    dtype: str
-    threads: int
-    seed: int
-    clip_value: float
-    clip_norm: float
-
-    @property
-    def dims(self) -> dict[str, int]:
-        """Every dim by name, in the kernel's dim order."""
-        return dict(self.shape)
-
-    @property
-    def shape_text(self) -> str:
-        """Canonical text, e.g. ``N=16,T=32,D=32,H=64``."""
-        return ",".join(f"{k}={v}" for k, v in self.shape)
-
-    @property
-    def cell_id(self) -> str:
-        """First 16 hex digits of sha256 over the canonical JSON of the fields."""
-        return cell_id_of(self)
-
-
-@dataclass(frozen=True)
-class Dropped:
-    """A combination the kernel's ``check`` refused, with the reason."""
-
-    grid: int
-    kernel: str
-    shape: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Expansion:
-    """The cells of a spec (a union over its grids) and what was dropped."""
-
-    cells: tuple[Cell, ...]
-    dropped: tuple[Dropped, ...]
-
-
-def cell_id_of(cell: Cell) -> str:
-    """sha256 of ``json.dumps(fields, sort_keys=True, separators=(",", ":"))``."""
-    record = {f.name: getattr(cell, f.name) for f in fields(cell)}
-    record["shape"] = dict(cell.shape)
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:CELL_ID_HEX]
+    A plugin that fails to import is BadInput (``--plugin``), or with
+    ``fallback`` the built-in registry and a note saying so (reports of stored
+    sweeps whose plugin is gone).
+    """
+    try:
+        return load(tuple(plugins)), ()
+    except PluginError as exc:
+        if not fallback:
+            raise BadInput(str(exc), key="--plugin") from None
+        return load(()), (f"{exc}; speed-ups of its variants use the built-in registry only",)
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

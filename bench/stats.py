@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from gradsweep.defaults import ALPHA, CONFIDENCE, MIN_EFFECT  # noqa: F401 - part of the API
+
 #: Scale factor turning the MAD into a consistent estimator of a normal sigma,
 #: 1 / Phi^-1(3/4) (Iglewicz & Hoaglin 1993).
 MAD_TO_SIGMA = 1.4826
@@ -25,12 +27,6 @@ MAD_TO_SIGMA = 1.4826
 MODIFIED_Z_FACTOR = 0.6745
 #: Bootstrap resamples for the percentile intervals.
 BOOTSTRAP_RESAMPLES = 2000
-#: Default two-sided confidence level of the intervals.
-CONFIDENCE = 0.95
-#: Significance level for "two variants differ" (DESIGN.md, Statistics).
-ALPHA = 0.01
-#: Minimum effect: a ratio of medians within 5% of 1 is never called a difference.
-MIN_EFFECT = 0.05
 
 
 def _as_1d(x: ArrayLike, name: str = "x") -> np.ndarray:

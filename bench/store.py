@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from bench.errors import BadInput
+from gradsweep.errors import BadInput
 
 SCHEMA_VERSION = 2
 RESULTS_ENV = "GRADSWEEP_RESULTS"

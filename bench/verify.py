@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import BadInput
-from bench.spec import Cell
-from bench.worker import prepare
-from impls.base import DTYPES, SkipCell
-from impls.gradcheck import TOLERANCE
-from impls.registry import PluginError, load
+from gradsweep.errors import BadInput
+from gradsweep.impls.base import DTYPES, SkipCell
+from gradsweep.impls.registry import PluginError, load
+from gradsweep.records import Cell
+from gradsweep.worker import correctness_error, prepare
 
 #: Seed of the verification cases (the default sweep seed).
 VERIFY_SEED = 0
@@ -52,8 +51,8 @@ def check_variant(variant: str, shape: dict[str, int], dtype: str,
         return Check(variant, dtype, text, "skipped", None, str(exc))
     except Exception as exc:  # a raising variant is a failed check, reported by name
         return Check(variant, dtype, text, "error", None, f"{type(exc).__name__}: {exc}")
-    status = "ok" if err <= TOLERANCE[dtype] else "incorrect"
-    return Check(variant, dtype, text, status, err)
+    wrong = correctness_error(err, dtype)
+    return Check(variant, dtype, text, "incorrect" if wrong else "ok", err)
 
 
 def verify(kernel: str | None = None, plugins: tuple[str, ...] = ()) -> Verification:

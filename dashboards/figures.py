@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from gradsweep.report import short
+
 NS_PER_MS = 1e6
 BYTES_PER_MIB = 2**20
 PERCENT = 100.0
@@ -30,18 +32,14 @@ LEGEND_FONT = 10
 
 
 def esc(text: object) -> str:
-    """``text`` as plain text for plotly (its names and hover labels read HTML)."""
-    return html.escape(str(text), quote=True)
+    """The one HTML escaper: ``text`` as plain text in HTML and in plotly's names and
+    hover labels (which read HTML); quotes too, so safe in attributes; None is ""."""
+    return html.escape("" if text is None else str(text), quote=True)
 
 
 def slug(name: str) -> str:
     """A stable id for ``name`` safe in HTML ids and URLs (``k`` + 10 hex digits)."""
     return "k" + hashlib.sha256(name.encode()).hexdigest()[:10]
-
-
-def short(variant: str) -> str:
-    """The variant without its kernel prefix."""
-    return variant.split("/", 1)[-1]
 
 
 def num(x: object) -> float | None:

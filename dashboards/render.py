@@ -10,7 +10,6 @@ escaped strings in the figures' JSON, and the JSON made safe inside
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 from collections.abc import Sequence
@@ -21,9 +20,9 @@ from string import Template
 
 import pandas as pd
 
-from bench import report as rp
-from bench import store
-from dashboards import figures as fg
+from gradsweep import report as rp
+from gradsweep import store
+from gradsweep.dashboards import figures as fg
 
 TEMPLATES = Path(__file__).parent / "templates"
 PLOTLY_JS = "plotly.min.js"
@@ -49,9 +48,7 @@ class SiteData:
     profiles: pd.DataFrame
 
 
-def e(text: object) -> str:
-    """HTML-escaped text (quotes too: safe in attributes)."""
-    return html.escape("" if text is None else str(text), quote=True)
+e = fg.esc
 
 
 def script_json(value: object) -> str:
@@ -239,7 +236,7 @@ def kernel_section(kernel: str, ranked: pd.DataFrame, data: SiteData,
 
 def step_rows(history: pd.DataFrame | None, started: dict[str, str]) -> list[dict]:
     """Steps in each cell's medians across the shown sweeps (asv-style, bench.history)."""
-    from bench.history import detect_steps
+    from gradsweep.history import detect_steps
 
     if history is None or history["sweep_id"].nunique() < 2:
         return []

@@ -40,8 +40,8 @@ import functools
 
 import numpy as np
 
-from impls import bptt, lstm
-from impls.base import (
+from gradsweep.impls import bptt, lstm
+from gradsweep.impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
     Axis,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from impls.base import Axis, Backward, Dim, Kernel, variant_name
+from gradsweep.impls.base import Axis, Backward, Dim, Kernel, variant_name
 
 #: Batch-major sequences: batch N, time T, input D, hidden H (minimum 1 each).
 SEQUENCE_DIMS = (Dim("N", 1, 16), Dim("T", 1, 32), Dim("D", 1, 32), Dim("H", 1, 64))

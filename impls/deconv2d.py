@@ -30,10 +30,12 @@ dY. The three methods (DESIGN.md, Variants):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from impls.base import (
+from gradsweep.impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
     Axis,
@@ -103,16 +105,33 @@ def valid_pairs(n_in: int, n_out: int, k: int, stride: int, padding: int,
     return sum(max(0, i1 - i0) for i0, i1, _ in ranges)
 
 
-def _geometry(X: np.ndarray, W: np.ndarray, shape) -> tuple:
-    """Every size a method needs: (N, Hin, Win, Cin, Cout, k, s, pad, d, op, Hout, Wout)."""
+class Geometry(NamedTuple):
+    """Every size a method needs; unpacks in this order."""
+
+    N: int
+    Hin: int
+    Win: int
+    Cin: int
+    Cout: int
+    k: int
+    s: int
+    pad: int
+    d: int
+    op: int
+    Hout: int
+    Wout: int
+
+
+def _geometry(X: np.ndarray, W: np.ndarray, shape) -> Geometry:
+    """The :class:`Geometry` of ``X`` (N, Hin, Win, Cin) and ``W`` (k, k, Cin, Cout)."""
     N, Hin, Win, Cin = X.shape
     k, Cout = W.shape[0], W.shape[3]
     s, pad, d, op = (shape[n] for n in ("stride", "padding", "dilation", "output_padding"))
-    return (N, Hin, Win, Cin, Cout, k, s, pad, d, op,
-            out_size(Hin, k, s, pad, d, op), out_size(Win, k, s, pad, d, op))
+    return Geometry(N, Hin, Win, Cin, Cout, k, s, pad, d, op,
+                    out_size(Hin, k, s, pad, d, op), out_size(Win, k, s, pad, d, op))
 
 
-def _tap_slices(p: int, q: int, geo: tuple):
+def _tap_slices(p: int, q: int, geo: Geometry):
     """Input slice (rows, cols) and strided output slice (rows, cols) of tap (p, q).
 
     None when the tap reaches no output.
@@ -172,11 +191,11 @@ def forward(case: Case) -> tuple[np.ndarray, dict]:
     """
     X, W, b = case.X, case.params["W"], case.params["b"]
     geo = _geometry(X, W, case.shape)
-    N, Hin, Win, Cin, Cout, k = geo[:6]
+    N, Hin, Win, Cin, Cout, k = geo.N, geo.Hin, geo.Win, geo.Cin, geo.Cout, geo.k
     X2 = X.reshape(N * Hin * Win, Cin)
     XW = (X2 @ W.transpose(2, 0, 1, 3).reshape(Cin, k * k * Cout))
     XW = XW.reshape(N, Hin, Win, k, k, Cout)
-    Y = np.empty((N, geo[10], geo[11], Cout), dtype=X.dtype)
+    Y = np.empty((N, geo.Hout, geo.Wout, Cout), dtype=X.dtype)
     Y[...] = b
     for p in range(k):
         for q in range(k):
@@ -190,7 +209,7 @@ def forward(case: Case) -> tuple[np.ndarray, dict]:
 
 # --------------------------------------------------------------------------- reference
 
-def _full_frame(dY: np.ndarray, geo: tuple) -> np.ndarray:
+def _full_frame(dY: np.ndarray, geo: Geometry) -> np.ndarray:
     """dY placed in the uncropped output frame: frame row f holds output row f - pad.
 
     The frame (N, Hf, Wf, Cout) covers every tap of every input,
@@ -342,7 +361,7 @@ def _taps_backward(case: Case, cache: dict) -> Grads:
     """
     X, W, dY = cache["X"], cache["W"], case.dY
     geo = _geometry(X, W, case.shape)
-    N, Hin, Win, Cin, Cout, k = geo[:6]
+    N, Hin, Win, Cin, Cout, k = geo.N, geo.Hin, geo.Win, geo.Cin, geo.Cout, geo.k
     per_image = 2 * Hin * Win * (Cin + Cout) * X.itemsize
     nb = max(1, min(N, TAPS_BLOCK_BYTES // per_image))
     taps = [(p, q, sl) for p in range(k) for q in range(k)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from impls.base import Case, Grads
+from gradsweep.impls.base import Case, Grads
 
 #: Largest accepted max_rel_err against the float64 reference, per dtype.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}

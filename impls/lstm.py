@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from impls import bptt
-from impls.base import (
+from gradsweep.impls import bptt
+from gradsweep.impls.base import (
     DEFAULT_CLIP_NORM,
     DEFAULT_CLIP_VALUE,
     Case,

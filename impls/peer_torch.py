@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from impls.base import PEER_AXIS, Case, Grads, SkipCell, Variant
+from gradsweep.impls.base import PEER_AXIS, Case, Grads, SkipCell, Variant
 
 PEER = "torch"
 #: Kernels that have a torch peer, in listing order.
@@ -212,7 +212,8 @@ def make_peer(kernel: str):
 
 def available_kernels() -> tuple[str, ...]:
     """The kernels of KERNEL_NAMES whose module exists in the ``impls`` package."""
-    return tuple(k for k in KERNEL_NAMES if importlib.util.find_spec(f"impls.{k}") is not None)
+    return tuple(k for k in KERNEL_NAMES
+                 if importlib.util.find_spec(f"gradsweep.impls.{k}") is not None)
 
 
 VARIANTS = [Variant(k, {PEER_AXIS: PEER}, make_peer(k)) for k in available_kernels()]

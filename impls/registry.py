@@ -17,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import ModuleType
 
-from impls.base import PEER_AXIS, Axis, Kernel, Variant, variant_name
+from gradsweep.impls.base import PEER_AXIS, Axis, Kernel, Variant, variant_name
 
 #: Built-in kernel modules, in listing order; one that is absent is skipped.
 BUILTIN_MODULES = (
-    "impls.rnn", "impls.lstm", "impls.gru", "impls.bilstm", "impls.deconv2d",
-    "impls.peer_torch",
+    "gradsweep.impls.rnn", "gradsweep.impls.lstm", "gradsweep.impls.gru",
+    "gradsweep.impls.bilstm", "gradsweep.impls.deconv2d",
+    "gradsweep.impls.peer_torch",
 )
 ENTRY_POINT_GROUP = "gradsweep.kernels"
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import assert_same
 
-from impls import bilstm, gradcheck
-from impls.base import clip_grads, parse_variant
+from gradsweep.impls import bilstm, gradcheck
+from gradsweep.impls.base import clip_grads, parse_variant
 
 #: Small shapes (N, T, D, H) for finite differences; T ≥ 3 exercises the carries.
 FD_SHAPES = [(2, 3, 2, 3), (1, 4, 3, 2)]

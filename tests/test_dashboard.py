@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
-from bench.cli import main
-from dashboards import render, synthetic
+from benchmarks import synthetic
+from gradsweep import store
+from gradsweep.cli.app import main
+from gradsweep.dashboards import render
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -132,7 +133,7 @@ def test_history_steps_are_listed_and_escaped():
     import numpy as np
     import pandas as pd
 
-    from dashboards.render import step_rows, steps_table
+    from gradsweep.dashboards.render import step_rows, steps_table
 
     rng = np.random.default_rng(0)
     medians = np.r_[np.full(8, 1e6), np.full(8, 2e6)] * (1 + 0.01 * rng.standard_normal(16))

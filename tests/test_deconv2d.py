@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from impls import deconv2d
-from impls.base import baseline_for, is_peer
-from impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
-from impls.registry import load
+from gradsweep.impls import deconv2d
+from gradsweep.impls.base import baseline_for, is_peer
+from gradsweep.impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
+from gradsweep.impls.registry import load
 
 #: Largest accepted error of the reference against finite differences (float64).
 FD_TOLERANCE = 1e-6

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from bench import env
-from bench.env import Environment
+from gradsweep import env
+from gradsweep.env import Environment
 
 
 def test_collect_fields_filled_and_typed():

@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from impls import gru
-from impls.base import baseline_for, clip_grads
-from impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
-from impls.registry import load
+from gradsweep.impls import gru
+from gradsweep.impls.base import baseline_for, clip_grads
+from gradsweep.impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
+from gradsweep.impls.registry import load
 
 #: Largest accepted error of the reference against finite differences (float64).
 FD_TOLERANCE = 1e-6

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from bench import history, store
-from bench.cli import main
-from bench.errors import BadInput
+from gradsweep import history, store
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput
 
 MS = 1e6
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import assert_same
 
-from impls import gradcheck, lstm
-from impls.base import clip_grads, parse_variant
+from gradsweep.impls import gradcheck, lstm
+from gradsweep.impls.base import clip_grads, parse_variant
 
 #: Small shapes (N, T, D, H) for finite differences; T ≥ 3 exercises the carries.
 FD_SHAPES = [(2, 3, 3, 4), (1, 5, 2, 3), (3, 4, 1, 2)]

@@ -6,8 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from bench import measure
-from bench.measure import Timing
+from gradsweep import measure
+from gradsweep.measure import Timing
 
 MS = 1_000_000
 

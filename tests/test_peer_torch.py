@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from impls import peer_torch
-from impls.base import SkipCell, is_peer
-from impls.gradcheck import max_rel_err
-from impls.registry import load
+from gradsweep.impls import peer_torch
+from gradsweep.impls.base import SkipCell, is_peer
+from gradsweep.impls.gradcheck import max_rel_err
+from gradsweep.impls.registry import load
 
 #: Largest accepted error of a peer against its kernel's reference (float64).
 PEER_TOLERANCE = 1e-8
@@ -92,7 +92,7 @@ def test_without_torch_prepare_skips(monkeypatch):
 
 def test_module_and_registry_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from impls import registry\n"
+            "from gradsweep.impls import registry\n"
             "print(sorted(v for k in registry.load().kernels.values() for v in k.variants"
             " if 'peer=' in v))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
-from bench import cli, store
-from bench import profile as P
-from bench.errors import BadInput
-from bench.spec import MeasureSettings
-from impls.registry import load
+from gradsweep import profile as P
+from gradsweep import store
+from gradsweep.cli import app as cli
+from gradsweep.errors import BadInput
+from gradsweep.impls.registry import load
+from gradsweep.records import MeasureSettings
 
 LSTM_LIST = "lstm/buffers=list,wgrad=step,clip=none"
 RNN_LIST = "rnn/buffers=list,wgrad=step,clip=none"
@@ -19,7 +20,7 @@ MIN_TOTAL_PERCENT, MAX_TOTAL_PERCENT = 50.0, 100.5
 
 
 def _impls_file(name: str) -> str:
-    return f"{P._module_root('impls')}/{name}"
+    return f"{P._module_root('gradsweep.impls')}/{name}"
 
 
 def _canned(path: str) -> dict:
@@ -78,7 +79,7 @@ def test_parse_report_keeps_the_variants_hot_lines():
     with open(path) as f:
         assert hot.code == f.read().splitlines()[20].rstrip()
     assert hot.function == P.function_index(path).get(21, P.MODULE_LEVEL)
-    stored = store.to_table("profiles", P.rows_for_store(rows))
+    stored = store.to_table("profiles", rows)
     assert stored.num_rows == 2 and stored.column("line").to_pylist() == [21, 20]
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import rank, stats
-from impls.registry import load
+from gradsweep import rank, stats
+from gradsweep.impls.registry import load
 
 RNG = np.random.default_rng(0)
 BASE = "rnn/buffers=list,wgrad=step,clip=none"

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from impls import registry
-from impls.base import baseline_for, parse_variant, variant_name
+from gradsweep.impls import registry
+from gradsweep.impls.base import baseline_for, parse_variant, variant_name
 
 
 def test_builtins_have_canonical_names():
@@ -53,7 +53,7 @@ def test_entry_point_group_is_loaded(tmp_path, monkeypatch):
     pkg = tmp_path / "gs_ep_kernels.py"
     pkg.write_text(textwrap.dedent("""
         from dataclasses import replace
-        from impls import rnn
+        from gradsweep.impls import rnn
         KERNELS = [replace(rnn.KERNEL, name="rnn_ep")]
     """))
     dist = tmp_path / "gs_ep-0.1.dist-info"

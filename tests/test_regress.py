@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import regress, store
-from bench.cli import main
-from bench.errors import BadInput
+from gradsweep import regress, store
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput
 
 N = 20
 BASE_NS = 1e6

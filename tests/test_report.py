@@ -5,10 +5,11 @@ import io
 
 import pytest
 
-from bench import report, store
-from bench.cli import main
-from dashboards import synthetic
-from impls.registry import load
+from benchmarks import synthetic
+from gradsweep import report, store
+from gradsweep.cli.app import main
+from gradsweep.impls.registry import load
+from gradsweep.spec import registry_for
 
 HOSTILE_VARIANT = "rnn/buffers=<script>alert(1)</script>,wgrad=batched,clip=none"
 SWEEP = "20260101T000000Z-test"
@@ -87,7 +88,7 @@ def test_cli_report_formats_and_exit_codes(dataset, capsys):
 
 
 def test_a_plugin_that_cannot_be_imported_falls_back_with_a_note():
-    registry, notes = report.registry_for(["no_such_plugin_module"])
+    registry, notes = registry_for(["no_such_plugin_module"], fallback=True)
     assert "rnn" in registry.kernels and "no_such_plugin_module" in notes[0]
     assert report.plugins_of('plugins = ["a", "b"]\n') == ("a", "b")
     assert report.plugins_of("not toml [") == ()

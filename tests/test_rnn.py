@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from impls import rnn
-from impls.base import clip_grads, parse_variant, reference_for
-from impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
+from gradsweep.impls import rnn
+from gradsweep.impls.base import clip_grads, parse_variant, reference_for
+from gradsweep.impls.gradcheck import TOLERANCE, finite_differences, max_rel_err
 
 SHAPES = [{"N": 2, "T": 3, "D": 4, "H": 5}, {"N": 3, "T": 5, "D": 2, "H": 3},
           {"N": 1, "T": 1, "D": 3, "H": 2}]

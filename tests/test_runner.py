@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import PLUGINS, SMALL_MEASURE
 
-from bench import runner, store
-from bench.cli import main
-from bench.spec import expand, load_spec
+from gradsweep import runner, store
+from gradsweep.cli.app import main
+from gradsweep.executors import guards, onray
+from gradsweep.executors.local import LocalExecutor
+from gradsweep.spec import expand, load_spec
 
 PLUGIN_SPEC = """
 name = "plugin-sweep"
@@ -97,7 +99,7 @@ def test_memory_budget_skips_cells_before_they_run(write_spec, results, capsys):
 def test_batch_writer_writes_whole_batches(tmp_path, write_spec):
     spec = load_spec(write_spec(PLUGIN_SPEC))
     ds = store.resolve(tmp_path / "r")
-    outcome = runner.run_sweep(spec, ds, runner.LocalExecutor())
+    outcome = runner.run_sweep(spec, ds, LocalExecutor())
     files = list((tmp_path / "r" / "cells").rglob("*.parquet"))
     assert len(files) == 1 and sum(outcome.counts.values()) == len(expand(spec).cells)
     nodes = store.read(ds, "nodes")
@@ -161,7 +163,7 @@ def test_memory_guard_restores_the_limit():
     import resource
 
     before = resource.getrlimit(resource.RLIMIT_AS)
-    with runner.memory_guard(64) as limit:
+    with guards.memory_guard(64) as limit:
         assert limit is None or resource.getrlimit(resource.RLIMIT_AS)[0] == limit
     assert resource.getrlimit(resource.RLIMIT_AS) == before
 
@@ -169,7 +171,7 @@ def test_memory_guard_restores_the_limit():
 def test_sigterm_stores_finished_cells_and_marks_the_sweep_cancelled(write_spec, results):
     path = write_spec(KILL_SPEC.replace("N = [2, 3, 4, 5, 6, 7]", f"N = {list(range(2, 14))}"))
     env = {**os.environ, "PYTHONPATH": str(PLUGINS), "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen([sys.executable, "-m", "bench", "run", str(path), "--local",
+    driver = subprocess.Popen([sys.executable, "-m", "gradsweep", "run", str(path), "--local",
                                "--results", str(results)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
@@ -194,8 +196,8 @@ def embedded_ray(tmp_path_factory):
 
     fault_dir = tmp_path_factory.mktemp("faults")
     os.environ["GS_FAULT_DIR"] = str(fault_dir)
-    os.environ.setdefault("RAY_task_oom_retries", runner.OOM_RETRIES)
-    ray.init(**runner.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
+    os.environ.setdefault("RAY_task_oom_retries", onray.OOM_RETRIES)
+    ray.init(**onray.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
     try:
         yield fault_dir
     finally:
@@ -212,7 +214,7 @@ def test_ray_faults_crash_timeout_and_memory_become_rows(embedded_ray, write_spe
     assert got["plugin"][0] == "ok"
     assert got["crash"][0] == "crashed" and "3 times" in got["crash"][1]
     crashes = (embedded_ray / "crash.log").read_text().split()
-    assert len(crashes) == 1 + runner.CRASH_RETRIES and len(set(crashes)) == len(crashes)
+    assert len(crashes) == 1 + onray.CRASH_RETRIES and len(set(crashes)) == len(crashes)
     assert got["sleep"] == ("timeout", "cell exceeded timeout_s 3")
     assert got["hog"][0] == "error" and got["hog"][1].startswith("MemoryError")
 
@@ -220,7 +222,7 @@ def test_ray_faults_crash_timeout_and_memory_become_rows(embedded_ray, write_spe
 def _driver(spec: Path, address: str, results: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     env.update(PYTHONPATH=str(PLUGINS), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", str(spec), "--address",
+    return subprocess.Popen([sys.executable, "-m", "gradsweep", "run", str(spec), "--address",
                              address, "--workers", "1", "--results", str(results)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
@@ -276,7 +278,7 @@ BENCH_ENV = "GRADSWEEP_BENCH"
 def _scaling_run(spec, dataset, workers: int):
     """One embedded-Ray run of ``spec`` on ``workers``: (outcome, Ray start seconds)."""
     t0 = time.perf_counter()
-    executor = runner.RayExecutor(workers=workers, plugins=spec.plugins)
+    executor = onray.RayExecutor(workers=workers, plugins=spec.plugins)
     started = time.perf_counter() - t0
     try:
         return runner.run_sweep(spec, dataset, executor), started
@@ -303,7 +305,7 @@ def _gaps(cells):
 
 def _side_costs(spec) -> tuple[float, float]:
     """Seconds of verification and of one memory pass for the spec's first cell."""
-    from bench import measure, worker
+    from gradsweep import measure, worker
 
     cell = expand(spec).cells[0]
     t0 = time.perf_counter()

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from bench.cli import main
-from bench.errors import BadInput
-from bench.spec import Cell, cell_id_of, expand, load_spec, parse
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput
+from gradsweep.records import Cell, cell_id_of
+from gradsweep.spec import expand, load_spec, parse
 
 GOOD = """
 name = "t"
@@ -77,7 +78,7 @@ def test_missing_file_is_exit_2(tmp_path, capsys):
 
 def test_bad_input_through_the_console_script(write_spec):
     path = write_spec("[[grid]]\nkernel = 'nope'")
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--dry-run"],
+    proc = subprocess.run([sys.executable, "-m", "gradsweep", "run", str(path), "--dry-run"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -108,7 +109,7 @@ def test_cell_id_changes_with_every_field():
 def test_cell_id_is_stable_across_processes(write_spec):
     path = write_spec(GOOD)
     here = [c.cell_id for c in expand(load_spec(path)).cells]
-    code = ("import sys; from bench.spec import load_spec, expand; "
+    code = ("import sys; from gradsweep.spec import load_spec, expand; "
             "print(' '.join(c.cell_id for c in expand(load_spec(sys.argv[1])).cells))")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, check=True, env={"PYTHONHASHSEED": "123",

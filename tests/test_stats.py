@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats
+from gradsweep import stats
 
 
 def test_median_and_mad_hand_computed():

@@ -1,7 +1,7 @@
 """The worker: verify before timing; every failure is a row."""
 
-from bench.spec import Cell, MeasureSettings
-from bench.worker import run_cell
+from gradsweep.records import Cell, MeasureSettings
+from gradsweep.worker import run_cell
 
 FAST = MeasureSettings(samples=5, min_time_s=0.0005, max_warmups=2)
 SHAPE = (("N", 4), ("T", 5), ("D", 6), ("H", 7))

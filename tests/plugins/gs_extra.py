@@ -5,8 +5,8 @@ Loaded by specs as ``plugins = ["gs_extra"]`` with tests/plugins on the path.
 
 import numpy as np
 
-from impls import rnn
-from impls.base import Variant
+from gradsweep.impls import rnn
+from gradsweep.impls.base import Variant
 
 _copy = rnn.make_backward("prealloc", "batched", "none")
 

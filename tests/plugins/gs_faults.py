@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from impls import rnn
-from impls.base import Variant
+from gradsweep.impls import rnn
+from gradsweep.impls.base import Variant
 
 FAULT_DIR_ENV = "GS_FAULT_DIR"
 #: Exit status of a crashing worker.

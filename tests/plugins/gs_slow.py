@@ -10,8 +10,8 @@ and ``bench.gate_bench`` edit these two constants on the candidate side.
 
 import time
 
-from impls import rnn
-from impls.base import Variant
+from gradsweep.impls import rnn
+from gradsweep.impls.base import Variant
 
 #: Extra full repetitions of the backward (1 makes the variant 2x slower).
 REPEATS = 0

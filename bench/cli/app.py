@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bench import views
-from bench.errors import BadInput
+from gradsweep import defaults
+from gradsweep.cli import views
+from gradsweep.errors import BadInput
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and profile numpy backward passes across shapes and dtypes.")
@@ -36,7 +37,7 @@ PluginOpt = Annotated[list[str] | None, typer.Option(
 @app.command("list")
 def list_cmd(plugin: PluginOpt = None) -> None:
     """List kernels, their dims, axes and variants."""
-    from impls.registry import PluginError, load
+    from gradsweep.impls.registry import PluginError, load
 
     try:
         registry = load(plugin or ())
@@ -49,7 +50,7 @@ def list_cmd(plugin: PluginOpt = None) -> None:
 def verify(kernel: Annotated[str | None, typer.Argument(help="Only this kernel.")] = None,
            plugin: PluginOpt = None) -> None:
     """Check every variant's gradients against the float64 reference."""
-    from bench import verify as verify_mod
+    from gradsweep import verify as verify_mod
 
     report = verify_mod.verify(kernel, tuple(plugin or ()))
     views.print_verification(out, report)
@@ -72,7 +73,7 @@ def run(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML).")],
         dashboard: Annotated[str | None, typer.Option(
             help="Also write the sweep's dashboard to this directory.")] = None) -> None:
     """Run a sweep: verify, time and measure every cell; print a ranking."""
-    from bench import sweep
+    from gradsweep.cli import run as sweep
 
     code = sweep.run_command(str(spec), address=address, local=local, workers=workers,
                              dry_run=dry_run, resume=resume, results=results,
@@ -91,7 +92,7 @@ def submit(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML) inside t
            workers: Annotated[int | None, typer.Option(
                min=1, help="Cells at once (default: the cluster's CPUs).")] = None) -> None:
     """Run a sweep as a Ray job: ship this tree, print the job id."""
-    from bench import jobs
+    from gradsweep.executors import jobs
 
     plan = jobs.plan(str(spec), results, workers)
     if jobs.results_target(results)[1]:
@@ -104,18 +105,18 @@ def submit(spec: Annotated[Path, typer.Argument(help="Sweep spec (TOML) inside t
 @app.command("jobs")
 def jobs_cmd(address: AddressOpt = None) -> None:
     """List the cluster's Ray jobs."""
-    from bench import jobs
+    from gradsweep.executors import jobs
 
-    out.print(jobs.jobs_table(jobs.list_jobs(address)))
+    out.print(views.jobs_table(jobs.list_jobs(address)))
 
 
 @app.command()
 def status(job: JobArg, address: AddressOpt = None) -> None:
     """A job's status (exit 1 when it FAILED)."""
-    from bench import jobs
+    from gradsweep.executors import jobs
 
     details = jobs.info(address, job)
-    for line in jobs.status_lines(details):
+    for line in views.status_lines(details):
         out.print(line, markup=False, highlight=False)
     raise typer.Exit(1 if str(details.status) == "FAILED" else 0)
 
@@ -125,7 +126,7 @@ def logs(job: JobArg, address: AddressOpt = None,
          follow: Annotated[bool, typer.Option(
              "--follow", "-f", help="Keep printing until the job ends.")] = False) -> None:
     """A job's driver log."""
-    from bench import jobs
+    from gradsweep.executors import jobs
 
     if follow:
         jobs.follow(address, job, lambda text: print(text, end="", flush=True))
@@ -136,7 +137,7 @@ def logs(job: JobArg, address: AddressOpt = None,
 @app.command()
 def cancel(job: JobArg, address: AddressOpt = None) -> None:
     """Stop a job; its finished cells stay stored (resume with run --resume)."""
-    from bench import jobs
+    from gradsweep.executors import jobs
 
     stopped = jobs.cancel(address, job)
     out.print(f"{job}: {'stopping' if stopped else 'already ended'}", markup=False,
@@ -151,8 +152,8 @@ def report(sweep: Annotated[str, typer.Argument(help="Sweep id, or latest.")] = 
     """Rank a sweep's variants per kernel, shape and dtype: speed-ups, memory, Pareto
     front, roofline fractions, an overall ranking; failed cells apart. Exits 0 even
     when cells failed (they are listed, never ranked); 2 for bad input."""
-    from bench import report as report_mod
-    from bench import store
+    from gradsweep import report as report_mod
+    from gradsweep import store
 
     fmt = report_mod.check_format(format)
     rep = report_mod.load_report(store.resolve(results), sweep)
@@ -172,8 +173,8 @@ def dashboard(sweeps: Annotated[list[str] | None, typer.Argument(
                   "-o", "--output", help="Directory of the site.")] = Path("dashboards/site"),
               results: ResultsOpt = None) -> None:
     """Write the static HTML dashboard (opens from disk, no network); print its path."""
-    from bench import store
-    from dashboards import render
+    from gradsweep import store
+    from gradsweep.dashboards import render
 
     dataset = store.resolve(results)
     ids = list(dict.fromkeys(store.resolve_sweep(dataset, s) for s in (sweeps or ["latest"])))
@@ -193,7 +194,7 @@ def _warn_corrupt(corrupt) -> None:
 
 def _emit(frame, fmt: str, output: str | None = None) -> None:
     """Print a frame as CSV or JSON (or write Parquet to ``output``)."""
-    from bench import query
+    from gradsweep import query
 
     text = query.export(frame, fmt, output)
     if text:
@@ -203,7 +204,7 @@ def _emit(frame, fmt: str, output: str | None = None) -> None:
 @results_app.command("list")
 def results_list(fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
     """Sweeps: name, start, status (incomplete when never finished), cell counts, git."""
-    from bench import query, store
+    from gradsweep import query, store
 
     listing = query.list_sweeps(store.resolve(results))
     _warn_corrupt(listing.corrupt)
@@ -228,7 +229,7 @@ def results_show(
                                                    help="File for --format parquet.")] = None,
         results: ResultsOpt = None) -> None:
     """One sweep's cells: median, CI, peak memory, GFLOP/s, status, warnings."""
-    from bench import query, store
+    from gradsweep import query, store
 
     dataset = store.resolve(results)
     sweep_id = store.resolve_sweep(dataset, sweep)
@@ -248,7 +249,7 @@ def results_sql(sql: Annotated[str, typer.Argument(
                     help="DuckDB SQL over the views sweeps, cells, nodes, profiles.")],
                 fmt: FormatOpt = "table", results: ResultsOpt = None) -> None:
     """Run SQL over the tables (each a view by its name, sweep_id a column)."""
-    from bench import query, store
+    from gradsweep import query, store
 
     listing = query.run_sql(store.resolve(results), sql)
     _warn_corrupt(listing.corrupt)
@@ -265,7 +266,7 @@ def results_compact(sweep: Annotated[str | None, typer.Argument(
                         help="Only this sweep (or latest); default every sweep.")] = None,
                     results: ResultsOpt = None) -> None:
     """Merge each table's small files into one file per sweep."""
-    from bench import query, store
+    from gradsweep import query, store
 
     dataset = store.resolve(results)
     sweep_id = query.resolve_any(dataset, sweep) if sweep else None
@@ -287,7 +288,7 @@ def results_delete(sweep: SweepArg,
                    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
                    results: ResultsOpt = None) -> None:
     """Remove a sweep from every table."""
-    from bench import query, store
+    from gradsweep import query, store
 
     dataset = store.resolve(results)
     sweep_id = query.resolve_any(dataset, sweep)
@@ -305,8 +306,8 @@ def profile(variant: Annotated[str, typer.Argument(
             dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
             threads: Annotated[int, typer.Option(help="BLAS threads.")] = 1,
             seconds: Annotated[float, typer.Option(
-                help="Seconds of profiled backward calls.")] = 2.0,
-            top: Annotated[int, typer.Option(min=1, help="Lines shown.")] = 15,
+                help="Seconds of profiled backward calls.")] = defaults.PROFILE_SECONDS,
+            top: Annotated[int, typer.Option(min=1, help="Lines shown.")] = defaults.PROFILE_TOP,
             memory: Annotated[bool, typer.Option(
                 "--memory/--cpu-only", help="Also profile memory (slower).")] = True,
             store: Annotated[bool, typer.Option(
@@ -314,9 +315,9 @@ def profile(variant: Annotated[str, typer.Argument(
             ] = False,
             results: ResultsOpt = None, plugin: PluginOpt = None) -> None:
     """Scalene line profile of one cell: the variant's hot lines, CPU and memory."""
-    from bench import profile as profile_mod
+    from gradsweep.cli.profile import profile_command
 
-    code = profile_mod.profile_command(
+    code = profile_command(
         variant, shape=shape, dtype=dtype, threads=threads, seconds=seconds, top=top,
         memory=memory, store_it=store, results=results, plugins=tuple(plugin or ()),
         console=out)
@@ -338,12 +339,13 @@ def compare(base: Annotated[str, typer.Argument(help="Base sweep id, or latest."
             candidate_results: Annotated[str | None, typer.Option(
                 help="Dataset of the candidate sweep (default: the same as --results).")
             ] = None,
-            results: ResultsOpt = None, alpha: AlphaOpt = 0.01, threshold: ThresholdOpt = 0.05,
-            markdown: MarkdownOpt = None, junit: JunitOpt = None) -> None:
+            results: ResultsOpt = None, alpha: AlphaOpt = defaults.ALPHA,
+            threshold: ThresholdOpt = defaults.MIN_EFFECT, markdown: MarkdownOpt = None,
+            junit: JunitOpt = None) -> None:
     """Regression alerts: compare a candidate sweep with a base sweep, cell by cell."""
-    from bench import regress
+    from gradsweep.cli.gate import compare_command
 
-    code = regress.compare_command(
+    code = compare_command(
         base, candidate, results=results, candidate_results=candidate_results, alpha=alpha,
         threshold=threshold, markdown=markdown, junit=junit, console=out)
     raise typer.Exit(code)
@@ -352,16 +354,18 @@ def compare(base: Annotated[str, typer.Argument(help="Base sweep id, or latest."
 @app.command()
 def ci(base: Annotated[str, typer.Option(
            "--base", help="Git revision to compare the working tree with, e.g. origin/main.")],
-       spec: Annotated[Path, typer.Option(help="Sweep spec of the gate.")] = Path("jobs/ci.toml"),
-       results: ResultsOpt = None, alpha: AlphaOpt = 0.01, threshold: ThresholdOpt = 0.05,
-       markdown: MarkdownOpt = None, junit: JunitOpt = None,
+       spec: Annotated[Path, typer.Option(help="Sweep spec of the gate.")] = Path(
+           defaults.CI_SPEC),
+       results: ResultsOpt = None, alpha: AlphaOpt = defaults.ALPHA,
+       threshold: ThresholdOpt = defaults.MIN_EFFECT, markdown: MarkdownOpt = None,
+       junit: JunitOpt = None,
        clock: Annotated[str, typer.Option(
            help="What samples measure: cpu (process CPU time, robust on a shared machine) "
                 "or wall (perf_counter, as sweeps).")] = "cpu") -> None:
     """Paired A/B of a git revision against the working tree; exit 1 on a regression."""
-    from bench import ab
+    from gradsweep.cli.gate import ci_command
 
-    code = ab.ci_command(base, spec=str(spec), results=results, alpha=alpha,
+    code = ci_command(base, spec=str(spec), results=results, alpha=alpha,
                          threshold=threshold, markdown=markdown, junit=junit, clock=clock,
                          console=out)
     raise typer.Exit(code)
@@ -371,10 +375,10 @@ def ci(base: Annotated[str, typer.Option(
 def results_history(cell_id: Annotated[str, typer.Argument(help="A cell_id (16 hex digits).")],
                     results: ResultsOpt = None) -> None:
     """One cell's median in every sweep, oldest first, with the detected steps."""
-    from bench import history, store
+    from gradsweep import history, store
 
     frame = history.cell_history(store.resolve(results), cell_id)
-    history.print_history(out, frame, history.history_steps(frame))
+    views.print_history(out, frame, history.history_steps(frame))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import query, store
-from bench.runner import BATCH_ROWS
+from gradsweep import query, store
+from gradsweep.runner import BATCH_ROWS
 
 SAMPLES = 15
 #: Kernels, their variants and the dims of their shapes.

@@ -21,11 +21,12 @@ import psutil
 import pytest
 from conftest import PLUGINS
 
-from bench import jobs, runner, store
-from bench.cli import main
-from bench.errors import BadInput
+from gradsweep import store
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput
+from gradsweep.executors import auth, jobs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 CLUSTER_SPEC = "tests/plugins/cluster.toml"
 SCALING_SPEC = "jobs/scaling.toml"
@@ -126,10 +127,10 @@ def cluster():
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    """``python -m bench ...`` as a user would run it: no RAY_AUTH_MODE, plugins on the path."""
+    """``python -m gradsweep ...`` as a user would run it: no RAY_AUTH_MODE, plugins on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
     env.update(PYTHONPATH=str(PLUGINS), PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0")
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "gradsweep", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=JOB_TIMEOUT_S, **kw)
 
 
@@ -202,12 +203,15 @@ def test_plan_ships_the_tree_and_absolute_results(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plan = jobs.plan(str(ROOT / CLUSTER_SPEC), "out", workers=3)
     assert plan.results == str(tmp_path / "out")
-    assert plan.entrypoint == (f"python -m bench run {CLUSTER_SPEC} --results "
+    assert plan.entrypoint == (f"python -m gradsweep run {CLUSTER_SPEC} --results "
                                f"{tmp_path / 'out'} --workers 3")
     env = plan.runtime_env
     assert env["working_dir"] == str(ROOT)
     assert {".venv", ".git", "results", "dashboards/site", "__pycache__"} <= set(env["excludes"])
-    assert env["py_modules"] == [str(PLUGINS / "gs_extra.py")]  # a single-file plugin
+    # the gradsweep package (a folder named gradsweep) and a single-file plugin
+    assert Path(env["py_modules"][0]).name == "gradsweep"
+    assert (Path(env["py_modules"][0]) / "impls" / "base.py").is_file()
+    assert env["py_modules"][1:] == [str(PLUGINS / "gs_extra.py")]
     assert jobs.results_target("s3://bucket/r") == ("s3://bucket/r", False)
 
 
@@ -218,7 +222,7 @@ def test_spec_outside_the_tree_is_bad_input(tmp_path, write_spec):
 
 
 def test_address_and_token_resolution(monkeypatch, tmp_path):
-    for name in (*jobs.ADDRESS_ENVS, runner.TOKEN_ENV):
+    for name in (*jobs.ADDRESS_ENVS, auth.TOKEN_ENV):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(BadInput, match="--address"):
         jobs.dashboard_url(None)
@@ -227,7 +231,7 @@ def test_address_and_token_resolution(monkeypatch, tmp_path):
     assert jobs.dashboard_url("https://h:1") == "https://h:1"
     token = tmp_path / "token"
     token.write_text("abc\n")
-    monkeypatch.setenv(runner.TOKEN_PATH_ENV, str(token))
+    monkeypatch.setenv(auth.TOKEN_PATH_ENV, str(token))
     assert jobs.auth_headers() == {"Authorization": "Bearer abc"}
-    monkeypatch.setenv(runner.TOKEN_ENV, "xyz")
+    monkeypatch.setenv(auth.TOKEN_ENV, "xyz")
     assert jobs.auth_headers() == {"Authorization": "Bearer xyz"}

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from bench import store
-from impls.base import PEER_AXIS, parse_variant
-from impls.registry import load
+from gradsweep import store
+from gradsweep.impls.base import PEER_AXIS, parse_variant
+from gradsweep.impls.registry import load
 
 #: Timed samples per synthetic cell.
 SAMPLES = 15

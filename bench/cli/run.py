@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench import env, measure, rank, runner, store, views
-from bench.errors import BadInput
-from bench.spec import Cell, Expansion, MeasureSettings, SweepSpec, expand, load_spec
-from impls.registry import load
+from gradsweep import api, env, measure, rank, runner, store
+from gradsweep.cli import views
+from gradsweep.impls.registry import load
+from gradsweep.records import FAILED, Cell, Expansion, MeasureSettings, SweepOutcome, SweepSpec
+from gradsweep.spec import expand, load_spec
 
 #: Assumed sustained speed of an unmeasured cell, for dry-run estimates (GFLOP/s).
 ESTIMATE_GFLOPS = 5.0
@@ -138,7 +139,7 @@ class _Tally:
 
     def add(self, status: str) -> None:
         self.done += 1
-        self.failed += status in runner.FAILED
+        self.failed += status in FAILED
 
     @property
     def remaining(self) -> int:
@@ -206,32 +207,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def check_ray_address(address: str | None) -> None:
-    """``run`` joins a cluster by its GCS address; a dashboard URL is for ``submit``."""
-    import os
-
-    given = address or ("" if runner.in_ray_job() else os.environ.get("RAY_ADDRESS", ""))
-    if given.startswith(("http://", "https://")):
-        raise BadInput(f"{given} is a dashboard URL: run --address takes the cluster's GCS "
-                       "address (HOST:6379, as ray.init does); submit takes the URL",
-                       key="--address" if address else "RAY_ADDRESS")
-
-
-def make_executor(address: str | None, local: bool, workers: int | None,
-                  plugins: tuple[str, ...]):
-    """The in-process executor with ``local``, else Ray (embedded or ``address``)."""
-    if local:
-        return runner.LocalExecutor()
-    check_ray_address(address)
-    return runner.RayExecutor(address=address, workers=workers, plugins=plugins)
-
 
 def default_workers(local: bool, workers: int | None) -> int:
     """Cells at once: ``--workers``, else 1 in-process, else the physical cores."""
     return workers or (1 if local else env.physical_cores())
 
 
-def harness_line(outcome: runner.SweepOutcome) -> str:
+def harness_line(outcome: SweepOutcome) -> str:
     """Throughput and the harness's own time per cell, for the run's last lines."""
     per = outcome.overhead_s_per_cell()
     rate = outcome.cells / outcome.wall_s if outcome.wall_s else 0.0
@@ -260,7 +242,7 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
         runner.resume_plan(dataset, spec, resume, expansion.cells)  # bad input before Ray
     for d in expansion.dropped:
         console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
-    executor = make_executor(address, local, workers, spec.plugins)
+    executor = api.make_executor(address, local, workers, spec.plugins)
     started: list[str] = []
     try:
         with sigterm_as_interrupt(), progress_reporter(console) as (on_start, on_result):
@@ -283,7 +265,7 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     for line in outcome.profile_errors:
         console.print(f"not profiled: {line}", markup=False, highlight=False)
     if dashboard:
-        from dashboards.render import write_site
+        from gradsweep.dashboards.render import write_site
 
         index = write_site(dataset, [outcome.sweep_id], dashboard)
         console.print(f"dashboard: {index}", markup=False, highlight=False)

@@ -1,7 +1,7 @@
 """The paired A/B gate behind ``gradsweep ci``: two revisions, one core, turns of A B B A.
 
 ``ci_command`` checks the base revision out into a temporary git worktree and
-starts two worker processes (``bench/abworker.py``): base with the worktree
+starts two worker processes (``gate/side.py``): base with the worktree
 first on its import path, candidate with the working tree. Both are pinned to
 the same core(s) and take turns one sample at a time in A B B A order (the
 driver sends one request and waits for its answer before the next), so drift
@@ -12,8 +12,8 @@ larger loop count is used by both, both warm up, then the paired samples. Both
 sweeps are stored with roles ``base``/``candidate`` and one ``ci_run``, and
 ``regress`` compares them paired.
 
-Which code runs where (see ``bench/abworker.py``): the harness ``bench`` is
-the one running this driver (the candidate's) on both sides; ``impls`` and the
+Which code runs where (see ``gate/side.py``): the harness ``gradsweep`` is
+the one running this driver (the candidate's) on both sides; ``gradsweep.impls`` and the
 spec's plugins come from each side's tree. Entries of PYTHONPATH inside the
 repository are mapped to the same place in the base worktree, so a plugin kept
 in the repository (``tests/plugins``) is the base revision's on the base side.
@@ -40,16 +40,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import regress, runner, store
-from bench.errors import BadInput
-from bench.measure import MALLOC_ENV
-from bench.spec import Cell, MeasureSettings, SweepSpec, expand, load_spec
-from bench.worker import CellResult, skeleton
+from gradsweep import runner, store
+from gradsweep.defaults import CI_SPEC
+from gradsweep.errors import BadInput
+from gradsweep.measure import MALLOC_ENV
+from gradsweep.records import (
+    FAILED,
+    Cell,
+    CellResult,
+    MeasureSettings,
+    SweepSpec,
+    new_sweep_id,
+    skeleton,
+)
+from gradsweep.spec import expand
+from gradsweep.worker import stamped
 
 ROLES = ("base", "candidate")
 #: The order of turns within one round: A B B A (index 0 is base, 1 candidate).
 ABBA = (0, 1, 1, 0)
-DEFAULT_SPEC = "jobs/ci.toml"
+DEFAULT_SPEC = CI_SPEC
 #: What the gate's samples measure. ``cpu``: the worker's CPU time (process_time_ns), which
 #: leaves out the time it was descheduled for other processes, the dominant noise on a
 #: shared machine; ``wall``: perf_counter_ns, as sweeps measure. Pairing cancels drift either
@@ -59,7 +69,7 @@ NS_PER_S = 1_000_000_000
 GIT_TIMEOUT_S = 120.0
 #: Seconds a worker may take to start (imports numpy, scipy, the registry).
 START_TIMEOUT_S = 120.0
-WORKER = Path(__file__).with_name("abworker.py")
+WORKER = Path(__file__).with_name("side.py")
 
 
 def abba_order(samples: int) -> tuple[int, ...]:
@@ -199,8 +209,6 @@ class Worker:
 
 def _not_timed(cell: Cell, failed: dict[str, SideFailed], role: str, tree: str) -> CellResult:
     """The row of one side of a cell that was not timed because a side failed."""
-    from bench.abworker import with_environment
-
     if role in failed:
         f = failed[role]
         result = skeleton(cell, f.status, f.error, max_rel_err=f.max_rel_err)
@@ -208,7 +216,7 @@ def _not_timed(cell: Cell, failed: dict[str, SideFailed], role: str, tree: str) 
         other = next(iter(failed))
         result = skeleton(cell, "skipped", f"not timed: the {other} side is "
                           f"{failed[other].status}: {failed[other].error}")
-    return with_environment(result, tree)
+    return stamped(result, tree=tree)
 
 
 def _timed(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings,
@@ -253,28 +261,14 @@ class AbOutcome:
 
     def failed(self, role: str) -> int:
         """Cells of ``role`` whose status counts as a failure."""
-        return sum(self.counts[role].get(s, 0) for s in runner.FAILED)
-
-
-def sweep_event(dataset: store.Dataset, spec: SweepSpec, sweep_id: str, status: str,
-                role: str, ci_run: str, tree: str, total: int) -> None:
-    """A ``sweeps`` row like runner.sweep_event, with ``tree``'s git state (base's revision)."""
-    from bench import env
-
-    machine = env.collect(tree)
-    store.write(dataset, "sweeps", sweep_id, [{
-        "name": spec.name, "event": "started" if status == "running" else status,
-        "status": status, "at": datetime.now(UTC), "role": role, "ci_run": ci_run,
-        "spec": spec.text, "spec_hash": spec.spec_hash, "spec_path": spec.path,
-        "cells_total": total, "git_commit": machine.git_commit, "git_dirty": machine.git_dirty,
-        "host": machine.host}])
+        return sum(self.counts[role].get(s, 0) for s in FAILED)
 
 
 def new_ids() -> tuple[str, str, str]:
     """(ci_run, base sweep, candidate sweep), all distinct."""
     ids: list[str] = []
     while len(ids) < 3:
-        candidate = runner.new_sweep_id()
+        candidate = new_sweep_id()
         if candidate not in ids:
             ids.append(candidate)
     return f"ci-{ids[0]}", ids[1], ids[2]
@@ -282,9 +276,9 @@ def new_ids() -> tuple[str, str, str]:
 
 def start_workers(trees: dict[str, str], repo: str, threads: int) -> tuple[Worker, Worker]:
     """Both sides' processes, pinned to the same cores."""
-    import bench
+    import gradsweep
 
-    harness = str(Path(bench.__file__).resolve().parent.parent)
+    harness = str(Path(gradsweep.__file__).resolve().parent)
     entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     cores = pin_cores(threads)
     workers = []
@@ -323,7 +317,8 @@ def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo:
     ci_run, base_id, cand_id = new_ids()
     ids = {"base": base_id, "candidate": cand_id}
     for role in ROLES:
-        sweep_event(dataset, spec, ids[role], "running", role, ci_run, trees[role], len(cells))
+        runner.write_event(dataset, ids[role], runner.sweep_event(
+            spec, "started", "running", len(cells), role, ci_run, tree=trees[role]))
     on_start(ci_run, base_id, cand_id)
     writers = {role: runner.BatchWriter(dataset, ids[role]) for role in ROLES}
     counts: dict[str, dict[str, int]] = {role: {} for role in ROLES}
@@ -345,7 +340,8 @@ def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo:
             w.close()
         for role in ROLES:
             writers[role].flush()
-            sweep_event(dataset, spec, ids[role], status, role, ci_run, trees[role], len(cells))
+            runner.write_event(dataset, ids[role], runner.sweep_event(
+                spec, status, status, len(cells), role, ci_run, tree=trees[role]))
     return AbOutcome(ci_run, base_id, cand_id, counts)
 
 
@@ -400,53 +396,3 @@ def repository_root(where: str = ".") -> str:
 # --------------------------------------------------------------------------- command
 
 
-def _progress(console, total: int):
-    state = {"done": 0}
-
-    def on_pair(base: CellResult, cand: CellResult) -> None:
-        state["done"] += 1
-        if base.status == cand.status == "ok":
-            what = (f"base {base.median_ns / 1e6:.3g} ms, candidate "
-                    f"{cand.median_ns / 1e6:.3g} ms")
-        else:
-            what = f"base {base.status}, candidate {cand.status}"
-        console.print(f"[{state['done']}/{total}] {cand.variant} {cand.shape} {cand.dtype}: "
-                      f"{what}", markup=False, highlight=False)
-    return on_pair
-
-
-def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = None,
-               alpha: float = regress.ALPHA, threshold: float = regress.THRESHOLD,
-               markdown: str | None = None, junit: str | None = None, clock: str = "cpu",
-               console) -> int:
-    """Everything ``gradsweep ci`` does; returns the exit code.
-
-    1 when a cell regressed or a candidate cell failed (incorrect, error,
-    crashed, timeout); 0 otherwise; BadInput (exit 2) for a bad revision or spec.
-    """
-    regress.check_settings(alpha, threshold)
-    if clock not in CLOCKS:
-        raise BadInput(f"unknown clock {clock!r} (expected one of {', '.join(CLOCKS)})",
-                       key="--clock")
-    repo = repository_root()
-    commit = resolve_revision(repo, base)
-    sweep_spec = load_spec(spec)
-    dataset = store.resolve(results)
-    total = len(expand(sweep_spec).cells)
-
-    def on_start(run: str, base_id: str, cand_id: str) -> None:
-        console.print(f"ci run {run}: base {base_id} ({base} = {commit[:12]}), candidate "
-                      f"{cand_id} (working tree {repo}); {total} cells", markup=False,
-                      highlight=False)
-
-    with base_worktree(repo, commit) as tree:
-        outcome = run_ab(sweep_spec, dataset, {"base": tree, "candidate": repo}, repo,
-                         on_start=on_start, on_pair=_progress(console, total), clock=clock)
-    comparison = regress.compare_sweeps(dataset, outcome.base_sweep, dataset,
-                                        outcome.candidate_sweep, alpha, threshold)
-    regress.print_comparison(console, comparison)
-    regress.write_reports(comparison, markdown, junit)
-    if outcome.failed("candidate"):
-        console.print(f"{outcome.failed('candidate')} candidate cell(s) failed",
-                      markup=False, highlight=False)
-    return max(comparison.exit_code, 1 if outcome.failed("candidate") else 0)

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import regress, store
+from gradsweep import regress, store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GIT = ["git", "-c", "user.name=gate-bench", "-c", "user.email=gate@bench",
        "-c", "commit.gpgsign=false"]
 PLUGIN = Path("tests/plugins/gs_slow.py")
@@ -93,7 +93,7 @@ def run_gate(repo: Path, spec: str, results: Path, clock: str) -> None:
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo),
                                                             str(repo / "tests/plugins")])}
     environ.pop(regress.STEP_SUMMARY_ENV, None)
-    done = subprocess.run([sys.executable, "-m", "bench", "ci", "--base", "HEAD", "--spec",
+    done = subprocess.run([sys.executable, "-m", "gradsweep", "ci", "--base", "HEAD", "--spec",
                            spec, "--results", str(results), "--clock", clock], cwd=repo,
                           env=environ,
                           capture_output=True, text=True)

@@ -1,19 +1,23 @@
 """One side of the paired A/B gate: a worker process that times a cell on command.
 
-``bench.ab`` starts two of these (base and candidate), pinned to the same
-core, and drives them over a pipe one sample at a time, so they never run at
-once. The file is run by path from the *candidate's* harness, as
+``gradsweep.gate.pairs`` starts two of these (base and candidate), pinned to the
+same core, and drives them over a pipe one sample at a time, so they never run
+at once. The file is run by path from the *candidate's* harness, as
 
-    python -c "import runpy; runpy.run_path('<harness>/bench/abworker.py',
+    python -c "import runpy; runpy.run_path('<harness>/gate/side.py',
                run_name='__main__')" TREE HARNESS CORES
 
-Which code each side runs: the ``bench`` package (the harness: case building,
-verification, the clock, summaries) is the candidate's on both sides, so the
-two sides are measured by identical code; ``impls`` and the spec's plugins are
-imported from TREE (the base revision's worktree, or the working tree), which
-is first on ``sys.path`` (and is the cwd, and first on PYTHONPATH). The base
-revision need not contain this module. This file imports nothing from
-``bench`` at module level, so the path is arranged before any import.
+Which code each side runs: the ``gradsweep`` package (the harness: case
+building, verification, the clock, summaries) is loaded from HARNESS (the
+directory of the driver's own ``gradsweep``) on both sides, so the two sides
+are measured by identical code; ``gradsweep.impls`` and the spec's plugins come
+from TREE (the base revision's worktree, or the working tree), which is first on
+``sys.path`` (and is the cwd, and first on PYTHONPATH). TREE's ``impls`` folder
+is imported as ``impls`` and ``gradsweep.impls`` is an alias of it, so a
+revision from before the ``gradsweep`` import name (whose kernels import
+``impls.base``) and a newer one (``gradsweep.impls.base``) both load one copy of
+their own kernels. This file imports nothing from ``gradsweep`` at module level,
+so the path is arranged before any import.
 
 Protocol (``multiprocessing.connection`` frames on stdin and a duplicate of
 stdout; the process's own stdout goes to stderr so prints cannot corrupt it):
@@ -24,18 +28,48 @@ requests are tuples ``(op, *args)`` (ops ``hello``, ``prepare``, ``calibrate``,
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 
+#: The kernels' package inside the harness, served from the side's tree.
+IMPLS = "gradsweep.impls"
+
+
+class ImplsAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves ``gradsweep.impls[.X]`` as the module ``impls[.X]`` (the tree's)."""
+
+    def find_spec(self, fullname, path, target=None):
+        """A spec for names under :data:`IMPLS`, else None (other finders answer)."""
+        if fullname == IMPLS or fullname.startswith(IMPLS + "."):
+            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        """The tree's module of the same relative name."""
+        return importlib.import_module("impls" + spec.name[len(IMPLS):])
+
+    def exec_module(self, module) -> None:
+        """Nothing: the aliased module is already executed."""
+
+
+def _load_package(name: str, directory: str) -> None:
+    """Import ``directory`` as the package ``name`` (its submodules from there too)."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
 
 def arrange_path(tree: str, harness: str) -> None:
-    """Bind ``bench`` to ``harness``, then put ``tree`` first for everything else."""
+    """Bind ``gradsweep`` to ``harness``, ``impls`` and plugins to ``tree``."""
     sys.path[:] = [p for p in sys.path if p not in ("", tree, harness)]
-    sys.path.insert(0, harness)
-    import bench  # noqa: F401  (the package object now points at the harness)
-
-    sys.path.remove(harness)
     sys.path.insert(0, tree)
+    sys.meta_path.insert(0, ImplsAlias())
+    _load_package("gradsweep", harness)
 
 
 def _connections():
@@ -71,7 +105,7 @@ class Side:
 
     def handle(self, op: str, args: list):
         """Run one request; a failing cell is a ``fail`` reply, never a dead worker."""
-        from impls.base import SkipCell
+        from gradsweep.impls.base import SkipCell
 
         try:
             return "ok", getattr(self, f"op_{op}")(*args)
@@ -82,16 +116,17 @@ class Side:
         except MemoryError as exc:
             return "fail", "error", f"MemoryError: {exc or 'out of memory'}", None
         except Exception as exc:  # the cell's failure, reported to the driver
-            from bench.worker import _error_text
+            from gradsweep.worker import error_text
 
-            return "fail", "error", _error_text(exc), None
+            return "fail", "error", error_text(exc), None
 
     def op_hello(self) -> dict:
         """Where this side's code comes from, for the driver to check and record."""
-        import bench
-        import impls
+        import gradsweep
+        import gradsweep.impls
 
-        return {"bench": bench.__file__, "impls": impls.__file__, "pid": os.getpid(),
+        return {"gradsweep": gradsweep.__file__, "impls": gradsweep.impls.__file__,
+                "pid": os.getpid(),
                 "cores": sorted(os.sched_getaffinity(0))}
 
     def op_prepare(self, cell, plugins: tuple[str, ...], clock: str = "wall") -> float:
@@ -101,11 +136,9 @@ class Side:
         sweeps' clock) or ``cpu`` (``time.process_time_ns``: CPU time of this process,
         which does not count the time it was descheduled for another process).
         """
-        import math
         import time
 
-        from bench import measure, worker
-        from impls.gradcheck import TOLERANCE
+        from gradsweep import measure, worker
 
         self.limits.close()
         self.cell, self.prepared, self.samples = cell, None, []
@@ -113,16 +146,15 @@ class Side:
         self.clock = time.process_time_ns if clock == "cpu" else time.perf_counter_ns
         self.limits.enter_context(measure.set_threads(cell.threads))
         prepared, err = worker.prepare(cell, plugins)
-        tolerance = TOLERANCE[cell.dtype]
-        if not math.isfinite(err) or err > tolerance:
-            raise Incorrect(f"max_rel_err {err:.3g} exceeds the {cell.dtype} tolerance "
-                            f"{tolerance:g}", err)
+        wrong = worker.correctness_error(err, cell.dtype)
+        if wrong:
+            raise Incorrect(wrong, err)
         self.prepared, self.err = prepared, err
         return err
 
     def op_calibrate(self, min_time_ns: float) -> int:
         """First call timed alone, then loops by doubling (measure.calibrate_loops)."""
-        from bench import measure
+        from gradsweep import measure
 
         with measure.gc_paused():
             self.first_ns = measure.run_sample(self.prepared.call, 1, self.clock)
@@ -130,7 +162,7 @@ class Side:
 
     def op_warmup(self, loops: int, max_warmups: int) -> int:
         """Warmup samples until settled (measure.warm_up)."""
-        from bench import measure
+        from gradsweep import measure
 
         with measure.gc_paused():
             self.warmups, self.settled = measure.warm_up(self.prepared.call, loops, max_warmups,
@@ -140,7 +172,7 @@ class Side:
     def op_sample(self, loops: int) -> float:
         """One untimed call (warms this side's caches after the other side ran), then one
         timed sample of ``loops`` calls; returns and keeps ns per call."""
-        from bench import measure
+        from gradsweep import measure
 
         with measure.gc_paused():
             self.prepared.call()
@@ -150,28 +182,17 @@ class Side:
 
     def op_finish(self, loops: int, memory: bool, extra: dict):
         """The cell's CellResult: summary, warnings, memory pass, environment."""
-        from bench import env, measure, worker
+        from gradsweep import env, measure, worker
 
         timing = measure.summarise(self.samples, loops=loops, warmups=self.warmups,
                                    first_ns=self.first_ns, warmup_settled=self.settled)
-        machine = env.collect(self.tree)
-        load = env.load_avg()
-        warnings = measure.timing_warnings(timing, load_avg=load, cores=machine.cores)
-        if self.clock_name == "cpu":
-            warnings += (CPU_CLOCK_WARNING,)
         mem = measure.memory_pass(self.prepared.call) if memory else None
-        flops = self.prepared.flops
-        result = worker.skeleton(
-            self.cell, "ok", max_rel_err=self.err, samples_ns=timing.samples_ns, loops=loops,
-            warmups=timing.warmups, first_ns=timing.first_ns, median_ns=timing.median_ns,
-            mad_ns=timing.mad_ns, ci_low_ns=timing.ci_low_ns, ci_high_ns=timing.ci_high_ns,
-            warnings=warnings, load_avg=load, flops=flops,
-            gflops=flops / timing.median_ns if timing.median_ns else None,
-            peak_bytes=mem.peak_bytes if mem else None,
-            retained_bytes=mem.retained_bytes if mem else None,
-            alloc_count=mem.alloc_count if mem else None, **extra)
+        result = worker.ok_result(
+            self.cell, self.err, timing, flops=self.prepared.flops, memory=mem,
+            load=env.load_avg(), warnings=(CPU_CLOCK_WARNING,) if self.clock_name == "cpu" else (),
+            **extra)
         self.limits.close()
-        return with_environment(result, self.tree)
+        return worker.stamped(result, tree=self.tree)
 
 
 #: Recorded with every cell timed by CPU time (the cells table has no clock column).
@@ -185,20 +206,6 @@ class Incorrect(Exception):
     def __init__(self, message: str, err: float):
         super().__init__(message)
         self.err = err
-
-
-def with_environment(result, tree: str):
-    """``result`` with the machine and ``tree``'s git state filled in."""
-    from dataclasses import replace
-
-    from bench import env
-
-    machine = env.collect(tree)
-    return replace(result, node=machine.host, host=machine.host, cpu=machine.cpu,
-                   cores=machine.cores, blas=machine.blas, numpy_version=machine.numpy_version,
-                   python_version=machine.python_version,
-                   openblas_coretype=machine.openblas_coretype, git_commit=machine.git_commit,
-                   git_dirty=machine.git_dirty)
 
 
 def main(argv: list[str]) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import PLUGINS
 
-from bench import ab, regress, store
-from bench.cli import main
-from bench.spec import parse
+from gradsweep import regress, store
+from gradsweep.cli.app import main
+from gradsweep.gate import pairs as ab
+from gradsweep.spec import parse
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = """
 name = "ab-tiny"
@@ -74,7 +75,7 @@ def test_run_ab_pairs_samples_and_stores_both_roles(tmp_path, monkeypatch):
 
 
 def test_worker_imports_impls_from_its_tree_and_harness_from_ours(tmp_path):
-    w = ab.Worker("base", str(ROOT), str(ROOT), ab.pin_cores(1), [])
+    w = ab.Worker("base", str(ROOT), str(ROOT / "bench"), ab.pin_cores(1), [])
     w.start()
     try:
         assert w.info["impls"].startswith(str(ROOT))
@@ -145,7 +146,7 @@ def run_ci(repo: Path, *args: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests' / 'plugins'}",
                "RAY_USAGE_STATS_ENABLED": "0"}
     environ.pop("GITHUB_STEP_SUMMARY", None)
-    return subprocess.run([sys.executable, "-m", "bench", "ci", *args], cwd=repo, env=environ,
+    return subprocess.run([sys.executable, "-m", "gradsweep", "ci", *args], cwd=repo, env=environ,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -179,3 +180,48 @@ def test_ci_flags_a_two_fold_slowdown_in_the_working_tree(project):
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True,
                                text=True).stdout
     assert len(worktrees.strip().splitlines()) == 1  # the temporary worktree is gone
+
+
+def _pre_gradsweep_revision() -> str | None:
+    """The last commit whose kernels import ``impls.base`` (before the ``gradsweep`` name)."""
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-list", "-1", "HEAD", "--",
+                           "bench/abworker.py"], capture_output=True, text=True)
+    rev = done.stdout.strip()
+    if done.returncode or not rev:
+        return None
+    parent = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", rev + "^"],
+                            capture_output=True, text=True)
+    return parent.stdout.strip() or None
+
+
+@pytest.mark.slow
+def test_a_base_revision_from_before_the_gradsweep_name_is_measured(tmp_path):
+    """``ci --base REV`` with REV's kernels importing ``impls.base``: both sides time a cell."""
+    rev = _pre_gradsweep_revision()
+    if rev is None:
+        pytest.skip("the repository's history does not reach the old layout")
+    old = tmp_path / "old"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(old), rev],
+                   check=True)
+    try:
+        assert "from impls.base import" in (old / "impls" / "rnn.py").read_text()
+        harness = str(Path(ab.__file__).resolve().parents[1])
+        cores = ab.pin_cores(1)
+        workers = (ab.Worker("base", str(old), harness, cores, []),
+                   ab.Worker("candidate", str(ROOT), harness, cores, []))
+        for w in workers:
+            w.start()
+        try:
+            assert workers[0].info["impls"].startswith(str(old))
+            cell = parse(TINY.replace('"plugin", "wrong"', '"prealloc"').replace(
+                'plugins = ["gs_extra"]', ""), "t.toml")
+            from gradsweep.spec import expand
+
+            (only,) = expand(cell).cells
+            base, cand = ab.run_pair(only, workers, cell.measure, ())
+        finally:
+            for w in workers:
+                w.close()
+        assert base.status == cand.status == "ok" and len(base.samples_ns) == 6
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)])

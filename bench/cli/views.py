@@ -1,17 +1,19 @@
-"""Terminal tables (rich) for the CLI: kernels, verification, cells, rankings."""
+"""Terminal tables (rich) for the CLI: kernels, verification, cells, rankings, jobs, history."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from impls.registry import Registry
+from gradsweep.impls.registry import Registry
+from gradsweep.units import NS_PER_MS
 
-NS_PER_MS = 1e6
 BYTES_PER_MIB = 2**20
 
 
@@ -124,7 +126,7 @@ def print_report(console: Console, report) -> None:
     """A ``bench.report.Report``: per kernel and dtype the shapes' rankings (up to a
     share of :data:`REPORT_MAX_ROWS`) and the overall ranking, then the cells not
     ranked and any notes."""
-    from bench import report as rp
+    from gradsweep import report as rp
 
     console.print(f"[bold]gradsweep report[/]: {escape(rp.title(report))}")
     overall = rp.overall_by(report)
@@ -239,3 +241,67 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
     console.print("MB/call: allocated per backward call (scalene samples allocations); time in "
                   "a native call can be charged to the next Python line (a callee's def).",
                   markup=False, highlight=False)
+
+
+def _when(ms: int | None) -> str:
+    return "" if not ms else f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def jobs_table(jobs: list):
+    """A rich table of jobs: id, status, sweep name, start, end, message."""
+    from rich.table import Table
+
+    table = Table(title="Ray jobs")
+    for col in ("job", "status", "name", "started", "ended", "message"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        meta = j.metadata or {}
+        table.add_row(j.submission_id or j.job_id or "", str(j.status),
+                      meta.get("gradsweep_name", ""), _when(j.start_time), _when(j.end_time),
+                      (j.message or "").splitlines()[0] if j.message else "")
+    return table
+
+
+def status_lines(job) -> list[str]:
+    """``gradsweep status``: the job's status, message, entrypoint and results."""
+    meta = job.metadata or {}
+    lines = [f"{job.submission_id}: {job.status}", f"entrypoint: {job.entrypoint}"]
+    if meta.get("gradsweep_results"):
+        lines.append(f"results: {meta['gradsweep_results']}")
+    if job.message:  # a failed job's message carries its log tail: see ``logs``
+        lines.append(f"message: {job.message.strip().splitlines()[0]}")
+    if job.driver_exit_code is not None:
+        lines.append(f"exit code: {job.driver_exit_code}")
+    return lines
+
+
+def print_history(console, history: pd.DataFrame, steps: Sequence) -> None:
+    """The sweeps of one cell with their medians, then the detected steps."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    first = history.iloc[0]
+    table = Table(title=f"{first['variant']} {first['shape']} {first['dtype']}")
+    for col in ("sweep", "started", "name", "role", "commit", "status", "median ms",
+                "95% CI ms", "step"):
+        table.add_column(col, overflow="fold")
+    at = {s.index: s for s in steps}
+    for i, r in history.iterrows():
+        step = f"{at[i].ratio:.2f}x" if i in at else ""
+        ci = (f"{r.ci_low_ns / 1e6:.3g}–{r.ci_high_ns / 1e6:.3g}"
+              if pd.notna(r.ci_low_ns) else "")
+        table.add_row(r.sweep_id, f"{r.started_at:%Y-%m-%d %H:%M}" if pd.notna(r.started_at)
+                      else "", escape(str(r["name"])), str(r.role or ""),
+                      str(r.git_commit or "")[:10], r.status,
+                      f"{r.median_ns / 1e6:.3g}" if pd.notna(r.median_ns) else "", ci,
+                      f"[bold]{step}[/]" if step else "")
+    console.print(table)
+    for s in steps:
+        before = history.loc[:s.index - 1]
+        prev = before[before["status"] == "ok"].iloc[-1]["sweep_id"] if len(before) else "?"
+        console.print(f"step at {history.loc[s.index, 'sweep_id']} (after {prev}): "
+                      f"{s.before / 1e6:.3g} ms -> {s.after / 1e6:.3g} ms, {s.ratio:.2f}x",
+                      markup=False, highlight=False)
+    if not steps:
+        console.print(f"no step in {int((history['status'] == 'ok').sum())} ok sweep(s)",
+                      markup=False, highlight=False)

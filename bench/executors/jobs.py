@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import runner, store
-from bench.errors import BadInput
-from bench.spec import load_spec
+from gradsweep import store
+from gradsweep.errors import BadInput
+from gradsweep.executors.auth import auth_token
+from gradsweep.executors.onray import shipped_modules
+from gradsweep.spec import load_spec
 
 #: Environment variables naming the dashboard, in Ray's own order (``ray job``).
 ADDRESS_ENVS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -70,7 +72,7 @@ def dashboard_url(address: str | None) -> str:
 
 def auth_headers() -> dict[str, str]:
     """``Authorization: Bearer <token>`` when Ray's token is found, else nothing."""
-    token = runner.auth_token()
+    token = auth_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -91,10 +93,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def project_root() -> Path:
-    """The tree this ``bench`` was imported from; BadInput when it is not a project tree."""
-    import bench
+    """The checkout this ``gradsweep`` was imported from; BadInput when it is not one."""
+    import gradsweep
 
-    root = Path(bench.__file__).resolve().parent.parent
+    root = Path(gradsweep.__file__).resolve().parent.parent
     if not all((root / m).exists() for m in PROJECT_MARKERS):
         raise BadInput(f"{root} is not a gradsweep project tree (pyproject.toml, bench/, "
                        "impls/); submit from a checkout")
@@ -136,21 +138,20 @@ def plan(spec_path: str, results: str | None, workers: int | None = None) -> Job
     root = project_root()
     rel = _spec_in_tree(spec_path, root)
     target, _ = results_target(results)
-    args = ["-m", "bench", "run", rel, "--results", target]
+    args = ["-m", "gradsweep", "run", rel, "--results", target]
     args += ["--workers", str(workers)] if workers else []
     env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     runtime_env: dict[str, Any] = {"working_dir": str(root),
                                    "excludes": list(WORKING_DIR_EXCLUDES), "env_vars": env_vars}
-    plugins = [p for p in runner.shipped_modules(spec.plugins) if not _inside(p, root)]
-    if plugins:
-        runtime_env["py_modules"] = plugins
+    runtime_env["py_modules"] = [p for p in shipped_modules(spec.plugins)
+                                 if not _inside(p, root)]
     return JobPlan(new_job_id(), " ".join([PYTHON, *map(shlex.quote, args)]), runtime_env,
                    target, {"gradsweep_spec": rel, "gradsweep_name": spec.name,
                             "gradsweep_results": target})
 
 
 def _inside(path: str, root: Path) -> bool:
-    """Whether ``path`` is importable from the shipped tree's top (bench, impls)."""
+    """Whether ``path`` is importable from the shipped tree's top (the job's working_dir)."""
     return Path(path).resolve().parent == root
 
 
@@ -241,33 +242,3 @@ def wait(address: str | None, job_id: str, timeout_s: float) -> str:
         time.sleep(POLL_S)
 
 
-def _when(ms: int | None) -> str:
-    return "" if not ms else f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
-
-
-def jobs_table(jobs: list):
-    """A rich table of jobs: id, status, sweep name, start, end, message."""
-    from rich.table import Table
-
-    table = Table(title="Ray jobs")
-    for col in ("job", "status", "name", "started", "ended", "message"):
-        table.add_column(col, overflow="fold")
-    for j in jobs:
-        meta = j.metadata or {}
-        table.add_row(j.submission_id or j.job_id or "", str(j.status),
-                      meta.get("gradsweep_name", ""), _when(j.start_time), _when(j.end_time),
-                      (j.message or "").splitlines()[0] if j.message else "")
-    return table
-
-
-def status_lines(job) -> list[str]:
-    """``gradsweep status``: the job's status, message, entrypoint and results."""
-    meta = job.metadata or {}
-    lines = [f"{job.submission_id}: {job.status}", f"entrypoint: {job.entrypoint}"]
-    if meta.get("gradsweep_results"):
-        lines.append(f"results: {meta['gradsweep_results']}")
-    if job.message:  # a failed job's message carries its log tail: see ``logs``
-        lines.append(f"message: {job.message.strip().splitlines()[0]}")
-    if job.driver_exit_code is not None:
-        lines.append(f"exit code: {job.driver_exit_code}")
-    return lines

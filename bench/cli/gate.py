@@ -1,0 +1,121 @@
+"""``gradsweep ci`` and ``gradsweep compare``: run the gate or compare two sweeps, print."""
+
+from __future__ import annotations
+
+from gradsweep import regress, store
+from gradsweep.cli.views import fmt_ms as _ms
+from gradsweep.errors import BadInput
+from gradsweep.gate.pairs import (
+    CLOCKS,
+    DEFAULT_SPEC,
+    base_worktree,
+    repository_root,
+    resolve_revision,
+    run_ab,
+)
+from gradsweep.records import CellResult
+from gradsweep.regress import (
+    ALPHA,
+    IMPROVEMENT,
+    REGRESSION,
+    THRESHOLD,
+    UNCHANGED,
+    Comparison,
+    compare_sweeps,
+    fmt_p,
+    fmt_ratio,
+    ordered,
+    summary_line,
+)
+from gradsweep.spec import expand, load_spec
+
+STYLE = {REGRESSION: "bold red", IMPROVEMENT: "green", UNCHANGED: ""}
+
+
+def print_comparison(console, c: Comparison) -> None:
+    """A rich table of the compared cells, the cells not compared, and the summary."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for w in c.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    table = Table(title=f"{c.base_sweep} (base) vs {c.candidate_sweep} (candidate)")
+    for col in ("verdict", "variant", "shape", "dtype", "base ms", "cand. ms",
+                "ratio [95% CI]", "p"):
+        table.add_column(col, overflow="fold")
+    for x in ordered(c):
+        style = STYLE[x.verdict]
+        verdict = f"[{style}]{x.verdict}[/]" if style else x.verdict
+        table.add_row(verdict, escape(x.variant), x.shape, x.dtype, _ms(x.base_median_ns),
+                      _ms(x.candidate_median_ns), fmt_ratio(x), fmt_p(x.p_value))
+    console.print(table)
+    for u in c.uncompared:
+        console.print(f"not compared: {u.variant} {u.shape} {u.dtype}: base {u.base_status}, "
+                      f"candidate {u.candidate_status} ({u.reason})", markup=False,
+                      highlight=False)
+    console.print(summary_line(c), markup=False, highlight=False)
+
+
+def compare_command(base: str, candidate: str, *, results: str | None = None,
+                    candidate_results: str | None = None, alpha: float = ALPHA,
+                    threshold: float = THRESHOLD, markdown: str | None = None,
+                    junit: str | None = None, console) -> int:
+    """Everything ``gradsweep compare`` does; returns the exit code (1 on a regression)."""
+    base_ds = store.resolve(results)
+    candidate_ds = store.resolve(candidate_results) if candidate_results else base_ds
+    comparison = compare_sweeps(base_ds, base, candidate_ds, candidate, alpha, threshold)
+    print_comparison(console, comparison)
+    regress.write_reports(comparison, markdown, junit)
+    return comparison.exit_code
+
+
+def _progress(console, total: int):
+    state = {"done": 0}
+
+    def on_pair(base: CellResult, cand: CellResult) -> None:
+        state["done"] += 1
+        if base.status == cand.status == "ok":
+            what = (f"base {base.median_ns / 1e6:.3g} ms, candidate "
+                    f"{cand.median_ns / 1e6:.3g} ms")
+        else:
+            what = f"base {base.status}, candidate {cand.status}"
+        console.print(f"[{state['done']}/{total}] {cand.variant} {cand.shape} {cand.dtype}: "
+                      f"{what}", markup=False, highlight=False)
+    return on_pair
+
+
+def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = None,
+               alpha: float = regress.ALPHA, threshold: float = regress.THRESHOLD,
+               markdown: str | None = None, junit: str | None = None, clock: str = "cpu",
+               console) -> int:
+    """Everything ``gradsweep ci`` does; returns the exit code.
+
+    1 when a cell regressed or a candidate cell failed (incorrect, error,
+    crashed, timeout); 0 otherwise; BadInput (exit 2) for a bad revision or spec.
+    """
+    regress.check_settings(alpha, threshold)
+    if clock not in CLOCKS:
+        raise BadInput(f"unknown clock {clock!r} (expected one of {', '.join(CLOCKS)})",
+                       key="--clock")
+    repo = repository_root()
+    commit = resolve_revision(repo, base)
+    sweep_spec = load_spec(spec)
+    dataset = store.resolve(results)
+    total = len(expand(sweep_spec).cells)
+
+    def on_start(run: str, base_id: str, cand_id: str) -> None:
+        console.print(f"ci run {run}: base {base_id} ({base} = {commit[:12]}), candidate "
+                      f"{cand_id} (working tree {repo}); {total} cells", markup=False,
+                      highlight=False)
+
+    with base_worktree(repo, commit) as tree:
+        outcome = run_ab(sweep_spec, dataset, {"base": tree, "candidate": repo}, repo,
+                         on_start=on_start, on_pair=_progress(console, total), clock=clock)
+    comparison = regress.compare_sweeps(dataset, outcome.base_sweep, dataset,
+                                        outcome.candidate_sweep, alpha, threshold)
+    print_comparison(console, comparison)
+    regress.write_reports(comparison, markdown, junit)
+    if outcome.failed("candidate"):
+        console.print(f"{outcome.failed('candidate')} candidate cell(s) failed",
+                      markup=False, highlight=False)
+    return max(comparison.exit_code, 1 if outcome.failed("candidate") else 0)
