@@ -10,8 +10,6 @@ function is pure.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,72 +27,32 @@ RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_h
 OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
 #: The peer speed-ups are measured against (``KERNEL/peer=torch``).
 PEER = "torch"
-#: The normal approximation of the U test decides alone when its p-value is
-#: this factor away from alpha; in between, scipy's test (exact for small
-#: samples) decides. scipy costs ~2 ms a call, the approximation ~20 us.
-APPROX_MARGIN = 10.0
-
-
-def _mwu_normal_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Mann-Whitney p from the normal approximation (tie and continuity corrected).
-
-    The same approximation scipy uses for large or tied samples.
-    """
-    n1, n2 = a.size, b.size
-    n = n1 + n2
-    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True,
-                                   return_counts=True)
-    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0
-    u1 = mid_ranks[inverse[:n1]].sum() - n1 * (n1 + 1) / 2.0
-    ties = float(np.sum(counts.astype(float) ** 3 - counts))
-    variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0
-    z = max(abs(u1 - n1 * n2 / 2.0) - 0.5, 0.0) / math.sqrt(variance)
-    return math.erfc(z / math.sqrt(2.0))
-
-
-def _median(x: np.ndarray) -> float:
-    """Median of a small sample; plain Python beats ``np.median``'s overhead here."""
-    return statistics.median(x.tolist())
-
-
-def differs(a: np.ndarray, b: np.ndarray, *, alpha: float = stats.ALPHA,
-            min_effect: float = stats.MIN_EFFECT) -> bool:
-    """:func:`bench.stats.differs`, fast: scipy runs only near the decision boundary.
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray, shape (n,) and (m,)
-        Positive samples.
-    alpha, min_effect : float
-
-    Returns
-    -------
-    bool
-        The same answer as :func:`bench.stats.differs`.
-    """
-    if abs(_median(a) / _median(b) - 1.0) < min_effect:
-        return False
-    p = _mwu_normal_p(np.asarray(a, float), np.asarray(b, float))
-    if p < alpha / APPROX_MARGIN:
-        return True
-    if p > alpha * APPROX_MARGIN:
-        return False
-    return stats.mann_whitney(a, b) < alpha
 
 
 def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
            min_effect: float = stats.MIN_EFFECT) -> list[int]:
-    """Places (1-based) of sample sets already sorted by median.
+    """Places (1-based) of unpaired sample sets already sorted by median (old sweeps).
 
     Each set joins the current place unless it differs from the place's first
-    member, in which case it opens the next place.
+    member (:func:`bench.stats.differs`: Mann-Whitney U p < alpha and a ratio of
+    medians at least ``min_effect`` from 1), in which case it opens the next
+    place. Sweeps with blocks and rounds use :func:`block_places` instead.
+
+    Parameters
+    ----------
+    samples : sequence of numpy.ndarray, each shape (n_i,)
+        Positive times, sorted by median.
+    alpha, min_effect : float
+
+    Returns
+    -------
+    list of int, length len(samples)
     """
     result: list[int] = []
     leader = None
     for i, s in enumerate(samples):
-        if leader is None or differs(samples[leader], s, alpha=alpha, min_effect=min_effect):
+        if leader is None or stats.differs(samples[leader], s, alpha=alpha,
+                                             min_effect=min_effect):
             leader = i
             result.append((result[-1] + 1) if result else 1)
         else:
