@@ -1,21 +1,25 @@
 """Rank variants per kernel, shape and dtype (DESIGN.md, Statistics).
 
-Sort by median; a variant joins the current place unless it differs from that
-place's first member (Mann-Whitney U at alpha and the minimum effect, see
-:func:`bench.stats.differs`), in which case it opens the next place. Also here:
-memory places, the Pareto front of time against memory, and the overall
-ranking across shapes by the geometric mean of normalised times. Every
-function is pure.
+Sort by estimated time; a variant joins the current place unless it differs
+from that place's first member, in which case it opens the next place. With
+blocks and rounds (:func:`block_places`) "differs" is a paired random-effects
+interval excluding 1 and the minimum effect (:func:`bench.stats.significant_effect`);
+for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
+and the minimum effect (:func:`bench.stats.differs`). Also here: memory places,
+the Pareto front of time against memory, and the overall ranking across shapes
+by the geometric mean of normalised times. Every function is pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from bench import stats
+from bench.stats import RatioEstimate
 from impls.base import PEER_AXIS, baseline_for
 from impls.registry import Registry
 
@@ -57,6 +61,102 @@ def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
             result.append((result[-1] + 1) if result else 1)
         else:
             result.append(result[-1])
+    return result
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One member's place in a group measured in blocks and rounds.
+
+    Attributes
+    ----------
+    member : str
+    place : int
+        1-based; members sharing a place are not shown to differ.
+    time_ns : float
+        Estimated time (:func:`bench.stats.block_time`), the sort key.
+    leader : str
+        First member of this member's place (the member itself when it leads).
+    compared_with : str or None
+        The leader this member was compared with: of its own place, or of the
+        previous place when it opened a new one; None for the fastest member.
+    ratio : RatioEstimate or None
+        ``member / compared_with`` (paired, random effects), which decided the
+        place; None for the fastest member and when no block had enough
+        complete rounds to compare (the member then joins the place).
+    """
+
+    member: str
+    place: int
+    time_ns: float
+    leader: str
+    compared_with: str | None
+    ratio: RatioEstimate | None
+
+
+def _checked_blocks(times: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``times`` as float arrays of one shape (blocks, rounds), each with a positive sample.
+
+    Raises
+    ------
+    ValueError
+        Naming the first member whose times misfit.
+    """
+    arrays = {m: np.atleast_2d(np.asarray(t, dtype=float)) for m, t in times.items()}
+    if not arrays:
+        return arrays
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) > 1 or any(len(s) != 2 for s in shapes):
+        first = next(iter(arrays.values())).shape
+        odd = next(m for m, a in arrays.items() if a.shape != first or a.ndim != 2)
+        raise ValueError(f"times of {odd!r} have shape {arrays[odd].shape}, expected {first} "
+                         "(blocks, rounds) like the first member")
+    for member, a in arrays.items():
+        finite = a[np.isfinite(a)]
+        if not finite.size or np.any(finite <= 0):
+            raise ValueError(f"times of {member!r} must hold positive samples (NaN = missing)")
+    return arrays
+
+
+def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.MIN_EFFECT,
+                 confidence: float = stats.CONFIDENCE, modified: bool = True) -> list[Placed]:
+    """Places of a group measured in blocks and rounds (DESIGN.md, Statistics).
+
+    Members are sorted by estimated time (geometric mean over blocks of their
+    block medians, :func:`bench.stats.block_time`; ties keep the mapping's
+    order). Each joins the current place unless its paired ratio to that
+    place's leader (:func:`bench.stats.paired_estimate`: block medians of paired
+    log-ratios, DerSimonian-Laird random effects, HKSJ t interval) is
+    significant at ``confidence`` and at least ``min_effect`` from 1
+    (:func:`bench.stats.significant_effect`); then it leads the next place.
+
+    Parameters
+    ----------
+    times : mapping of str to array_like, each shape (blocks, rounds)
+        ``times[m][j, r]``: member m's time in round r of block j (the same
+        round of the same block pairs two members); NaN marks a missing sample.
+    min_effect, confidence : float
+    modified : bool
+        Modified HKSJ (see :func:`bench.stats.combine_blocks`).
+
+    Returns
+    -------
+    list of Placed
+        Sorted by ``time_ns``.
+    """
+    arrays = _checked_blocks(times)
+    time_ns = {m: stats.block_time(a) for m, a in arrays.items()}
+    result: list[Placed] = []
+    for member in sorted(arrays, key=time_ns.__getitem__):
+        if not result:
+            result.append(Placed(member, 1, time_ns[member], member, None, None))
+            continue
+        leader, place = result[-1].leader, result[-1].place
+        ratio = stats.paired_estimate(arrays[member], arrays[leader], confidence=confidence,
+                                      modified=modified)
+        opens = ratio is not None and stats.significant_effect(ratio, min_effect)
+        result.append(Placed(member, place + int(opens), time_ns[member],
+                             member if opens else leader, leader, ratio))
     return result
 
 
