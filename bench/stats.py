@@ -65,9 +65,11 @@ MAD_TO_SIGMA = 1.4826
 MODIFIED_Z_FACTOR = 0.6745
 #: Bootstrap resamples for the percentile intervals.
 BOOTSTRAP_RESAMPLES = 2000
-#: Default two-sided confidence level of the intervals.
+#: Default two-sided confidence level of the intervals; places with blocks open a
+#: new place when this interval excludes 1 (DESIGN.md, Statistics).
 CONFIDENCE = 0.95
-#: Significance level for "two variants differ" (DESIGN.md, Statistics).
+#: Significance level of the unpaired "two variants differ" (old sweeps, Mann-Whitney)
+#: and of the CI gate (:func:`gate_verdict`; its interval is the 1 - ALPHA one).
 ALPHA = 0.01
 #: Minimum effect: a ratio within 5% of 1 is never called a difference; also the
 #: gate's default threshold (DESIGN.md, Statistics).
@@ -887,6 +889,15 @@ def gate_verdict(estimate: RatioEstimate, threshold: float = MIN_EFFECT, final: 
     just under the threshold is flagged up to about half the time, as it is in
     the places of a ranking (the same rule, :func:`significant_effect`).
     The thresholds ``1 +- threshold`` match ``bench.regress.decide``.
+
+    Sequential use (start with a few process pairs, add one while
+    :func:`needs_more`, up to a budget) looks at the data repeatedly; with the
+    modified HKSJ interval of :func:`combine_blocks` (the default) simulated A/A
+    cells (3 to 10 pairs of 15 rounds, per-pair bias sd 1.5%, per-sample noise
+    5-15%, heavy tails) raised 0 to 0.2% false alarms at alpha = 0.01, while the
+    unmodified interval raised 2.2%, over alpha. Power at 5 pairs of 15 rounds
+    and 5% noise: +10% flagged 100%, +5% (the threshold) 68%, called unchanged
+    0.3%.
 
     Parameters
     ----------
