@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.stats import RatioEstimate
-from impls.base import PEER_AXIS, baseline_for
-from impls.registry import Registry
+from gradsweep import stats
+from gradsweep.stats import RatioEstimate
+from gradsweep.impls.base import PEER_AXIS, baseline_for
+from gradsweep.impls.registry import Registry
 
 GROUP_KEYS = ("kernel", "shape", "dtype")
 OVERALL_KEYS = ("kernel", "dtype")

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bench import rank, stats
-from impls.registry import load
+from gradsweep import rank, stats
+from gradsweep.impls.registry import load
 
 RNG = np.random.default_rng(0)
 BASE = "rnn/buffers=list,wgrad=step,clip=none"

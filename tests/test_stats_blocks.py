@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import rank, stats
+from gradsweep import rank, stats
 
 BIAS_SD = 0.015
 
