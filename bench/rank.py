@@ -1,18 +1,19 @@
 """Rank variants per kernel, shape and dtype (DESIGN.md, Statistics).
 
-Sort by median; a variant joins the current place unless it differs from that
-place's first member (Mann-Whitney U at alpha and the minimum effect, see
-:func:`bench.stats.differs`), in which case it opens the next place. Also here:
-memory places, the Pareto front of time against memory, and the overall
-ranking across shapes by the geometric mean of normalised times. Every
-function is pure.
+Sort by estimated time; a variant joins the current place unless it differs
+from that place's first member, in which case it opens the next place. With
+blocks and rounds (:func:`block_places`) "differs" is a paired random-effects
+interval excluding 1 and the minimum effect (:func:`bench.stats.significant_effect`);
+for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
+and the minimum effect (:func:`bench.stats.differs`). Also here: memory places,
+the Pareto front of time against memory, and the overall ranking across shapes
+by the geometric mean of normalised times. Every function is pure.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ import pandas as pd
 from gradsweep import stats
 from gradsweep.impls.base import PEER_AXIS, baseline_for
 from gradsweep.impls.registry import Registry
+from gradsweep.stats import RatioEstimate
 
 GROUP_KEYS = ("kernel", "shape", "dtype")
 OVERALL_KEYS = ("kernel", "dtype")
@@ -29,76 +31,132 @@ RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_h
 OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
 #: The peer speed-ups are measured against (``KERNEL/peer=torch``).
 PEER = "torch"
-#: The normal approximation of the U test decides alone when its p-value is
-#: this factor away from alpha; in between, scipy's test (exact for small
-#: samples) decides. scipy costs ~2 ms a call, the approximation ~20 us.
-APPROX_MARGIN = 10.0
-
-
-def _mwu_normal_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Mann-Whitney p from the normal approximation (tie and continuity corrected).
-
-    The same approximation scipy uses for large or tied samples.
-    """
-    n1, n2 = a.size, b.size
-    n = n1 + n2
-    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True,
-                                   return_counts=True)
-    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0
-    u1 = mid_ranks[inverse[:n1]].sum() - n1 * (n1 + 1) / 2.0
-    ties = float(np.sum(counts.astype(float) ** 3 - counts))
-    variance = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0
-    z = max(abs(u1 - n1 * n2 / 2.0) - 0.5, 0.0) / math.sqrt(variance)
-    return math.erfc(z / math.sqrt(2.0))
-
-
-def _median(x: np.ndarray) -> float:
-    """Median of a small sample; plain Python beats ``np.median``'s overhead here."""
-    return statistics.median(x.tolist())
-
-
-def differs(a: np.ndarray, b: np.ndarray, *, alpha: float = stats.ALPHA,
-            min_effect: float = stats.MIN_EFFECT) -> bool:
-    """:func:`bench.stats.differs`, fast: scipy runs only near the decision boundary.
-
-    Parameters
-    ----------
-    a, b : numpy.ndarray, shape (n,) and (m,)
-        Positive samples.
-    alpha, min_effect : float
-
-    Returns
-    -------
-    bool
-        The same answer as :func:`bench.stats.differs`.
-    """
-    if abs(_median(a) / _median(b) - 1.0) < min_effect:
-        return False
-    p = _mwu_normal_p(np.asarray(a, float), np.asarray(b, float))
-    if p < alpha / APPROX_MARGIN:
-        return True
-    if p > alpha * APPROX_MARGIN:
-        return False
-    return stats.mann_whitney(a, b) < alpha
 
 
 def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
            min_effect: float = stats.MIN_EFFECT) -> list[int]:
-    """Places (1-based) of sample sets already sorted by median.
+    """Places (1-based) of unpaired sample sets already sorted by median (old sweeps).
 
     Each set joins the current place unless it differs from the place's first
-    member, in which case it opens the next place.
+    member (:func:`bench.stats.differs`: Mann-Whitney U p < alpha and a ratio of
+    medians at least ``min_effect`` from 1), in which case it opens the next
+    place. Sweeps with blocks and rounds use :func:`block_places` instead.
+
+    Parameters
+    ----------
+    samples : sequence of numpy.ndarray, each shape (n_i,)
+        Positive times, sorted by median.
+    alpha, min_effect : float
+
+    Returns
+    -------
+    list of int, length len(samples)
     """
     result: list[int] = []
     leader = None
     for i, s in enumerate(samples):
-        if leader is None or differs(samples[leader], s, alpha=alpha, min_effect=min_effect):
+        if leader is None or stats.differs(samples[leader], s, alpha=alpha,
+                                             min_effect=min_effect):
             leader = i
             result.append((result[-1] + 1) if result else 1)
         else:
             result.append(result[-1])
+    return result
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One member's place in a group measured in blocks and rounds.
+
+    Attributes
+    ----------
+    member : str
+    place : int
+        1-based; members sharing a place are not shown to differ.
+    time_ns : float
+        Estimated time (:func:`bench.stats.block_time`), the sort key.
+    leader : str
+        First member of this member's place (the member itself when it leads).
+    compared_with : str or None
+        The leader this member was compared with: of its own place, or of the
+        previous place when it opened a new one; None for the fastest member.
+    ratio : RatioEstimate or None
+        ``member / compared_with`` (paired, random effects), which decided the
+        place; None for the fastest member and when no block had enough
+        complete rounds to compare (the member then joins the place).
+    """
+
+    member: str
+    place: int
+    time_ns: float
+    leader: str
+    compared_with: str | None
+    ratio: RatioEstimate | None
+
+
+def _checked_blocks(times: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``times`` as float arrays of one shape (blocks, rounds), each with a positive sample.
+
+    Raises
+    ------
+    ValueError
+        Naming the first member whose times misfit.
+    """
+    arrays = {m: np.atleast_2d(np.asarray(t, dtype=float)) for m, t in times.items()}
+    if not arrays:
+        return arrays
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) > 1 or any(len(s) != 2 for s in shapes):
+        first = next(iter(arrays.values())).shape
+        odd = next(m for m, a in arrays.items() if a.shape != first or a.ndim != 2)
+        raise ValueError(f"times of {odd!r} have shape {arrays[odd].shape}, expected {first} "
+                         "(blocks, rounds) like the first member")
+    for member, a in arrays.items():
+        finite = a[np.isfinite(a)]
+        if not finite.size or np.any(finite <= 0):
+            raise ValueError(f"times of {member!r} must hold positive samples (NaN = missing)")
+    return arrays
+
+
+def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.MIN_EFFECT,
+                 confidence: float = stats.CONFIDENCE, modified: bool = True) -> list[Placed]:
+    """Places of a group measured in blocks and rounds (DESIGN.md, Statistics).
+
+    Members are sorted by estimated time (geometric mean over blocks of their
+    block medians, :func:`bench.stats.block_time`; ties keep the mapping's
+    order). Each joins the current place unless its paired ratio to that
+    place's leader (:func:`bench.stats.paired_estimate`: block medians of paired
+    log-ratios, DerSimonian-Laird random effects, HKSJ t interval) is
+    significant at ``confidence`` and at least ``min_effect`` from 1
+    (:func:`bench.stats.significant_effect`); then it leads the next place.
+
+    Parameters
+    ----------
+    times : mapping of str to array_like, each shape (blocks, rounds)
+        ``times[m][j, r]``: member m's time in round r of block j (the same
+        round of the same block pairs two members); NaN marks a missing sample.
+    min_effect, confidence : float
+    modified : bool
+        Modified HKSJ (see :func:`bench.stats.combine_blocks`).
+
+    Returns
+    -------
+    list of Placed
+        Sorted by ``time_ns``.
+    """
+    arrays = _checked_blocks(times)
+    time_ns = {m: stats.block_time(a) for m, a in arrays.items()}
+    result: list[Placed] = []
+    for member in sorted(arrays, key=time_ns.__getitem__):
+        if not result:
+            result.append(Placed(member, 1, time_ns[member], member, None, None))
+            continue
+        leader, place = result[-1].leader, result[-1].place
+        ratio = stats.paired_estimate(arrays[member], arrays[leader], confidence=confidence,
+                                      modified=modified)
+        opens = ratio is not None and stats.significant_effect(ratio, min_effect)
+        result.append(Placed(member, place + int(opens), time_ns[member],
+                             member if opens else leader, leader, ratio))
     return result
 
 

@@ -39,7 +39,8 @@ from gradsweep.report import md_escape
 
 #: Minimum effect: the candidate must be this fraction slower (or faster).
 THRESHOLD = MIN_EFFECT
-REGRESSION, IMPROVEMENT, UNCHANGED = "regression", "improvement", "unchanged"
+from gradsweep.stats import IMPROVEMENT, REGRESSION, UNCHANGED  # noqa: E402
+
 #: Cell columns that describe the machine; a difference between the sides is warned about.
 MACHINE_FIELDS = ("host", "cpu", "blas", "numpy_version", "python_version", "threads")
 #: Environment variable GitHub Actions sets to a Markdown file shown on the run's page.

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 from gradsweep import spec, store, verify
 from gradsweep.errors import BadInput
 from gradsweep.impls import base, registry

@@ -1,0 +1,357 @@
+"""Blocks and rounds: block estimates, random-effects combination, places and the CI gate.
+
+The error-rate tests simulate many groups at once (fixed seed per test): times
+are log-normal around a known true ratio, each block (process) adds its own
+ratio bias (sd 1.5% on the log scale, PLATFORM.md "Where timing noise comes
+from") and its own speed, each round a drift shared by the members, each
+sample heavy-tailed noise (Student t, 4 df) and, 2% of the time, a slowdown of
+20-100% (a preemption).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from gradsweep import rank, stats
+
+BIAS_SD = 0.015
+
+
+def simulate(rng: np.random.Generator, groups: int, blocks: int, rounds: int, ratio: float,
+             sigma: float | np.ndarray, bias_sd: float = BIAS_SD,
+             outliers: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Times of two members a and b with true ratio a / b = ``ratio``.
+
+    Returns
+    -------
+    (t_a, t_b) : numpy.ndarray, each shape (groups, blocks, rounds)
+    """
+    shape = (groups, blocks, rounds)
+    sigma = np.reshape(sigma, (-1, 1, 1)) if np.ndim(sigma) else sigma
+    speed = rng.normal(0.0, 0.1, (groups, blocks, 1)) + rng.normal(0.0, 0.05, shape)
+    bias = rng.normal(0.0, bias_sd, (groups, blocks, 1))
+
+    def noise() -> np.ndarray:
+        heavy = rng.standard_t(4, shape) / math.sqrt(2.0)  # unit variance
+        slow = np.where(rng.random(shape) < outliers, rng.uniform(1.2, 2.0, shape), 1.0)
+        return np.exp(sigma * heavy) * slow
+
+    base = 1e5 * np.exp(speed)
+    return base * ratio * np.exp(bias) * noise(), base * noise()
+
+
+def estimates(t_a: np.ndarray, t_b: np.ndarray, **kw) -> list[stats.RatioEstimate]:
+    return [stats.paired_estimate(a, b, **kw) for a, b in zip(t_a, t_b)]
+
+
+def coverage(found: list[stats.RatioEstimate], truth: float | np.ndarray) -> float:
+    low = np.array([e.low for e in found])
+    high = np.array([e.high for e in found])
+    return float(np.mean((low <= truth) & (truth <= high)))
+
+
+# ------------------------------------------------------------------ one block
+
+
+def test_block_estimate_hand_computed():
+    d = np.array([0.1, 0.2, 0.4, 0.0, 0.3])
+    t_b = np.array([5.0, 7.0, 3.0, 2.0, 9.0])
+    got = stats.block_estimate(t_b * np.exp(d), t_b)
+    # median 0.2; |d - 0.2| = .1 0 .2 .2 .1 -> MAD 0.1; se = 1.2533 * 1.4826 * 0.1 / sqrt(5)
+    se = math.sqrt(math.pi / 2) * 1.4826 * 0.1 / math.sqrt(5)
+    assert got.log_ratio == pytest.approx(0.2)
+    assert got.variance == pytest.approx(se**2)
+    assert got.rounds == 5
+
+
+def test_block_estimate_zero_mad_uses_mean_deviation_then_the_floor():
+    t_b = np.ones(4)
+    got = stats.block_estimate(np.exp([0.0, 0.0, 0.0, 0.09]), t_b)
+    # MAD 0 -> sigma = sqrt(pi/2) * mean|d| = sqrt(pi/2) * 0.0225 (Geary)
+    se = math.sqrt(math.pi / 2) * math.sqrt(math.pi / 2) * 0.0225 / 2.0
+    assert got.log_ratio == 0.0 and got.variance == pytest.approx(se**2)
+    same = stats.block_estimate([3.0, 3.0, 3.0], [2.0, 2.0, 2.0])
+    assert same.log_ratio == pytest.approx(math.log(1.5))
+    assert same.variance == pytest.approx(stats.BLOCK_SE_FLOOR**2)
+
+
+def test_block_estimate_drops_missing_rounds_and_needs_three():
+    got = stats.block_estimate([2.0, np.nan, 4.0, 8.0, 1.0], [1.0, 1.0, 2.0, np.nan, 1.0])
+    assert got.rounds == 3 and got.log_ratio == pytest.approx(math.log(2.0))
+    with pytest.raises(ValueError, match="at least 3 complete paired rounds, got 2"):
+        stats.block_estimate([2.0, np.nan, 4.0], [1.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="shape"):
+        stats.block_estimate([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="positive"):
+        stats.block_estimate([1.0, -2.0, 3.0], [1.0, 2.0, 3.0])
+
+
+def test_pooled_estimates_share_one_sigma_and_skip_short_blocks():
+    t_b = np.ones((3, 5))
+    d = np.array([[0.0, 0.1, -0.1, 0.2, -0.2], [1.0, 1.1, 0.9, 1.0, 1.0],
+                  [0.5, np.nan, np.nan, np.nan, 0.5]])
+    found = stats.pooled_block_estimates(np.exp(d), t_b)
+    assert [e.rounds for e in found] == [5, 5]  # the third block has 2 complete rounds
+    assert [e.log_ratio for e in found] == pytest.approx([0.0, 1.0])
+    # |deviations| 0 .1 .1 .2 .2 and 0 .1 .1 0 0: pooled MAD 0.1 (block 2's own is 0)
+    se = math.sqrt(math.pi / 2) * 1.4826 * 0.1 / math.sqrt(5)
+    assert [e.variance for e in found] == pytest.approx([se**2, se**2])
+    assert stats.block_estimate(np.exp(d[1]), t_b[1]).variance < se**2
+    assert stats.pooled_block_estimates(np.ones((2, 2)), np.ones((2, 2))) == []
+
+
+# ------------------------------------------------------------------ combining blocks
+
+# Kacker (2004), as computed by R metafor (rma(y, v, method="DL", test="knha")) in
+# statsmodels' test results (statsmodels/stats/tests/results/results_meta.py).
+KACKER_Y = [61.0, 61.4, 62.21, 62.3, 62.34, 62.6, 62.7, 62.84, 65.9]
+KACKER_V = [0.2025, 1.21, 0.09, 0.2025, 0.3844, 0.5625, 0.0676, 0.0225, 1.8225]
+
+
+def test_combine_blocks_matches_metafor_dl_with_knapp_hartung():
+    got = stats.combine_blocks(KACKER_Y, KACKER_V, modified=False)
+    assert got.log_ratio == pytest.approx(62.3901386044504, rel=1e-12)
+    assert got.se == pytest.approx(0.29477605699879, rel=1e-9)
+    assert got.tau2 == pytest.approx(0.288049246973751, rel=1e-9)
+    assert math.log(got.low) == pytest.approx(61.710383798052, rel=1e-12)
+    assert math.log(got.high) == pytest.approx(63.0698934108488, rel=1e-12)
+    assert got.p_value == pytest.approx(2.77938607433693e-16, rel=1e-6)
+    assert (got.blocks, got.df, got.method) == (9, 8.0, stats.RANDOM_EFFECTS)
+    assert stats.dersimonian_laird_tau2(KACKER_Y, KACKER_V) == pytest.approx(got.tau2)
+    # here q > 1: the modification changes nothing
+    assert stats.combine_blocks(KACKER_Y, KACKER_V).se == pytest.approx(got.se)
+
+
+def test_modified_hksj_is_never_narrower_than_dersimonian_laird():
+    y, v = [0.050, 0.051, 0.049], [1e-4, 1e-4, 1e-4]  # agree far better than v says
+    plain = stats.combine_blocks(y, v, modified=False)
+    modified = stats.combine_blocks(y, v)
+    assert plain.tau2 == 0.0
+    assert modified.se == pytest.approx(math.sqrt(1e-4 / 3))  # 1 / sum w
+    assert plain.se < modified.se / 10
+
+
+def test_one_block_falls_back_to_the_within_block_interval():
+    got = stats.combine_blocks([0.1], [0.0004], rounds=15)
+    df = stats.MAD_EFFICIENCY * 14
+    half = float(sps.t.ppf(0.975, df)) * 0.02
+    assert (got.method, got.blocks, got.tau2, got.df) == (stats.WITHIN_BLOCK, 1, 0.0, df)
+    assert (got.low, got.ratio, got.high) == pytest.approx(
+        (math.exp(0.1 - half), math.exp(0.1), math.exp(0.1 + half)))
+    normal = stats.combine_blocks([0.1], [0.0004])
+    assert normal.df == math.inf and normal.high == pytest.approx(math.exp(0.1 + 1.96 * 0.02),
+                                                                  rel=1e-4)
+
+
+def test_interval_and_p_value_agree():
+    got = stats.combine_blocks([0.03, 0.05, 0.08, 0.02], [1e-4, 2e-4, 1e-4, 3e-4])
+    low, high = got.interval(1.0 - got.p_value)  # the level at which 1 is on the edge
+    assert min(abs(low - 1.0), abs(high - 1.0)) < 1e-9
+    assert got.interval(got.confidence) == pytest.approx((got.low, got.high))
+    assert got.significant == (got.p_value < 1.0 - got.confidence)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: stats.combine_blocks([], []), "empty"),
+    (lambda: stats.combine_blocks([0.1, 0.2], [0.01]), "2 estimates but 1 variances"),
+    (lambda: stats.combine_blocks([0.1, 0.2], [0.01, 0.0]), "positive"),
+    (lambda: stats.combine_blocks([0.1], [0.01], confidence=1.5), "confidence"),
+    (lambda: stats.dersimonian_laird_tau2([0.1], [0.01]), "at least 2"),
+])
+def test_combine_blocks_rejects_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ------------------------------------------------------------------ coverage
+
+
+@pytest.mark.parametrize("blocks", [3, 5])
+def test_random_effects_interval_covers_the_true_ratio(blocks):
+    """3 or 5 blocks x 15 rounds, 1,000 groups, true ratios 0.8-1.25, noise 5-15%."""
+    rng = np.random.default_rng(blocks)
+    truth = np.exp(rng.uniform(math.log(0.8), math.log(1.25), 1000))
+    sigma = rng.uniform(0.05, 0.15, 1000)
+    t_a, t_b = simulate(rng, 1000, blocks, 15, 1.0, sigma)
+    t_a = t_a * truth[:, None, None]
+    assert coverage(estimates(t_a, t_b), truth) >= 0.93
+    # unmodified HKSJ is calibrated, not just wide: close to 0.95 either way
+    assert 0.93 <= coverage(estimates(t_a, t_b, modified=False), truth) <= 0.97
+
+
+def test_a_single_block_misses_the_process_bias_that_blocks_catch():
+    """Low noise: the process bias dominates. One block of all 45 rounds covers the
+    truth far less often than 3 blocks of 15 combined by random effects."""
+    rng = np.random.default_rng(7)
+    t_a, t_b = simulate(rng, 1000, 3, 15, 1.1, 0.02)
+    assert coverage(estimates(t_a, t_b), 1.1) >= 0.93
+    one = estimates(t_a.reshape(1000, 1, 45), t_b.reshape(1000, 1, 45))
+    assert one[0].method == stats.WITHIN_BLOCK and coverage(one, 1.1) < 0.8
+
+
+@pytest.mark.parametrize("rounds", [3, 15])
+def test_within_block_interval_covers_the_block_ratio(rounds):
+    """k = 1: the interval is about that process's ratio (no process bias here)."""
+    rng = np.random.default_rng(rounds)
+    t_a, t_b = simulate(rng, 1000, 1, rounds, 1.1, 0.1, bias_sd=0.0)
+    assert coverage(estimates(t_a, t_b), 1.1) >= 0.93
+
+
+# ------------------------------------------------------------------ places
+
+
+def group(rng, ratios, blocks=3, rounds=15, sigma=0.05, bias_sd=BIAS_SD) -> dict:
+    """One group: member i's true time is ratios[i] (blocks, rounds each), paired by round."""
+    shape = (blocks, rounds)
+    shared = 1e5 * np.exp(rng.normal(0, 0.1, (blocks, 1)) + rng.normal(0, 0.05, shape))
+    return {f"m{i}": shared * r * np.exp(rng.normal(0, bias_sd, (blocks, 1))
+                                         + sigma * rng.standard_t(4, shape) / math.sqrt(2))
+            for i, r in enumerate(ratios)}
+
+
+def new_place_rate(rng, ratio, groups, blocks=3, sigma=0.05) -> float:
+    """How often the slower of two members (true ratio ``ratio``) takes place 2."""
+    t_a, t_b = simulate(rng, groups, blocks, 15, ratio, sigma)
+    places = [rank.block_places({"a": a, "b": b})[-1].place for a, b in zip(t_a, t_b)]
+    return float(np.mean(np.array(places) == 2))
+
+
+def test_equal_members_rarely_open_a_new_place():
+    rng = np.random.default_rng(11)
+    assert new_place_rate(rng, 1.0, 1000, sigma=0.15) <= 1.0 - stats.CONFIDENCE
+
+
+@pytest.mark.parametrize("blocks, sigma", [(3, 0.05), (5, 0.15)])
+def test_a_twenty_percent_difference_opens_a_new_place(blocks, sigma):
+    rng = np.random.default_rng(12)
+    assert new_place_rate(rng, 1.2, 500, blocks=blocks, sigma=sigma) >= 0.97
+
+
+def test_places_compare_with_the_first_member_of_the_place():
+    rng = np.random.default_rng(13)
+    times = group(rng, [1.06, 1.0, 1.03, 1.5, 1.52], blocks=5, sigma=0.005, bias_sd=0.001)
+    got = rank.block_places(times)
+    assert [(p.member, p.place, p.leader, p.compared_with) for p in got] == [
+        ("m1", 1, "m1", None),
+        ("m2", 1, "m1", "m1"),  # 3%: significant, but under the minimum effect
+        ("m0", 2, "m0", "m1"),  # 6% from m1, the first member of place 1
+        ("m3", 3, "m3", "m0"),
+        ("m4", 3, "m3", "m3")]
+    assert got[2].ratio.ratio == pytest.approx(1.06, abs=0.01) and got[2].ratio.significant
+    assert got[0].time_ns == pytest.approx(stats.block_time(times["m1"]))
+
+
+def test_places_with_missing_samples_and_bad_input():
+    times = {"a": np.full((2, 4), 100.0), "b": np.full((2, 4), 300.0)}
+    times["b"][:, 1:] = np.nan  # one complete round per block: nothing to compare
+    got = rank.block_places(times)
+    assert [(p.place, p.ratio) for p in got] == [(1, None), (1, None)]
+    assert rank.block_places({}) == []
+    with pytest.raises(ValueError, match="times of 'b' have shape"):
+        rank.block_places({"a": np.ones((2, 4)), "b": np.ones((3, 4))})
+    with pytest.raises(ValueError, match="times of 'b' must hold positive samples"):
+        rank.block_places({"a": np.ones((2, 4)), "b": np.full((2, 4), np.nan)})
+
+
+def test_block_time_is_the_geometric_mean_of_block_medians():
+    times = [[1.0, 2.0, 9.0], [4.0, np.nan, 8.0], [np.nan] * 3]
+    assert stats.block_time(times) == pytest.approx(math.sqrt(2.0 * 6.0))
+
+
+# ------------------------------------------------------------------ the CI gate
+
+MIN_PAIRS, MAX_PAIRS = 3, 10
+
+
+def estimate(log_ratio: float, se: float, blocks: int = 5) -> stats.RatioEstimate:
+    """A RatioEstimate with this log-ratio and se: blocks estimates spread to give it."""
+    spread = np.linspace(-1.0, 1.0, blocks)
+    spread *= se * math.sqrt(blocks * (blocks - 1) / np.sum(spread**2))
+    return stats.combine_blocks(log_ratio + spread, np.full(blocks, 1e-8))
+
+
+def test_gate_verdict_rules():
+    thr = stats.MIN_EFFECT
+    assert stats.gate_verdict(estimate(math.log(1.10), 0.01), thr) == stats.REGRESSION
+    assert stats.gate_verdict(estimate(math.log(0.90), 0.01), thr) == stats.IMPROVEMENT
+    assert stats.gate_verdict(estimate(math.log(1.01), 0.005), thr) == stats.UNCHANGED
+    # significant but under the threshold, interval reaching past it: undecided
+    straddling = estimate(math.log(1.04), 0.005)
+    assert straddling.p_value < stats.ALPHA
+    assert stats.gate_verdict(straddling, thr) == stats.UNDECIDED
+    assert stats.needs_more(straddling, thr)
+    assert stats.gate_verdict(straddling, thr, final=True) == stats.INCONCLUSIVE
+    # beyond the threshold but not significant: undecided; an adjusted p decides
+    wide = estimate(math.log(1.10), 0.03)
+    assert stats.gate_verdict(wide, thr) == stats.UNDECIDED
+    assert stats.gate_verdict(wide, thr, p_value=0.001) == stats.REGRESSION
+    assert stats.gate_verdict(estimate(math.log(1.10), 0.01), thr, p_value=0.5) != (
+        stats.REGRESSION)
+    assert not stats.needs_more(estimate(math.log(1.10), 0.01), thr)
+
+
+def sequential(t_cand: np.ndarray, t_base: np.ndarray) -> tuple[str, int]:
+    """The gate's stopping rule on one cell: MIN_PAIRS pairs, one more while undecided."""
+    for pairs in range(MIN_PAIRS, MAX_PAIRS + 1):
+        found = stats.paired_estimate(t_cand[:pairs], t_base[:pairs])
+        verdict = stats.gate_verdict(found, final=pairs == MAX_PAIRS)
+        if verdict != stats.UNDECIDED:
+            return verdict, pairs
+    raise AssertionError("the last look must decide")
+
+
+def gate_rates(seed: int, cells: int, ratio: float, sigma: float) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    t_cand, t_base = simulate(rng, cells, MAX_PAIRS, 15, ratio, sigma)
+    verdicts = np.array([sequential(c, b)[0] for c, b in zip(t_cand, t_base)])
+    return {v: float(np.mean(verdicts == v)) for v in (
+        stats.REGRESSION, stats.IMPROVEMENT, stats.UNCHANGED, stats.INCONCLUSIVE)}
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.15])
+def test_sequential_gate_keeps_a_a_false_alarms_under_alpha(sigma):
+    """1,000 A/A cells, per-pair bias sd 1.5%, up to 8 looks (3..10 pairs)."""
+    rates = gate_rates(21, 1000, 1.0, sigma)
+    assert rates[stats.REGRESSION] + rates[stats.IMPROVEMENT] <= stats.ALPHA
+    if sigma == 0.05:
+        assert rates[stats.UNCHANGED] >= 0.95  # and the gate does decide
+
+
+def test_sequential_gate_power():
+    ten = gate_rates(22, 400, 1.10, 0.05)
+    assert ten[stats.REGRESSION] >= 0.99
+    five = gate_rates(23, 400, 1.05, 0.05)  # a change of exactly the threshold
+    assert five[stats.REGRESSION] >= 0.5
+    assert five[stats.UNCHANGED] <= stats.ALPHA  # never called unchanged
+
+
+def test_fdr_adjusted_is_benjamini_hochberg():
+    p = [0.01, 0.04, 0.03, 0.5]
+    # sorted 0.01 0.03 0.04 0.5 -> 0.04, 0.04*... : p_(i) * m / i, then cumulative min from the top
+    want = [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5]
+    assert stats.fdr_adjusted(p) == pytest.approx(want)
+
+
+def test_gate_verdicts_hold_the_false_discovery_rate_across_cells():
+    """300 runs of 10 cells at a fixed 5 pairs, cell 0 a real 25% regression, the
+    others A/A. With calibrated p-values (unmodified HKSJ) per-cell alarms add up
+    over the 9 A/A cells of a run; adjusted across the run (Benjamini-Hochberg)
+    they raise any false alarm at most alpha of the time, the false discovery
+    rate over all 10 stays under alpha, and the real regression is still found."""
+    rng = np.random.default_rng(31)
+    runs, cells, alpha = 300, 10, 0.05
+    t_c, t_b = simulate(rng, runs * cells, 5, 15, 1.0, 0.15)
+    t_c[::cells] *= 1.25
+    found = np.array(estimates(t_c, t_b, modified=False)).reshape(runs, cells)
+    alarms = (stats.REGRESSION, stats.IMPROVEMENT)
+    own = np.array([[stats.gate_verdict(e, alpha=alpha) for e in run[1:]] for run in found])
+    assert np.mean(np.isin(own, alarms).any(axis=1)) > 2 * alpha  # why adjust
+    null_runs = np.array([stats.gate_verdicts(list(run[1:]), alpha=alpha) for run in found])
+    assert np.mean(np.isin(null_runs, alarms).any(axis=1)) <= alpha
+    joint = np.isin([stats.gate_verdicts(list(run), alpha=alpha) for run in found], alarms)
+    false_share = joint[:, 1:].sum(axis=1) / np.maximum(joint.sum(axis=1), 1)
+    assert np.mean(false_share) <= alpha
+    assert np.mean(joint[:, 0]) >= 0.8
+    assert stats.gate_verdicts([]) == []
