@@ -34,7 +34,7 @@ BAD = {
     "unknown_value": ("[[grid]]\nkernel = 'rnn'\nvariants = { buffers = 'lists' }",
                       "grid[0].variants.buffers"),
     "unknown_dim": ("[[grid]]\nkernel = 'rnn'\nshape = { Q = 3 }", "grid[0].shape.Q"),
-    "below_minimum": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 0 }", "below the minimum"),
+    "below_minimum": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 0 }", "got 0 (expected an integer in [1, "),
     "unknown_dtype": ("[[grid]]\nkernel = 'rnn'\ndtype = 'float16'", "unknown dtype 'float16'"),
     "empty_grid": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 2 }\nexclude = [{ N = 2 }]",
                    "no cell left"),
