@@ -1,10 +1,12 @@
-"""Argument checks: every path and address a command takes, checked before anything runs.
+"""Argument checks: every path, address and number a command takes, checked before anything runs.
 
 Each check raises :class:`~bench.errors.BadInput` with one line: which option,
 which value, what is wrong and what was expected, e.g. ``--output:
 /etc/passwd exists and is not a directory (expected a directory for the
 site)``. The CLI calls them before it reads a dataset or starts Ray, so a
 typo costs a second, not a Ray start (or a hang on a dead address).
+:class:`Range` and :func:`check_number` are also what the spec's numbers are
+checked with (``bench.spec.MEASURE_RANGES``, ``bench.spec.OPTION_RANGES``).
 
 Writability is probed by creating and removing a hidden temporary entry
 (``.gradsweep-probe-*``, which the store's readers ignore): permission bits
@@ -15,6 +17,7 @@ say nothing when running as root, and a read-only or virtual file system
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -50,6 +53,57 @@ JOBS_SCHEMES = ("http", "https", "")
 #: Addresses ``ray.init`` resolves itself (RAY_ADDRESS, the last started cluster, or a
 #: new local one): nothing to probe.
 RAY_KEYWORDS = ("auto", "local")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: ``[low, high]``, or ``(low, high]`` when ``low_open``.
+
+    Every value must also be finite; ``high = inf`` means no upper bound.
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # an int of any size compares exactly; never float() it here
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def describe(self, integer: bool) -> str:
+        """E.g. ``an integer in [1, 1024]``, ``a number in (0, 60]``, ``a finite number > 0``."""
+        low, high = (f"{int(x)}" if float(x).is_integer() else f"{x:g}"
+                     for x in (self.low, self.high))
+        if self.high == math.inf:
+            return f"a finite number {'>' if self.low_open else '>='} {low}"
+        kind = "an integer" if integer else "a number"
+        return f"{kind} in {'(' if self.low_open else '['}{low}, {high}]"
+
+
+def check_number(value: float, allowed: Range, *, key: str, integer: bool = False,
+                 where: str = "", shown: str | None = None) -> float:
+    """``value`` if finite and inside ``allowed`` (an int stays an int when ``integer``).
+
+    ``typer``/``click`` ranges let ``nan`` through (every comparison with it is
+    False) and a float option takes ``inf``: options call this instead.
+    """
+    if value not in allowed:
+        raise BadInput(f"got {shown or value} (expected {allowed.describe(integer)})",
+                       where=where, key=key)
+    return value if integer else float(value)
+
+
+def check_option(value: float, key: str) -> float:
+    """A numeric option's ``value`` inside its range in ``bench.spec.OPTION_RANGES[key]``.
+
+    An ``int`` value is checked (and returned) as an integer, a ``float`` as a number.
+    """
+    from bench.spec import OPTION_RANGES  # spec imports this module
+
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    return check_number(value, OPTION_RANGES[key], key=key, integer=integer)
 
 
 @dataclass(frozen=True)

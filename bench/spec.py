@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bench.checks import Range, check_number
 from bench.errors import BadInput
 from impls.base import DTYPES, PEER_AXIS, Kernel, variant_name
 from impls.registry import PluginError, Registry, load
@@ -45,33 +46,6 @@ GRID_KEYS = {"kernel", "dtype", "variants", "peers", "shape", "exclude"}
 KNOWN_PEERS = ("torch",)
 #: What ``[measure] clock`` may name: CPU time of the timing thread, or wall time.
 CLOCKS = ("cpu", "wall")
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a number may take: ``[low, high]``, or ``(low, high]`` when ``low_open``.
-
-    Every value must also be finite; ``high = inf`` means no upper bound.
-    """
-
-    low: float
-    high: float
-    low_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if isinstance(value, float) and not math.isfinite(value):
-            return False  # an int of any size compares exactly; never float() it here
-        above = value > self.low if self.low_open else value >= self.low
-        return above and value <= self.high
-
-    def describe(self, integer: bool) -> str:
-        """E.g. ``an integer in [1, 1024]``, ``a number in (0, 60]``, ``a finite number > 0``."""
-        low, high = (f"{int(x)}" if float(x).is_integer() else f"{x:g}"
-                     for x in (self.low, self.high))
-        if self.high == math.inf:
-            return f"a finite number {'>' if self.low_open else '>='} {low}"
-        kind = "an integer" if integer else "a number"
-        return f"{kind} in {'(' if self.low_open else '['}{low}, {high}]"
 
 
 #: Every number of ``[measure]`` and its range: part of the spec format (DESIGN.md).
@@ -88,6 +62,15 @@ MEASURE_RANGES: Mapping[str, Range] = {
     "memory_budget_mb": Range(0, 2**40, low_open=True),
     "profile_seconds": Range(0, 3600, low_open=True),
 }
+#: Numeric command-line options and their ranges (check with ``bench.checks.check_number``).
+OPTION_RANGES: Mapping[str, Range] = {
+    "--alpha": Range(0, 0.5, low_open=True),
+    "--threshold": Range(0, 10),
+    "--seconds": MEASURE_RANGES["profile_seconds"],
+    "--threads": MEASURE_RANGES["threads"],
+    "--workers": Range(1, 4096),
+    "--top": Range(1, 10**6),
+}
 #: Text keys of ``[measure]`` and the values each may take.
 MEASURE_CHOICES: Mapping[str, tuple[str, ...]] = {"clock": CLOCKS}
 #: Largest value of any dim (from the kernel's minimum, 0 or 1, up to this): dims are
@@ -102,7 +85,7 @@ MAX_CELLS = 100_000
 #: Most exclude rules in one grid (each cell is matched against every rule).
 MAX_EXCLUDE = 1_000
 #: Longest sweep name, in characters.
-MAX_NAME_CHARS = 200
+MAX_NAME_CHARS = 256
 #: Largest memory estimate of one cell: what the largest memory_budget_mb allows. A bigger
 #: cell could never run under any budget; it is a typo, refused rather than skipped.
 MAX_CELL_BYTES = int(MEASURE_RANGES["memory_budget_mb"].high) * 2**20
@@ -254,10 +237,8 @@ def _expect(value: Any, t: type | tuple[type, ...], where: str, key: str) -> Any
 
 def _in_range(value: float, allowed: Range, integer: bool, where: str, key: str) -> float:
     """``value`` (an int, or a float when not ``integer``) if inside ``allowed``, else BadInput."""
-    if value not in allowed:
-        raise BadInput(f"got {_show(value)} (expected {allowed.describe(integer)})",
-                       where=where, key=key)
-    return value if integer else float(value)
+    return check_number(value, allowed, integer=integer, key=key, where=where,
+                        shown=_show(value))
 
 
 def _unknown(keys: Sequence[str], allowed: set[str], where: str, prefix: str) -> None:
@@ -483,7 +464,7 @@ def _read(path: Path) -> bytes:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate the spec file at ``path`` (a regular UTF-8 file, see MAX_SPEC_BYTES)."""
     try:
-        text = _read(Path(path)).decode("utf-8")
+        text = _read(Path(path)).decode("utf-8-sig")  # a leading BOM (Windows editors) is fine
     except UnicodeDecodeError:
         raise BadInput("not a UTF-8 text file", where=str(path)) from None
     return parse(text, str(path))
