@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from bench.errors import BadInput
 
@@ -218,7 +218,7 @@ def _local_results(path: str) -> str | None:
     if "://" not in path:
         return path
     parts = urlsplit(path)
-    return parts.path if parts.scheme == "file" else None
+    return unquote(parts.path) if parts.scheme == "file" else None
 
 
 def check_results_dir(path: str | os.PathLike | None, must_exist: bool, *,

@@ -46,8 +46,6 @@ GRID_KEYS = {"kernel", "dtype", "variants", "peers", "shape", "exclude"}
 KNOWN_PEERS = ("torch",)
 #: What ``[measure] clock`` may name: CPU time of the timing thread, or wall time.
 CLOCKS = ("cpu", "wall")
-
-
 #: Every number of ``[measure]`` and its range: part of the spec format (DESIGN.md).
 MEASURE_RANGES: Mapping[str, Range] = {
     "threads": Range(1, 1024),
@@ -62,7 +60,7 @@ MEASURE_RANGES: Mapping[str, Range] = {
     "memory_budget_mb": Range(0, 2**40, low_open=True),
     "profile_seconds": Range(0, 3600, low_open=True),
 }
-#: Numeric command-line options and their ranges (check with ``bench.checks.check_number``).
+#: Numeric command-line options and their ranges (``bench.checks.check_option``).
 OPTION_RANGES: Mapping[str, Range] = {
     "--alpha": Range(0, 0.5, low_open=True),
     "--threshold": Range(0, 10),
