@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from bench.errors import BadInput
+from gradsweep.errors import BadInput
 
 #: Seconds to resolve and connect to a cluster address before calling it unreachable.
 ADDRESS_TIMEOUT_S = 5.0
@@ -100,7 +100,7 @@ def check_option(value: float, key: str) -> float:
 
     An ``int`` value is checked (and returned) as an integer, a ``float`` as a number.
     """
-    from bench.spec import OPTION_RANGES  # spec imports this module
+    from gradsweep.spec import OPTION_RANGES  # spec imports this module
 
     integer = isinstance(value, int) and not isinstance(value, bool)
     return check_number(value, OPTION_RANGES[key], key=key, integer=integer)
@@ -236,7 +236,7 @@ def check_results_dir(path: str | os.PathLike | None, must_exist: bool, *,
     str
         The location, as ``store.resolve`` takes it.
     """
-    from bench import store  # pyarrow: imported only by commands that use a dataset
+    from gradsweep import store  # pyarrow: imported only by commands that use a dataset
 
     env = os.environ.get(store.RESULTS_ENV)
     where = str(path or env or store.DEFAULT_RESULTS)

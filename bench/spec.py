@@ -32,10 +32,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bench.checks import Range, check_number
-from bench.errors import BadInput
-from impls.base import DTYPES, PEER_AXIS, Kernel, variant_name
-from impls.registry import PluginError, Registry, load
+from gradsweep.checks import Range, check_number
+from gradsweep.errors import BadInput
+from gradsweep.impls.base import DTYPES, PEER_AXIS, Kernel, variant_name
+from gradsweep.impls.registry import PluginError, Registry, load
 
 #: Characters of a cell_id: the first 16 hex digits of its sha256.
 CELL_ID_HEX = 16

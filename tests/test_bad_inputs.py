@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import spec as spec_mod
-from bench.errors import BadInput
+from gradsweep import spec as spec_mod
+from gradsweep.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).parent / "fixtures" / "bad_inputs"
@@ -28,7 +28,7 @@ ARGS = tomllib.loads((CORPUS / "args.toml").read_text())["case"]
 EXPECT = b"# expect: "
 #: The CLI's package: ``python -m CLI_MODULE`` is the command, ``CLI_MODULE.cli.main``
 #: its in-process entry point (the lead renames it to gradsweep).
-CLI_MODULE = "bench"
+CLI_MODULE = "gradsweep"
 #: Spec cases also run through the real command, in a subprocess (the issue's own cases).
 SUBPROCESS_CASES = ("dim_huge_int", "nesting_array_5000", "timeout_inf", "min_time_nan",
                     "not_utf8", "grid_kernel_with_escape")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import checks
-from bench.checks import (
+from gradsweep import checks
+from gradsweep.checks import (
     JOBS_SCHEMES,
     PROBE_PREFIX,
     RAY_INIT_SCHEMES,
@@ -24,8 +24,8 @@ from bench.checks import (
     check_results_dir,
     parse_address,
 )
-from bench.errors import BadInput, printable
-from bench.store import RESULTS_ENV
+from gradsweep.errors import BadInput, printable
+from gradsweep.store import RESULTS_ENV
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:

@@ -8,9 +8,9 @@ from dataclasses import fields
 
 import pytest
 
-from bench.cli import main
-from bench.errors import BadInput, printable
-from bench.spec import (
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput, printable
+from gradsweep.spec import (
     CLOCKS,
     DIM_MAX,
     MAX_CELLS,
@@ -128,7 +128,7 @@ def test_cell_id_changes_with_every_field():
 def test_cell_id_is_stable_across_processes(write_spec):
     path = write_spec(GOOD)
     here = [c.cell_id for c in expand(load_spec(path)).cells]
-    code = ("import sys; from bench.spec import load_spec, expand; "
+    code = ("import sys; from gradsweep.spec import load_spec, expand; "
             "print(' '.join(c.cell_id for c in expand(load_spec(sys.argv[1])).cells))")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                           text=True, check=True, env={"PYTHONHASHSEED": "123",
