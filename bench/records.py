@@ -53,11 +53,19 @@ def one_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """The ``[measure]`` table; every field optional with these defaults."""
+    """The ``[measure]`` table; every field optional with these defaults.
+
+    Numbers are checked against ``spec.MEASURE_RANGES``, ``clock`` against
+    ``spec.CLOCKS``. ``repeats`` is the number of blocks per group (each in its
+    own worker process); ``clock`` what the samples measure (DESIGN.md,
+    "Measurement").
+    """
 
     threads: int = 1
     min_time_s: float = 0.01
     samples: int = 15
+    repeats: int = 3
+    clock: str = "cpu"
     max_warmups: int = 10
     memory: bool = True
     profile: bool = False

@@ -1,15 +1,29 @@
 """Spec loading, validation (one-line errors, exit 2), expansion and cell identity."""
 
 import json
+import math
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 
 from gradsweep.cli.app import main
-from gradsweep.errors import BadInput
-from gradsweep.records import Cell, cell_id_of
-from gradsweep.spec import expand, load_spec, parse
+from gradsweep.errors import BadInput, printable
+from gradsweep.records import Cell, MeasureSettings, cell_id_of
+from gradsweep.spec import (
+    CLOCKS,
+    DIM_MAX,
+    MAX_CELLS,
+    MAX_NESTING,
+    MAX_SPEC_BYTES,
+    MEASURE_RANGES,
+    combinations,
+    expand,
+    load_spec,
+    nesting,
+    parse,
+)
 
 GOOD = """
 name = "t"
@@ -20,6 +34,8 @@ variants = { buffers = ["list", "prealloc"], wgrad = "*", clip = ["none"] }
 shape = { N = [2, 3], T = [4], H = [5] }
 exclude = [{ N = 3, dtype = "float32" }]
 """
+
+TINY_GRID = '[[grid]]\nkernel = "rnn"\nshape = { N = 2, T = 2, D = 2, H = 2 }\n'
 
 BAD = {
     "malformed": ("[[grid]\nkernel = 'rnn'", "malformed TOML"),
@@ -35,7 +51,8 @@ BAD = {
     "unknown_value": ("[[grid]]\nkernel = 'rnn'\nvariants = { buffers = 'lists' }",
                       "grid[0].variants.buffers"),
     "unknown_dim": ("[[grid]]\nkernel = 'rnn'\nshape = { Q = 3 }", "grid[0].shape.Q"),
-    "below_minimum": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 0 }", "below the minimum"),
+    "below_minimum": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 0 }",
+                      "got 0 (expected an integer in [1, "),
     "unknown_dtype": ("[[grid]]\nkernel = 'rnn'\ndtype = 'float16'", "unknown dtype 'float16'"),
     "empty_grid": ("[[grid]]\nkernel = 'rnn'\nshape = { N = 2 }\nexclude = [{ N = 2 }]",
                    "no cell left"),
@@ -139,3 +156,88 @@ def test_dry_run_lists_cells_and_count(write_spec, capsys):
 def test_bad_input_never_raises_past_parse():
     with pytest.raises(BadInput):
         parse("[[grid]]\nkernel = 3", "x.toml")
+
+
+# --- ranges of every number (bench.spec.MEASURE_RANGES, DIM_MAX) -------------------------------
+
+def _edges(name: str) -> tuple[list, list]:
+    """Values of ``measure.<name>`` just inside and just outside its range."""
+    allowed, integer = MEASURE_RANGES[name], isinstance(getattr(MeasureSettings(), name), int)
+    step = 1 if integer else max(abs(allowed.low) * 1e-9, 1e-12)
+    low = allowed.low + step if allowed.low_open else allowed.low
+    inside = [low] + ([allowed.high] if math.isfinite(allowed.high) else [1e300])
+    outside = [allowed.low if allowed.low_open else allowed.low - step]
+    if math.isfinite(allowed.high):
+        outside.append(allowed.high + step if integer else allowed.high * (1 + 1e-9))
+        outside.append(10**30)  # beyond every bounded range, and beyond int64
+    if not integer:
+        outside += [math.nan, math.inf, -math.inf]
+    return inside, outside
+
+
+def _toml_number(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value)
+
+
+@pytest.mark.parametrize("name", sorted(MEASURE_RANGES))
+def test_every_measure_number_is_checked_at_its_edges(name):
+    inside, outside = _edges(name)
+    for value in inside:
+        spec = parse(f"[measure]\n{name} = {_toml_number(value)}\n{TINY_GRID}", "x.toml")
+        assert getattr(spec.measure, name) == value
+    for value in outside:
+        with pytest.raises(BadInput, match=rf"^x\.toml: measure\.{name}: got .* \(expected "):
+            parse(f"[measure]\n{name} = {_toml_number(value)}\n{TINY_GRID}", "x.toml")
+
+
+def test_every_numeric_setting_has_a_range():
+    numeric = {f.name for f in fields(MeasureSettings)
+               if type(getattr(MeasureSettings(), f.name)) in (int, float)}
+    assert numeric == set(MEASURE_RANGES)
+
+
+def test_dims_from_minimum_to_dim_max():
+    spec = parse(f'[[grid]]\nkernel = "rnn"\nshape = {{ N = [1, {DIM_MAX}], T = 1, D = 1, '
+                 "H = 1 }\n", "x.toml")
+    assert max(c.dims["N"] for c in expand(spec).cells) == DIM_MAX
+    spec = parse('[[grid]]\nkernel = "deconv2d"\nshape = { padding = 0 }\n', "x.toml")
+    assert {c.dims["padding"] for c in expand(spec).cells} == {0}  # this dim's minimum is 0
+    with pytest.raises(BadInput, match=r"shape\.padding: got -1 \(expected an integer in \[0, "):
+        parse('[[grid]]\nkernel = "deconv2d"\nshape = { padding = -1 }\n', "x.toml")
+
+
+def test_repeats_and_clock():
+    assert (MeasureSettings().repeats, MeasureSettings().clock) == (3, "cpu")
+    spec = parse(f'[measure]\nrepeats = 5\nclock = "wall"\n{TINY_GRID}', "x.toml")
+    assert (spec.measure.repeats, spec.measure.clock) == (5, "wall")
+    assert CLOCKS == ("cpu", "wall")
+
+
+def test_limits_on_size_nesting_and_combinations(write_spec):
+    assert nesting({"a": [[1]], "b": {"c": {}}}) == 3 and nesting(7) == 0
+    def doc(depth):  # a document (level 1) whose key x holds depth - 1 nested arrays
+        return "x = " + "[" * (depth - 1) + "]" * (depth - 1) + "\n" + TINY_GRID
+    with pytest.raises(BadInput, match="x: unknown key"):  # past the nesting check
+        parse(doc(MAX_NESTING), "x.toml")
+    with pytest.raises(BadInput, match="nested too deeply"):
+        parse(doc(MAX_NESTING + 1), "x.toml")
+    with pytest.raises(BadInput, match=f"bytes or more .*at most {MAX_SPEC_BYTES} bytes"):
+        load_spec(write_spec("#" * MAX_SPEC_BYTES + "\n" + TINY_GRID))
+    values = ", ".join(str(i) for i in range(1, 51))
+    fine = f'[[grid]]\nkernel = "rnn"\nshape = {{ N = [{values}], T = [{values}] }}\n'
+    variants = 2 * 2 * 3  # rnn: buffers x wgrad x clip
+    assert combinations(parse(fine, "x.toml").grids[0]) == variants * 50 * 50 <= MAX_CELLS
+
+
+def test_a_leading_byte_order_mark_is_fine(write_spec):
+    path = write_spec("")
+    path.write_bytes(b"\xef\xbb\xbf" + TINY_GRID.encode())
+    assert load_spec(path).grids[0].kernel == "rnn"
+
+
+def test_a_name_with_a_terminal_escape_is_kept_as_written():
+    spec = parse('name = "\\u001b[31mred"\n' + TINY_GRID, "x.toml")
+    assert spec.name == "\x1b[31mred"
+    assert printable(spec.name) == "\\x1b[31mred"
