@@ -21,9 +21,9 @@ from string import Template
 
 import pandas as pd
 
-from bench import report as rp
-from bench import store
-from dashboards import figures as fg
+from gradsweep import report as rp
+from gradsweep import store
+from gradsweep.dashboards import figures as fg
 
 TEMPLATES = Path(__file__).parent / "templates"
 PLOTLY_JS = "plotly.min.js"
@@ -271,7 +271,7 @@ def kernel_section(kernel: str, ranked: pd.DataFrame, data: SiteData,
 
 def step_rows(history: pd.DataFrame | None, started: dict[str, str]) -> list[dict]:
     """Steps in each cell's medians across the shown sweeps (asv-style, bench.history)."""
-    from bench.history import detect_steps
+    from gradsweep.history import detect_steps
 
     if history is None or history["sweep_id"].nunique() < 2:
         return []

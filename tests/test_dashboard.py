@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report as rp
-from bench import store
-from bench.cli import main
-from dashboards import figures as fg
-from dashboards import render, synthetic
-from impls.registry import load
+from gradsweep import report as rp
+from gradsweep import store
+from gradsweep.cli.app import main
+from gradsweep.dashboards import figures as fg
+from gradsweep.dashboards import render, synthetic
+from gradsweep.impls.registry import load
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -226,7 +226,7 @@ def test_history_steps_are_listed_and_escaped():
     import numpy as np
     import pandas as pd
 
-    from dashboards.render import step_rows, steps_table
+    from gradsweep.dashboards.render import step_rows, steps_table
 
     rng = np.random.default_rng(0)
     medians = np.r_[np.full(8, 1e6), np.full(8, 2e6)] * (1 + 0.01 * rng.standard_normal(16))
