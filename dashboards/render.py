@@ -32,7 +32,8 @@ INDEX = "index.html"
 PROFILE_TOP = 10
 #: Places per kernel and dtype in the summary at the top.
 LEADERS = 3
-HISTORY_COLUMNS = ["cell_id", "kernel", "variant", "shape", "dtype", "status", "median_ns"]
+HISTORY_COLUMNS = ["cell_id", "kernel", "variant", "shape", "dtype", "status", "median_ns",
+                   "ci_low_ns", "ci_high_ns"]
 NS_PER_MS = 1e6
 PROFILE_CPU = ("cpu_percent_python", "cpu_percent_native", "cpu_percent_system")
 
@@ -220,17 +221,48 @@ def _started(data: SiteData) -> dict[str, str]:
     return {r.sweep_id: _iso(r.started_at) for r in data.sweeps.itertuples(index=False)}
 
 
+def group_answers(ranked: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The ranking's one-line answer of each (shape, dtype) group of one kernel, if given.
+
+    Read from the ``answer`` column (:data:`dashboards.figures.ANSWER_COLUMN`,
+    the same text on every member of a group); groups without one are skipped.
+
+    Returns
+    -------
+    list of (dtype, shape, answer)
+        Ordered by dtype, then problem size.
+    """
+    if fg.ANSWER_COLUMN not in ranked or not len(ranked):
+        return []
+    known = ranked[ranked[fg.ANSWER_COLUMN].notna() & (ranked[fg.ANSWER_COLUMN] != "")]
+    known = known.assign(_size=pd.to_numeric(known["flops"], errors="coerce")).sort_values(
+        ["dtype", "_size", "shape"], kind="stable")
+    first = known.drop_duplicates(["dtype", "shape"])
+    return [(str(r.dtype), str(r.shape), str(getattr(r, fg.ANSWER_COLUMN)))
+            for r in first.itertuples(index=False)]
+
+
+def answers_list(answers: list[tuple[str, str, str]]) -> str:
+    """The answers as a list at the top of a kernel section (escaped); empty without any."""
+    if not answers:
+        return ""
+    items = "".join(f'<li><span class="group">{e(d)} · {e(s)}</span>: {e(a)}</li>'
+                    for d, s, a in answers)
+    return f'<ul class="answers">{items}</ul>'
+
+
 def kernel_section(kernel: str, ranked: pd.DataFrame, data: SiteData,
                    figs: list[dict]) -> str:
-    """A kernel's plots (divs filled by plotly) and its rankings (collapsed)."""
+    """A kernel's answers, plots (divs filled by plotly) and rankings (all open)."""
     divs = "".join(f'<div class="plot" id="{f["id"]}" title="{e(f["title"])}"></div>'
                    for f in figs)
     return (f'<section id="{fg.slug(kernel)}"><h2>{e(kernel)}</h2>'
+            f"{answers_list(group_answers(ranked))}"
             f'<div class="plots">{divs}</div>'
-            f"<details open><summary>overall ranking of {e(kernel)}</summary>"
-            f"{overall_tables(data.report, kernel)}</details>"
-            f"<details><summary>rankings of {e(kernel)} at every shape "
-            f"({len(ranked)} cells)</summary>{ranking_tables(data.report, kernel)}</details>"
+            f'<div class="rankings"><h3 class="part">overall ranking of {e(kernel)}</h3>'
+            f"{overall_tables(data.report, kernel)}"
+            f'<h3 class="part">rankings of {e(kernel)} at every shape ({len(ranked)} cells)</h3>'
+            f"{ranking_tables(data.report, kernel)}</div>"
             "</section>")
 
 
