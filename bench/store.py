@@ -348,7 +348,9 @@ def write_arrow(dataset: Dataset, table: str, sweep_id: str, data: pa.Table) -> 
     name = f"{uuid.uuid4().hex}.parquet"
     if not _is_local(dataset):
         return _put(dataset, directory, name, data)
-    _recover_quietly(dataset, table)
+    _, staging, old = _sibling_paths(dataset.table_path(table), sweep_id)
+    if os.path.lexists(staging) or os.path.lexists(old):  # a compaction died half-way
+        _recover_quietly(dataset, table)
     if not os.path.isdir(directory):
         init(dataset)
     return _write_local(directory, name, data)
@@ -755,7 +757,7 @@ def compact_partition(dataset: Dataset, table: str, sweep_id: str) -> Compacted:
     old files and the merged one are swapped in one step (see the module
     docstring); elsewhere the merged file is written, then the old files are
     removed. Raises :class:`StoreError` when the disk refuses; the partition
-    is then as it was.
+    is then as it was (but for the unreadable files, already moved aside).
     """
     check_sweep_id(sweep_id)
     if not _is_local(dataset):

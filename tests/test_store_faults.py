@@ -267,6 +267,52 @@ def warnings_as_errors():
         yield
 
 
+#: Reads ``<root>/cells`` with plain pandas until told to stop; counts what it saw.
+READER = """
+import sys, pandas as pd
+cells, stop = sys.argv[1], sys.argv[2]
+import os
+reads = duplicated = shrank = vanished = 0
+most = 0
+while not os.path.exists(stop):
+    try:
+        frame = pd.read_parquet(cells, columns=["sweep_id", "cell_id"])
+    except FileNotFoundError:  # listed files a compaction swapped away: read again
+        vanished += 1
+        continue
+    reads += 1
+    duplicated += int(frame.duplicated().any())
+    shrank += int(len(frame) < most)
+    most = max(most, len(frame))
+print(reads, duplicated, shrank, vanished)
+"""
+
+
+@pytest.mark.slow
+def test_a_plain_reader_process_never_sees_duplicates_during_compactions(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell("first")])
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen([sys.executable, "-c", READER, ds.table_path("cells"), str(stop)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 4
+        for i in itertools.count():
+            for j in range(3):
+                store.write(ds, "cells", "s1", [cell(f"c{i}-{j}")])
+            store.compact(ds)
+            if time.monotonic() > deadline:
+                break
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=60)
+    reads, duplicated, shrank, vanished = map(int, out.split())
+    print(f"{reads} plain reads over {i + 1} compactions, {vanished} retried after a swap")
+    assert reads > 20 and duplicated == 0 and shrank == 0
+    assert plain_rows(ds) == {("s1", "first")} | {("s1", f"c{k}-{j}") for k in range(i + 1)
+                                                   for j in range(3)}
+
+
 # --- full disk ---------------------------------------------------------------------------------
 
 def snapshot(root: Path) -> dict[str, bytes]:
