@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from bench import store
-from bench.errors import BadInput
+from gradsweep import store
+from gradsweep.errors import BadInput
 
 #: Cell statuses that count as failed (as in :data:`bench.runner.FAILED`).
 FAILED_STATUSES = ("incorrect", "error", "crashed", "timeout")

@@ -63,7 +63,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from bench.errors import BadInput
+from gradsweep.errors import BadInput
 
 try:
     import fcntl

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from bench import query, store
-from bench.cli import main
-from bench.errors import BadInput
+from gradsweep import query, store
+from gradsweep.cli.app import main
+from gradsweep.errors import BadInput
 
 T0 = pd.Timestamp("2026-01-01T00:00:00", tz="UTC")
 LSTM = "lstm/buffers=list,wgrad=step,clip=none"

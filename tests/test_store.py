@@ -10,8 +10,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from bench import store
-from bench.errors import BadInput
+from gradsweep import store
+from gradsweep.errors import BadInput
 
 
 def cell_row(cell_id: str, median: float, **extra) -> dict:
@@ -185,7 +185,7 @@ def test_hidden_and_underscore_paths_are_skipped(tmp_path):
 
 WRITER = """
 import sys
-from bench import store
+from gradsweep import store
 root, sweep, tag, batches, rows = sys.argv[1:6]
 ds = store.resolve(root)
 for b in range(int(batches)):
@@ -304,8 +304,8 @@ def test_file_uri_compaction(tmp_path):
 
 
 def test_pandas_reads_every_kernels_cells_from_real_results(tmp_path):
-    from bench.spec import Cell
-    from bench.worker import skeleton
+    from gradsweep.records import Cell
+    from gradsweep.records import skeleton
 
     ds = store.resolve(tmp_path / "r")
     rnn = Cell(kernel="rnn", variant="rnn/buffers=list,wgrad=step,clip=none",

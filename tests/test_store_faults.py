@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import store
+from gradsweep import store
 
 REPO = Path(__file__).parent.parent
 #: Filesystem calls the store makes (shutil.rmtree's included); a step is one call.
@@ -419,7 +419,7 @@ def test_a_write_is_fsynced_then_renamed_then_its_directory_fsynced(tmp_path, mo
 #: start); a worker appends files and compacts in a loop, saying what it does.
 DRIVER = """
 import os, random, sys, time
-from bench import store
+from gradsweep import store
 
 def say(*words):  # one write(2) per line: lines of the driver and its workers never mix
     os.write(1, (" ".join(map(str, words)) + "\\n").encode())
