@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -222,6 +222,27 @@ def export(frame: pd.DataFrame, fmt: str, output: str | None = None) -> str:
         return ""
     raise BadInput(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
                    key="--format")
+
+
+@dataclass(frozen=True)
+class CompactionSummary:
+    """What ``results compact`` prints: a line per merged partition and a total, and
+    the unreadable files compaction moved aside (to name as warnings)."""
+
+    lines: tuple[str, ...]
+    set_aside: tuple[store.CorruptFile, ...] = ()
+
+
+def compaction_summary(done: Sequence[store.Compacted]) -> CompactionSummary:
+    """The lines and set-aside files of :func:`store.compact`'s outcome."""
+    merged = [c for c in done if c.rows >= 0]
+    aside = tuple(bad for c in done for bad in c.set_aside)
+    lines = [f"{c.table}/{store.PARTITION}={c.sweep_id}: {c.files_before} files -> 1 "
+             f"({c.rows} rows)" for c in merged]
+    total = f"compacted {len(merged)} partitions; {len(done) - len(merged)} left as they were"
+    if aside:
+        total += f"; {len(aside)} unreadable file(s) moved aside, their rows are missing"
+    return CompactionSummary((*lines, total), aside)
 
 
 def resolve_any(dataset: store.Dataset, sweep: str) -> str:

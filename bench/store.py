@@ -1,11 +1,37 @@
-"""The Parquet dataset: every table's schema, whole-file writes, reads.
+"""The Parquet dataset: every table's schema, durable whole-file writes, reads.
 
-Layout: ``<root>/<table>/sweep_id=<sweep_id>/<uuid>.parquet``. ``sweep_id``
-lives in the Hive partition path only. A file is written under a temporary
-name beginning with ``.`` and renamed (local), or put whole (object stores);
-readers ignore names beginning with ``.`` or ``_``, drop duplicate rows
+Layout: ``<root>/<table>/sweep_id=<sweep_id>/<uuid>.parquet`` for the tables
+``sweeps``, ``cells``, ``nodes`` and ``profiles`` (``results/cells``, ...;
+every table's directory exists once anything was written, so an unwritten
+table reads empty). ``sweep_id`` lives in the Hive partition path only.
+Readers skip names beginning with ``.`` or ``_``, drop duplicate rows
 (keeping the newest), migrate rows of older schema versions and name any file
 they cannot read while returning the rest.
+
+Durability (local disk): a file is written under a hidden temporary name,
+fsync'ed, renamed into its partition and the directory fsync'ed, so a write
+that returned survives a crash and a write that did not leaves nothing
+visible. An ``OSError`` (disk full, permissions, I/O) surfaces as one
+:class:`StoreError` naming the path and the cause; temporary files are removed
+and nothing stored before is touched.
+
+Compaction (local disk) never shows a plain reader (``pandas.read_parquet``)
+the old files and the merged one together, and a kill at any point loses no
+row: the merged file is built in the hidden sibling ``.new-sweep_id=X`` with a
+manifest (``_compaction.json``) naming the files it replaces, files appended
+meanwhile are hard-linked in, then the two directories are swapped in one
+``renameat2(RENAME_EXCHANGE)``; the old directory is emptied (files appended
+after the swap moved into the new one) and removed, and the manifest last.
+Without RENAME_EXCHANGE (not Linux, or a filesystem without it) the swap
+takes two renames (old aside to ``.old-sweep_id=X``, new in), and for that
+instant the partition is missing. A half-done compaction is finished or
+undone by the next compaction, write or read of the table (:func:`recover`),
+guided by where the manifest is; a per-table ``flock`` tells a live
+compaction from a dead one. Files that cannot be read are moved aside to
+``<table>/_corrupt/sweep_id=X/`` (kept, never deleted; named in the result).
+On other pyarrow filesystems (``s3://``...) a file is put whole, there is no
+fsync, and compaction writes the merged file then deletes the old ones:
+between the two, plain readers see duplicates (gradsweep's readers drop them).
 
 Schema versions: 1 is the first release; 2 adds ``cells.n_samples`` (the
 number of timed samples, so listings need not load ``samples_ns``). A
@@ -14,12 +40,19 @@ migration per (table, version) lifts rows one version up on read.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
+import json
 import os
+import posixpath
+import shutil
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +64,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from gradsweep.errors import BadInput
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: compaction runs unlocked
+    fcntl = None
 
 SCHEMA_VERSION = 2
 RESULTS_ENV = "GRADSWEEP_RESULTS"
@@ -109,6 +147,49 @@ MAX_REASON_CHARS = 200
 ROW_INDEX = "__row"
 #: Parquet codec of every file.
 COMPRESSION = "zstd"
+#: Hidden siblings of partition ``sweep_id=X`` while it is compacted: the new
+#: partition being built (after the swap: the old one), and the old one when
+#: the swap took two renames.
+STAGING_PREFIX = ".new-"
+OLD_PREFIX = ".old-"
+#: In the new partition: the names of the old files it replaces (JSON list).
+MANIFEST = "_compaction.json"
+#: Per table: held (flock) while a partition of it is compacted or recovered.
+LOCK = ".compaction.lock"
+#: Per table: files compaction could not read, kept as ``_corrupt/sweep_id=X/<name>``.
+SET_ASIDE = "_corrupt"
+#: A write retried after a compaction swapped its partition away (local disk).
+WRITE_ATTEMPTS = 5
+#: A read re-listed after a compaction swapped files away under it.
+READ_ATTEMPTS = 3
+#: Times a swap or cleanup is retried while writers keep adding files.
+SWAP_ATTEMPTS = 50
+#: ``renameat2`` flag: swap two paths atomically (Linux >= 3.15).
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+class StoreError(Exception):
+    """The dataset could not be written (disk full, permissions, I/O error).
+
+    ``str(exc)`` is one line naming the path and the cause; ``path`` and
+    ``cause`` (usually the ``OSError``) are kept. A caller should stop: what
+    was stored before is intact, and nothing half-written is visible.
+    """
+
+    def __init__(self, path: str, cause: BaseException | str):
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot write {path}: {_reason(cause)}")
+
+
+def _reason(cause: BaseException | str) -> str:
+    """The cause in a few words: ``No space left on device (errno 28)``."""
+    code = getattr(cause, "errno", None)
+    if isinstance(cause, OSError) and code:
+        return f"{os.strerror(code)} (errno {code})"
+    lines = str(cause).splitlines()
+    return lines[0][:MAX_REASON_CHARS] if lines and lines[0] else type(cause).__name__
 
 
 @dataclass(frozen=True)
@@ -243,11 +324,13 @@ def _hashable(value: Any) -> Any:
 
 
 def write(dataset: Dataset, table: str, sweep_id: str, records: Sequence[Any]) -> str | None:
-    """Write ``records`` as one new file of ``table`` in ``sweep_id``'s partition.
+    """Write ``records`` durably as one new file of ``table`` in ``sweep_id``'s partition.
 
-    The file appears whole or not at all: written under a hidden temporary
-    name and renamed on a local disk, put in one piece on an object store.
-    Returns the file's path (None when there was nothing to write).
+    The file appears whole or not at all, and once this returns it survives a
+    crash: on a local disk it is written under a hidden temporary name,
+    fsync'ed, renamed and its directory fsync'ed; on an object store it is put
+    in one piece. Returns the file's path (None when there was nothing to
+    write). Raises :class:`StoreError` when the disk refuses (full, ...).
     """
     if not records:
         return None
@@ -255,20 +338,127 @@ def write(dataset: Dataset, table: str, sweep_id: str, records: Sequence[Any]) -
 
 
 def write_arrow(dataset: Dataset, table: str, sweep_id: str, data: pa.Table) -> str:
-    """Write an Arrow table of ``table``'s schema as one whole new file; its path."""
+    """Write an Arrow table of ``table``'s schema as one whole new file; its path.
+
+    As :func:`write`. The first write of a dataset creates every table's
+    directory (:func:`init`).
+    """
     data = data.select(SCHEMAS[table].names).cast(SCHEMAS[table])
-    directory = f"{dataset.table_path(table)}/{PARTITION}={check_sweep_id(sweep_id)}"
+    directory = partition_path(dataset, table, sweep_id)
     name = f"{uuid.uuid4().hex}.parquet"
-    dataset.fs.create_dir(directory, recursive=True)
+    if not _is_local(dataset):
+        return _put(dataset, directory, name, data)
+    _, staging, old = _sibling_paths(dataset.table_path(table), sweep_id)
+    if os.path.lexists(staging) or os.path.lexists(old):  # a compaction died half-way
+        _recover_quietly(dataset, table)
+    if not os.path.isdir(directory):
+        init(dataset)
+    return _write_local(directory, name, data)
+
+
+def init(dataset: Dataset) -> None:
+    """Create every table's directory (``<root>/cells``, ``sweeps``, ``nodes``, ``profiles``).
+
+    So a table nothing was written to yet reads as empty, also with plain
+    pandas. Raises :class:`StoreError` when the disk refuses.
+    """
+    for table in SCHEMAS:
+        path = dataset.table_path(table)
+        try:
+            if _is_local(dataset):
+                _makedirs(path)
+            else:
+                dataset.fs.create_dir(path, recursive=True)
+        except OSError as exc:
+            raise StoreError(path, exc) from exc
+
+
+def partition_path(dataset: Dataset, table: str, sweep_id: str) -> str:
+    """Path of ``sweep_id``'s partition directory in ``table``."""
+    return f"{dataset.table_path(table)}/{PARTITION}={check_sweep_id(sweep_id)}"
+
+
+def _is_local(dataset: Dataset) -> bool:
+    return isinstance(dataset.fs, pafs.LocalFileSystem)
+
+
+def _put(dataset: Dataset, directory: str, name: str, data: pa.Table) -> str:
+    """Write one file in a single put (object stores); StoreError on failure."""
     final = f"{directory}/{name}"
-    if isinstance(dataset.fs, pafs.LocalFileSystem):
-        temporary = f"{directory}/.{name}.tmp"
-        pq.write_table(data, temporary, filesystem=dataset.fs, compression=COMPRESSION)
-        dataset.fs.move(temporary, final)
-    else:
+    try:
+        dataset.fs.create_dir(directory, recursive=True)
         with dataset.fs.open_output_stream(final) as out:
             pq.write_table(data, out, compression=COMPRESSION)
+    except OSError as exc:
+        raise StoreError(final, exc) from exc
     return final
+
+
+def _write_local(directory: str, name: str, data: pa.Table) -> str:
+    """Write ``directory/name`` durably: temporary name, fsync, rename, fsync the directory.
+
+    A compaction may swap the partition directory away between the temporary
+    file and the rename (the rename then finds no file): the write starts again.
+    """
+    final, temporary = f"{directory}/{name}", f"{directory}/.{name}.tmp"
+    cause: OSError | None = None
+    for _ in range(WRITE_ATTEMPTS):
+        try:
+            _makedirs(directory)
+            _write_file(temporary, data)
+            os.rename(temporary, final)
+        except FileNotFoundError as exc:
+            _remove_quietly(temporary)
+            cause = exc
+            continue
+        except Exception as exc:
+            _remove_quietly(temporary)
+            if isinstance(exc, OSError):
+                raise StoreError(final, exc) from exc
+            raise
+        try:
+            _fsync_dir(directory)
+        except FileNotFoundError:  # swapped away after the rename: compaction fsyncs it
+            pass
+        except OSError as exc:
+            raise StoreError(final, exc) from exc
+        return final
+    raise StoreError(final, cause or "its partition kept being swapped away")
+
+
+def _write_file(path: str, data: pa.Table) -> None:
+    """``data`` as a new Parquet file at ``path``, fsync'ed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with open(fd, "wb") as out:
+        pq.write_table(data, out, compression=COMPRESSION)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the entries of directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs(path: str) -> None:
+    """``os.makedirs`` with each new directory's parent fsync'ed."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+        _fsync_dir(os.path.dirname(directory))
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _visible(relative: str) -> bool:
@@ -277,27 +467,43 @@ def _visible(relative: str) -> bool:
 
 
 def files(dataset: Dataset, table: str, sweep_ids: Sequence[str] | None = None) -> list[str]:
-    """Visible data files of ``table`` (of ``sweep_ids`` only, when given), sorted."""
+    """Visible data files of ``table`` (of ``sweep_ids`` only, when given), sorted.
+
+    On a local disk a half-done compaction found on the way is finished first
+    (when no live compaction holds the table, see :func:`recover`).
+    """
     base = dataset.table_path(table)
-    roots = [f"{base}/{PARTITION}={check_sweep_id(s)}" for s in sweep_ids] \
-        if sweep_ids is not None else [base]
+    wanted = None if sweep_ids is None else {check_sweep_id(s) for s in sweep_ids}
     found = []
-    for root in roots:
-        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    for sweep in partitions(dataset, table):
+        if wanted is not None and sweep not in wanted:
+            continue
+        selector = pafs.FileSelector(f"{base}/{PARTITION}={sweep}", recursive=True,
+                                     allow_not_found=True)
         for info in dataset.fs.get_file_info(selector):
             relative = info.path[len(base):].lstrip("/")
-            if info.type == pafs.FileType.File and _visible(relative) \
-                    and relative.startswith(f"{PARTITION}="):
+            if info.type == pafs.FileType.File and _visible(relative):
                 found.append(info.path)
     return sorted(found)
 
 
-def partitions(dataset: Dataset, table: str) -> list[str]:
-    """Sweep ids that have a partition directory in ``table``."""
+def _top_level(dataset: Dataset, table: str) -> list[str]:
+    """Names of the directories directly in ``table``'s directory."""
     selector = pafs.FileSelector(dataset.table_path(table), allow_not_found=True)
+    return [info.base_name for info in dataset.fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory]
+
+
+def partitions(dataset: Dataset, table: str) -> list[str]:
+    """Sweep ids that have a partition directory in ``table``.
+
+    On a local disk, half-done compactions of ``table`` are recovered first.
+    """
+    names = _top_level(dataset, table)
+    if _is_local(dataset) and _leftovers(names) and _recover_quietly(dataset, table):
+        names = _top_level(dataset, table)
     prefix = f"{PARTITION}="
-    return sorted(info.base_name[len(prefix):] for info in dataset.fs.get_file_info(selector)
-                  if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix))
+    return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
 
 
 def _arrow_dataset(dataset: Dataset, table: str, paths: Sequence[str]) -> ds.Dataset:
@@ -313,9 +519,12 @@ class CorruptFile:
 
     path: str
     reason: str
+    #: Where compaction moved the file (empty while it is still in place).
+    kept_at: str = ""
 
     def __str__(self) -> str:
-        return f"corrupt file {self.path}: {self.reason}"
+        moved = f"; moved to {self.kept_at}" if self.kept_at else ""
+        return f"corrupt file {self.path}: {self.reason}{moved}"
 
 
 class CorruptFileWarning(UserWarning):
@@ -330,11 +539,23 @@ class Loaded:
     corrupt: tuple[CorruptFile, ...] = ()
 
 
+class _Vanished(Exception):
+    """A listed file was gone when read (a compaction swapped it away): list again."""
+
+
 def _scan(dataset: Dataset, table: str, paths: Sequence[str], columns: list[str],
-          filt: ds.Expression | None) -> tuple[pa.Table, tuple[CorruptFile, ...]]:
-    """Read ``paths``; on failure read file by file and name the files that fail."""
+          filt: ds.Expression | None,
+          retry: bool = False) -> tuple[pa.Table, tuple[CorruptFile, ...]]:
+    """Read ``paths``; on failure read file by file and name the files that fail.
+
+    With ``retry``, a file that no longer exists raises :class:`_Vanished`
+    instead of being named.
+    """
     try:
         return _arrow_dataset(dataset, table, paths).to_table(columns=columns, filter=filt), ()
+    except FileNotFoundError:
+        if retry:
+            raise _Vanished from None
     except (pa.ArrowException, OSError):
         pass
     parts, corrupt = [], []
@@ -342,10 +563,14 @@ def _scan(dataset: Dataset, table: str, paths: Sequence[str], columns: list[str]
         try:
             parts.append(_arrow_dataset(dataset, table, [path]).to_table(columns=columns,
                                                                          filter=filt))
+        except FileNotFoundError as exc:
+            if retry:
+                raise _Vanished from None
+            corrupt.append(CorruptFile(path, str(exc).splitlines()[0][:MAX_REASON_CHARS]))
         except (pa.ArrowException, OSError) as exc:
             corrupt.append(CorruptFile(path, str(exc).splitlines()[0][:MAX_REASON_CHARS]))
     for bad in corrupt:
-        warnings.warn(str(bad), CorruptFileWarning, stacklevel=4)
+        warnings.warn(str(bad), CorruptFileWarning, stacklevel=5)
     empty = _empty(table, columns)
     return pa.concat_tables([empty, *parts]), tuple(corrupt)
 
@@ -388,6 +613,9 @@ def read_table(dataset: Dataset, table: str, sweep_ids: Sequence[str] | None = N
                filter: ds.Expression | None = None) -> Loaded:  # noqa: A002
     """Rows of ``table`` as Arrow: migrated to :data:`SCHEMA_VERSION`, newest per key.
 
+    A table (or partition) with no files reads as an empty table of the schema.
+    Files swapped away by a concurrent compaction are listed again.
+
     Parameters
     ----------
     sweep_ids : sequence of str, optional
@@ -397,24 +625,38 @@ def read_table(dataset: Dataset, table: str, sweep_ids: Sequence[str] | None = N
     filter : pyarrow.dataset.Expression, optional
         Pushed down to the scan (row-group statistics skip what cannot match).
     """
-    paths = files(dataset, table, sweep_ids)
     wanted = _columns(table, columns)
+    for attempt in range(READ_ATTEMPTS):
+        paths = files(dataset, table, sweep_ids)
+        try:
+            return _load(dataset, table, paths, wanted, filter, attempt + 1 < READ_ATTEMPTS)
+        except _Vanished:
+            continue
+    raise AssertionError("unreachable: the last attempt names vanished files")
+
+
+def _load(dataset: Dataset, table: str, paths: Sequence[str], columns: list[str],
+          filt: ds.Expression | None, retry: bool = False) -> Loaded:
+    """Rows of the files ``paths`` of ``table``: migrated, newest per key."""
     if not paths:
-        return Loaded(_empty(table, wanted))
-    data, bad = _scan(dataset, table, paths, wanted, filter)
+        return Loaded(_empty(table, columns))
+    data, bad = _scan(dataset, table, paths, columns, filt, retry)
     version = data["schema_version"]
     if version.null_count or (len(version) and pc.min(version).as_py() < SCHEMA_VERSION):
-        data = _migrate_scanned(dataset, table, paths, data, filter)
+        data = _migrate_scanned(dataset, table, paths, data, filt, retry)
     return Loaded(dedupe(data, table, multi_file_sweeps(dataset, table, paths)), bad)
 
 
 def _migrate_scanned(dataset: Dataset, table: str, paths: Sequence[str], data: pa.Table,
-                     filt: ds.Expression | None) -> pa.Table:
+                     filt: ds.Expression | None, retry: bool = False) -> pa.Table:
     """``data`` with its old rows re-read (with what migrations need) and migrated."""
     current = pc.fill_null(pc.greater_equal(data["schema_version"], SCHEMA_VERSION), False)
     is_old = (ds.field("schema_version") < SCHEMA_VERSION) | ds.field("schema_version").is_null()
-    old, _ = _scan(dataset, table, paths, _columns(table, [*data.column_names, *needs(table)]),
-                   _and(filt, is_old))
+    with warnings.catch_warnings():  # the first scan already named the corrupt files
+        warnings.simplefilter("ignore", CorruptFileWarning)
+        old, _ = _scan(dataset, table, paths,
+                       _columns(table, [*data.column_names, *needs(table)]),
+                       _and(filt, is_old), retry)
     return pa.concat_tables([data.filter(current),
                              migrate(old, table).select(data.column_names)])
 
@@ -492,50 +734,349 @@ def resolve_sweep(dataset: Dataset, sweep: str) -> str:
 
 @dataclass(frozen=True)
 class Compacted:
-    """What compaction did to one partition of one table."""
+    """What compaction did to one partition of one table.
+
+    ``rows`` is -1 when the partition was left as it was (``skipped`` says
+    why); ``set_aside`` are the unreadable files moved out of the partition
+    (each with ``kept_at``), whose rows are missing from the merged file.
+    """
 
     table: str
     sweep_id: str
     files_before: int
     rows: int
     skipped: str = ""
+    set_aside: tuple[CorruptFile, ...] = field(default_factory=tuple)
 
 
 def compact_partition(dataset: Dataset, table: str, sweep_id: str) -> Compacted:
     """Merge one partition's files into one; no row lost, none duplicated.
 
-    The merged file is written whole first (rows migrated and deduplicated),
-    its row count checked, then the old files are removed. A crash between the
-    two steps leaves duplicates that readers drop. A partition with a file that
-    cannot be read is left as it is.
+    Rows are migrated and deduplicated. Files that cannot be read are moved
+    aside (see :func:`move_aside`) and the rest is merged. On a local disk the
+    old files and the merged one are swapped in one step (see the module
+    docstring); elsewhere the merged file is written, then the old files are
+    removed. Raises :class:`StoreError` when the disk refuses; the partition
+    is then as it was (but for the unreadable files, already moved aside).
     """
+    check_sweep_id(sweep_id)
+    if not _is_local(dataset):
+        return _compact_with(dataset, table, sweep_id, _replace_remote)
+    table_dir = dataset.table_path(table)
+    with _locked(table_dir, wait=True):
+        _recover_partition(table_dir, sweep_id)
+        return _compact_with(dataset, table, sweep_id, _replace_local)
+
+
+def _compact_with(dataset: Dataset, table: str, sweep_id: str,
+                  replace: Callable[[Dataset, str, str, pa.Table, list[str]], int]) -> Compacted:
+    """Read the partition's files, set the unreadable aside, ``replace`` the rest."""
     paths = files(dataset, table, [sweep_id])
-    if len(paths) < 2 and not _has_old_rows(dataset, table, paths):
+    if _is_compact(dataset, table, paths):
         return Compacted(table, sweep_id, len(paths), -1, "already compact")
-    loaded = read_table(dataset, table, [sweep_id])
-    if loaded.corrupt:
-        return Compacted(table, sweep_id, len(paths), -1, str(loaded.corrupt[0]))
-    merged = write_arrow(dataset, table, sweep_id, loaded.table)
-    written = pq.ParquetFile(dataset.fs.open_input_file(merged)).metadata.num_rows
-    if written != loaded.table.num_rows:
-        dataset.fs.delete_file(merged)
-        raise OSError(f"compaction of {merged} wrote {written} of {loaded.table.num_rows} rows")
-    for path in paths:
-        dataset.fs.delete_file(path)
-    return Compacted(table, sweep_id, len(paths), written)
+    loaded = _load(dataset, table, paths, _columns(table, None), None)
+    kept = move_aside(dataset, table, sweep_id, loaded.corrupt)
+    data = loaded.table.select(SCHEMAS[table].names).cast(SCHEMAS[table])
+    rows = replace(dataset, table, sweep_id, data, paths)
+    return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
 
 
-def _has_old_rows(dataset: Dataset, table: str, paths: Sequence[str]) -> bool:
-    if not paths:
+def _is_compact(dataset: Dataset, table: str, paths: Sequence[str]) -> bool:
+    """One readable file (or none) with rows of the current version only."""
+    if len(paths) > 1:
         return False
+    if not paths:
+        return True
     old = ds.field("schema_version") < SCHEMA_VERSION
-    return _arrow_dataset(dataset, table, paths).count_rows(filter=old) > 0
+    try:
+        return _arrow_dataset(dataset, table, paths).count_rows(filter=old) == 0
+    except (pa.ArrowException, OSError):
+        return False  # unreadable: compaction sets it aside
+
+
+def move_aside(dataset: Dataset, table: str, sweep_id: str,
+               corrupt: Sequence[CorruptFile]) -> tuple[CorruptFile, ...]:
+    """Move unreadable files to ``<table>/_corrupt/sweep_id=X/`` (readers skip it).
+
+    They are kept for inspection, never deleted (``results delete`` of the
+    sweep removes them). Returns them with ``kept_at``; a file already gone is
+    left out. Raises :class:`StoreError` when a move fails.
+    """
+    directory = f"{dataset.table_path(table)}/{SET_ASIDE}/{PARTITION}={sweep_id}"
+    kept = []
+    for bad in corrupt:
+        target = f"{directory}/{posixpath.basename(bad.path)}"
+        try:
+            dataset.fs.create_dir(directory, recursive=True)
+            dataset.fs.move(bad.path, target)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(bad.path, exc) from exc
+        kept.append(CorruptFile(bad.path, bad.reason, target))
+    return tuple(kept)
+
+
+def _replace_remote(dataset: Dataset, table: str, sweep_id: str, data: pa.Table,
+                    paths: list[str]) -> int:
+    """Write the merged file, check it, delete the old files (object stores)."""
+    merged = write_arrow(dataset, table, sweep_id, data)
+    try:
+        written = pq.ParquetFile(dataset.fs.open_input_file(merged)).metadata.num_rows
+        if written != data.num_rows:
+            dataset.fs.delete_file(merged)
+            raise OSError(f"merged file has {written} of {data.num_rows} rows")
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                dataset.fs.delete_file(path)
+    except OSError as exc:
+        raise StoreError(merged, exc) from exc
+    return written
+
+
+def _sibling_paths(table_dir: str, sweep_id: str) -> tuple[str, str, str]:
+    """(live, staging, old) directories of one partition."""
+    live = f"{PARTITION}={sweep_id}"
+    return (f"{table_dir}/{live}", f"{table_dir}/{STAGING_PREFIX}{live}",
+            f"{table_dir}/{OLD_PREFIX}{live}")
+
+
+def _replace_local(dataset: Dataset, table: str, sweep_id: str, data: pa.Table,
+                   paths: list[str]) -> int:
+    """Build the merged partition aside, swap it in, clear the old one; rows written."""
+    table_dir = dataset.table_path(table)
+    live, staging, _ = _sibling_paths(table_dir, sweep_id)
+    replaced = [posixpath.basename(p) for p in paths]
+    try:
+        rows = _stage(live, staging, data, replaced)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise StoreError(staging, exc) from exc
+        raise
+    try:
+        _swap(table_dir, sweep_id)
+        _finish(table_dir, sweep_id)
+    except OSError as exc:  # the next compaction, write or read finishes the swap
+        raise StoreError(live, exc) from exc
+    return rows
+
+
+def _stage(live: str, staging: str, data: pa.Table, replaced: list[str]) -> int:
+    """The new partition in ``staging``: merged file, newer files linked, manifest."""
+    os.mkdir(staging)
+    merged = f"{staging}/{uuid.uuid4().hex}.parquet"
+    _write_file(merged, data)
+    written = pq.read_metadata(merged).num_rows
+    if written != data.num_rows:
+        raise OSError(errno.EIO, f"merged file has {written} of {data.num_rows} rows", merged)
+    carried = _carry_newer(live, staging, frozenset(replaced))
+    with open(f"{staging}/{MANIFEST}", "w") as out:
+        json.dump(sorted([*replaced, *carried]), out)
+        out.flush()
+        os.fsync(out.fileno())
+    _fsync_dir(staging)
+    return written
+
+
+def _carry_newer(live: str, staging: str, replaced: frozenset[str]) -> list[str]:
+    """Hard-link files written to ``live`` since it was read into ``staging``; their names."""
+    carried = []
+    for entry in list(os.scandir(live)):
+        if not entry.is_file() or not _visible(entry.name) or entry.name in replaced:
+            continue
+        target = f"{staging}/{entry.name}"
+        try:
+            os.link(entry.path, target)
+        except FileNotFoundError:
+            continue
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(entry.path, target)
+            with open(target, "rb") as copy:
+                os.fsync(copy.fileno())
+        carried.append(entry.name)
+    return carried
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2`` (glibc >= 2.28), else None."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to load by None (Windows)
+        return None
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap directories ``a`` and ``b`` atomically; False when the system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _swap(table_dir: str, sweep_id: str) -> None:
+    """The staged partition becomes ``sweep_id=X``: one exchange, else two renames."""
+    live, staging, old = _sibling_paths(table_dir, sweep_id)
+    if not _exchange(staging, live):
+        os.rename(live, old)
+        _rename_into_place(staging, live)
+    _fsync_dir(table_dir)
+
+
+def _rename_into_place(source: str, live: str) -> None:
+    """Rename ``source`` to ``live``; files a writer put in a re-created ``live`` join it."""
+    for _ in range(SWAP_ATTEMPTS):
+        try:
+            os.rename(source, live)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        _empty_into(live, source, frozenset())
+    raise OSError(errno.EBUSY, "writers keep re-creating the partition", live)
+
+
+def _empty_into(source: str, live: str, replaced: frozenset[str]) -> None:
+    """Move ``source``'s visible files not in ``replaced`` to ``live``; remove the rest."""
+    for entry in list(os.scandir(source)):
+        if _visible(entry.name) and entry.name not in replaced:
+            os.rename(entry.path, f"{live}/{entry.name}")
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def _read_manifest(directory: str) -> frozenset[str] | None:
+    """The names a new partition replaces; None when ``directory`` has no manifest."""
+    try:
+        with open(f"{directory}/{MANIFEST}") as f:
+            return frozenset(json.load(f))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _finish(table_dir: str, sweep_id: str) -> None:
+    """After the swap: empty and remove the old partition, then remove the manifest.
+
+    The old directory is emptied until ``rmdir`` succeeds, so a file a writer
+    renamed into it after the swap is moved to the new partition, not lost.
+    """
+    live, staging, old = _sibling_paths(table_dir, sweep_id)
+    replaced = _read_manifest(live) or frozenset()
+    for leftover in (staging, old):
+        for _ in range(SWAP_ATTEMPTS):
+            if not os.path.isdir(leftover):
+                break
+            _empty_into(leftover, live, replaced)
+            try:
+                os.rmdir(leftover)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    raise
+        if os.path.isdir(leftover):  # the manifest stays: the next recovery goes on
+            raise OSError(errno.EBUSY, "writers keep adding files to the old partition",
+                          leftover)
+    _fsync_dir(live)
+    _fsync_dir(table_dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{live}/{MANIFEST}")
+
+
+def _recover_partition(table_dir: str, sweep_id: str) -> bool:
+    """Finish or undo a dead compaction of one partition; True if there was one.
+
+    The manifest's place tells the state: in ``sweep_id=X`` the swap happened
+    (finish it); in the staging directory with the old one aside, the swap
+    was halfway through two renames (complete it); otherwise it never
+    happened (drop the staging directory).
+    """
+    live, staging, old = _sibling_paths(table_dir, sweep_id)
+    if _read_manifest(live) is not None:
+        _finish(table_dir, sweep_id)
+        return True
+    if _read_manifest(staging) is not None and os.path.isdir(old):
+        _rename_into_place(staging, live)
+        _finish(table_dir, sweep_id)
+        return True
+    found = os.path.isdir(staging) or os.path.isdir(old)
+    shutil.rmtree(staging, ignore_errors=True)
+    if os.path.isdir(old):  # aside with no manifest anywhere: give its files back
+        _rename_into_place(old, live)
+    if found:
+        _fsync_dir(table_dir)
+    return found
+
+
+def _leftovers(names: Iterable[str]) -> list[str]:
+    """Sweep ids of the staging or old partition directories among ``names``."""
+    prefixes = tuple(f"{p}{PARTITION}=" for p in (STAGING_PREFIX, OLD_PREFIX))
+    return sorted({n.split("=", 1)[1] for n in names if n.startswith(prefixes)})
+
+
+@contextlib.contextmanager
+def _locked(table_dir: str, wait: bool) -> Iterator[bool]:
+    """Hold ``table_dir``'s compaction lock; yields False if busy and not ``wait``."""
+    if fcntl is None:
+        yield wait
+        return
+    fd = os.open(f"{table_dir}/{LOCK}", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def recover(dataset: Dataset, table: str, wait: bool = False) -> tuple[str, ...]:
+    """Finish or undo the compactions of ``table`` that died half-way; their sweep ids.
+
+    Local disks only (elsewhere there is nothing to recover). Without
+    ``wait``, does nothing while a live compaction holds the table. Called by
+    compaction, writes and reads; raises OSError when the disk refuses.
+    """
+    if not _is_local(dataset):
+        return ()
+    table_dir = dataset.table_path(table)
+    ids = _leftovers(os.listdir(table_dir)) if os.path.isdir(table_dir) else []
+    if not ids:
+        return ()
+    with _locked(table_dir, wait) as held:
+        if not held:
+            return ()
+        return tuple(s for s in ids if _recover_partition(table_dir, s))
+
+
+def _recover_quietly(dataset: Dataset, table: str) -> tuple[str, ...]:
+    """:func:`recover` for readers and writers: a read-only dataset is no error."""
+    try:
+        return recover(dataset, table)
+    except OSError:
+        return ()
 
 
 def compact(dataset: Dataset, sweep_id: str | None = None) -> list[Compacted]:
-    """Compact every partition of every table (or only ``sweep_id``'s)."""
+    """Compact every partition of every table (or only ``sweep_id``'s).
+
+    Half-done compactions are recovered first. Raises :class:`StoreError`.
+    """
     done = []
     for table in SCHEMAS:
+        try:
+            recover(dataset, table, wait=True)
+        except OSError as exc:
+            raise StoreError(dataset.table_path(table), exc) from exc
         ids = partitions(dataset, table)
         for sid in ids if sweep_id is None else [s for s in ids if s == sweep_id]:
             done.append(compact_partition(dataset, table, sid))
@@ -548,13 +1089,37 @@ def known_sweeps(dataset: Dataset) -> list[str]:
 
 
 def delete(dataset: Dataset, sweep_id: str) -> int:
-    """Remove ``sweep_id``'s partition from every table; the number of files removed."""
+    """Remove ``sweep_id`` from every table; the number of data files removed.
+
+    Its partition, any half-done compaction of it and its set-aside files go.
+    """
+    check_sweep_id(sweep_id)
     removed = 0
     for table in SCHEMAS:
-        directory = f"{dataset.table_path(table)}/{PARTITION}={check_sweep_id(sweep_id)}"
-        if dataset.fs.get_file_info(directory).type == pafs.FileType.Directory:
+        table_dir = dataset.table_path(table)
+        if not _is_local(dataset):
+            removed += _delete_partition(dataset, table, sweep_id)
+        elif os.path.isdir(table_dir):
+            with _locked(table_dir, wait=True):
+                removed += _delete_partition(dataset, table, sweep_id)
+    return removed
+
+
+def _delete_partition(dataset: Dataset, table: str, sweep_id: str) -> int:
+    table_dir = dataset.table_path(table)
+    aside = f"{table_dir}/{SET_ASIDE}/{PARTITION}={sweep_id}"
+    directories = [*_sibling_paths(table_dir, sweep_id), aside]
+    removed = len(files(dataset, table, [sweep_id]))
+    for directory in directories:
+        info = dataset.fs.get_file_info(directory)
+        if info.type != pafs.FileType.Directory:
+            continue
+        if directory == aside:
             selector = pafs.FileSelector(directory, recursive=True)
             removed += sum(i.type == pafs.FileType.File
                            for i in dataset.fs.get_file_info(selector))
+        try:
             dataset.fs.delete_dir(directory)
+        except OSError as exc:
+            raise StoreError(directory, exc) from exc
     return removed

@@ -190,6 +190,19 @@ def test_cli_compact_and_delete(dataset, results, capsys, monkeypatch):
     assert "deleted sweep s1" in capsys.readouterr().out
 
 
+def test_compaction_summary_names_the_files_moved_aside(dataset, results):
+    (results / "cells" / "sweep_id=s1" / "torn.parquet").write_bytes(b"PAR1 torn")
+    with pytest.warns(store.CorruptFileWarning, match="torn.parquet"):
+        summary = query.compaction_summary(store.compact(dataset))
+    assert "cells/sweep_id=s1: 3 files -> 1 (5 rows)" in summary.lines
+    assert summary.lines[-1].startswith("compacted 2 partitions; ")
+    assert "1 unreadable file(s) moved aside" in summary.lines[-1]
+    (aside,) = summary.set_aside
+    assert aside.kept_at == str(results / "cells" / "_corrupt" / "sweep_id=s1" / "torn.parquet")
+    assert "torn.parquet" in str(aside) and "moved to" in str(aside)
+    assert len(store.read(dataset, "cells", ["s1"])) == 5
+
+
 def test_cli_file_uri_results(dataset, results, capsys):
     assert main(["results", "list", "--results", f"file://{results}", "--format", "json"]) == 0
     assert {r["sweep_id"] for r in json.loads(capsys.readouterr().out)} == {"s1", "s2"}

@@ -85,8 +85,21 @@ def test_file_uri_dataset(tmp_path):
     assert len(store.read(ds, "cells")) == 1 and (tmp_path / "u" / "cells").is_dir()
 
 
-def test_missing_table_reads_empty(tmp_path):
-    assert len(store.read(store.resolve(tmp_path / "none"), "cells")) == 0
+@pytest.mark.parametrize("table", list(store.SCHEMAS))
+def test_a_table_never_written_reads_empty_with_its_columns(tmp_path, table):
+    for where in (tmp_path / "none", f"file://{tmp_path}/none"):
+        frame = store.read(store.resolve(where), table)
+        assert len(frame) == 0 and list(frame.columns) == [*store.SCHEMAS[table].names,
+                                                           "sweep_id"]
+
+
+def test_every_table_has_its_own_directory_once_anything_is_written(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "sweeps", "s1", [{"name": "x", "event": "started", "status": "running"}])
+    for table in ("sweeps", "cells", "nodes", "profiles"):
+        path = tmp_path / "r" / table
+        assert ds.table_path(table) == str(path) and path.is_dir()
+        assert len(pd.read_parquet(path)) == (table == "sweeps")  # plain pandas: no error
 
 
 # --- schema versions -------------------------------------------------------------------------
@@ -224,15 +237,34 @@ def test_compact_merges_each_partition_without_loss_or_duplicates(tmp_path):
     pd.testing.assert_frame_equal(before, again, check_like=True)
 
 
-def test_compact_leaves_a_partition_with_a_corrupt_file(tmp_path):
+def test_compact_sets_a_corrupt_file_aside_and_merges_the_rest(tmp_path):
     ds = store.resolve(tmp_path / "r")
     store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
     store.write(ds, "cells", "s1", [cell_row("b", 1.0)])
-    (tmp_path / "r" / "cells" / "sweep_id=s1" / "bad.parquet").write_bytes(b"junk")
-    with pytest.warns(store.CorruptFileWarning):
+    part = tmp_path / "r" / "cells" / "sweep_id=s1"
+    (part / "bad.parquet").write_bytes(b"junk")
+    with pytest.warns(store.CorruptFileWarning, match="bad.parquet"):
         (done,) = store.compact(ds)
-    assert done.rows == -1 and "bad.parquet" in done.skipped
-    assert len(store.files(ds, "cells")) == 3
+    assert (done.files_before, done.rows, done.skipped) == (3, 2, "")
+    (aside,) = done.set_aside
+    kept = tmp_path / "r" / "cells" / "_corrupt" / "sweep_id=s1" / "bad.parquet"
+    assert aside.path == str(part / "bad.parquet") and aside.kept_at == str(kept)
+    assert kept.read_bytes() == b"junk" and f"moved to {kept}" in str(aside)
+    assert len(store.files(ds, "cells")) == 1
+    assert sorted(pd.read_parquet(tmp_path / "r" / "cells")["cell_id"]) == ["a", "b"]
+
+
+def test_compact_of_a_partition_holding_only_a_corrupt_file(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s2", [cell_row("a", 1.0)])
+    part = tmp_path / "r" / "cells" / "sweep_id=s1"
+    part.mkdir()
+    (part / "bad.parquet").write_bytes(b"PAR1 not parquet PAR1")
+    with pytest.warns(store.CorruptFileWarning):
+        done = {c.sweep_id: c for c in store.compact(ds)}
+    assert done["s1"].rows == 0 and len(done["s1"].set_aside) == 1
+    assert done["s2"].skipped == "already compact"
+    assert sorted(pd.read_parquet(tmp_path / "r" / "cells")["cell_id"]) == ["a"]
 
 
 def test_delete_removes_a_sweep_from_every_table(tmp_path):
@@ -248,6 +280,18 @@ def test_delete_removes_a_sweep_from_every_table(tmp_path):
     assert set(store.read(ds, "cells")["sweep_id"]) == {"s2"}
     with pytest.raises(BadInput):
         store.delete(ds, "../s2")
+
+
+def test_delete_also_removes_a_half_done_compaction_and_set_aside_files(tmp_path):
+    ds = store.resolve(tmp_path / "r")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0)])
+    cells = tmp_path / "r" / "cells"
+    (cells / ".new-sweep_id=s1").mkdir()
+    (cells / "_corrupt" / "sweep_id=s1").mkdir(parents=True)
+    (cells / "_corrupt" / "sweep_id=s1" / "bad.parquet").write_bytes(b"junk")
+    assert store.delete(ds, "s1") == 2
+    assert {p.name for p in cells.iterdir()} == {"_corrupt", store.LOCK}
+    assert list((cells / "_corrupt").iterdir()) == []
 
 
 def test_file_uri_compaction(tmp_path):
