@@ -10,6 +10,7 @@ message goes through it.
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
 from dataclasses import dataclass
 
@@ -96,4 +97,31 @@ def check_number(value: float, allowed: Range, *, key: str, integer: bool = Fals
         raise BadInput(f"got {shown or value} (expected {allowed.describe(integer)})",
                        where=where, key=key)
     return value if integer else float(value)
+
+
+#: Longest cause quoted in a StoreError.
+MAX_REASON_CHARS = 200
+
+
+class StoreError(Exception):
+    """The dataset could not be written (disk full, permissions, I/O error).
+
+    ``str(exc)`` is one line naming the path and the cause; ``path`` and
+    ``cause`` (usually the ``OSError``) are kept. A caller should stop: what
+    was stored before is intact, and nothing half-written is visible.
+    """
+
+    def __init__(self, path: str, cause: BaseException | str):
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot write {path}: {_reason(cause)}")
+
+
+def _reason(cause: BaseException | str) -> str:
+    """The cause in a few words: ``No space left on device (errno 28)``."""
+    code = getattr(cause, "errno", None)
+    if isinstance(cause, OSError) and code:
+        return f"{os.strerror(code)} (errno {code})"
+    lines = str(cause).splitlines()
+    return lines[0][:MAX_REASON_CHARS] if lines and lines[0] else type(cause).__name__
 

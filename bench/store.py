@@ -63,7 +63,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, StoreError
 
 try:
     import fcntl
@@ -168,28 +168,6 @@ SWAP_ATTEMPTS = 50
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
-
-class StoreError(Exception):
-    """The dataset could not be written (disk full, permissions, I/O error).
-
-    ``str(exc)`` is one line naming the path and the cause; ``path`` and
-    ``cause`` (usually the ``OSError``) are kept. A caller should stop: what
-    was stored before is intact, and nothing half-written is visible.
-    """
-
-    def __init__(self, path: str, cause: BaseException | str):
-        self.path = path
-        self.cause = cause
-        super().__init__(f"cannot write {path}: {_reason(cause)}")
-
-
-def _reason(cause: BaseException | str) -> str:
-    """The cause in a few words: ``No space left on device (errno 28)``."""
-    code = getattr(cause, "errno", None)
-    if isinstance(cause, OSError) and code:
-        return f"{os.strerror(code)} (errno {code})"
-    lines = str(cause).splitlines()
-    return lines[0][:MAX_REASON_CHARS] if lines and lines[0] else type(cause).__name__
 
 
 @dataclass(frozen=True)

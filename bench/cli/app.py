@@ -16,7 +16,7 @@ from rich.console import Console
 
 from gradsweep import defaults
 from gradsweep.cli import views
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark and profile numpy backward passes across shapes and dtypes.")
@@ -270,17 +270,10 @@ def results_compact(sweep: Annotated[str | None, typer.Argument(
 
     dataset = store.resolve(results)
     sweep_id = query.resolve_any(dataset, sweep) if sweep else None
-    done = store.compact(dataset, sweep_id)
-    for c in done:
-        if c.rows >= 0:
-            out.print(f"{c.table}/{store.PARTITION}={c.sweep_id}: {c.files_before} files -> 1 "
-                      f"({c.rows} rows)", markup=False, highlight=False)
-    merged = sum(c.rows >= 0 for c in done)
-    out.print(f"compacted {merged} partitions; {len(done) - merged} left as they were",
-              markup=False, highlight=False)
-    bad = [c.skipped for c in done if c.rows < 0 and c.skipped != "already compact"]
-    if bad:
-        raise BadInput(f"{bad[0]}; that partition was not compacted")
+    summary = query.compaction_summary(store.compact(dataset, sweep_id))
+    for line in summary.lines:
+        out.print(line, markup=False, highlight=False)
+    _warn_corrupt(summary.set_aside)
 
 
 @results_app.command("delete")
@@ -388,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as exc:
         err.print(f"gradsweep: error: {exc}", markup=False, highlight=False)
         return 2
+    except StoreError as exc:  # the dataset cannot be written (a full disk): stop at once
+        err.print(f"gradsweep: error: {exc}", markup=False, highlight=False)
+        return 1
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     return 0
