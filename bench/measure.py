@@ -5,7 +5,9 @@ alone, then loops calibrated by doubling until one sample lasts ``min_time_s``,
 then warmup samples until the timings stop falling, then ``samples`` timed
 samples, each stored as nanoseconds per call. ``memory_pass`` runs the callable
 once more, untimed, under tracemalloc. ``set_threads`` pins the BLAS thread
-count with threadpoolctl and reports what is in effect.
+count with threadpoolctl and reports what is in effect. ``rematerialise`` copies
+a case and its cache to fresh buffers at random offsets, outside the clock, so
+data placement becomes noise rather than a bias (docs/noise.md).
 
 References
 ----------
@@ -14,16 +16,21 @@ warmup calibration by comparing the means of two halves of the warmup values.
 Barrett, E. et al. (2017). Virtual machine warmup blows hot and cold. OOPSLA:
 warmup length varies, so it is measured, not fixed.
 hyperfine (D. Peter): outlier and first-run warnings.
+Curtsinger, C. & Berger, E. D. (2013). STABILIZER: statistically sound
+performance evaluation. ASPLOS: layout randomisation.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gc
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from types import ModuleType
 
 import numpy as np
 
@@ -471,3 +478,210 @@ def set_threads(n: int) -> Iterator[ThreadInfo]:
 #: identical im2col code differed by 21% (p < 1e-5). Fixed thresholds (which also turn
 #: the dynamic adjustment off) make both sides allocate alike (mallopt(3)).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
+# --------------------------------------------------------------------------- layout
+
+#: Bytes in a base page on x86-64 (and most aarch64 Linux kernels): copies made by
+#: :func:`rematerialise` start at a random offset within one page of a page boundary.
+PAGE_BYTES = 4096
+#: Bytes in a cache line on x86-64.
+CACHE_LINE_BYTES = 64
+
+Offset = Callable[[np.ndarray], int]
+
+
+def copy_at(a: np.ndarray, offset: int, *, boundary: int = PAGE_BYTES) -> np.ndarray:
+    """A copy of ``a`` whose lowest byte lies ``offset`` bytes past a ``boundary``-byte boundary.
+
+    The copy lives in a freshly allocated, over-allocated raw byte buffer (kept
+    alive as its ``base``) and has ``a``'s dtype, shape and strides, so a
+    C-contiguous array stays C-contiguous, a Fortran-ordered one Fortran-ordered
+    and a strided view keeps its access pattern (its copy spans as many bytes as
+    the view does). Values are equal; ``writeable`` is as in ``a``.
+
+    Parameters
+    ----------
+    a : np.ndarray
+        Any shape; not object dtype.
+    offset : int >= 0
+        Bytes past the boundary; a multiple of ``a.itemsize`` keeps elements aligned.
+    boundary : int >= 1
+
+    Returns
+    -------
+    np.ndarray
+    """
+    if offset < 0 or boundary < 1:
+        raise ValueError(f"offset must be >= 0 and boundary >= 1, got {offset}, {boundary}")
+    if a.dtype.hasobject:
+        raise ValueError("copy_at: object arrays hold references, not data; share them")
+    if a.size == 0:
+        out = np.empty_like(a)
+    else:
+        low, high = byte_bounds(a)
+        raw = np.empty(high - low + offset + boundary, dtype=np.uint8)
+        start = (-raw.ctypes.data) % boundary + offset
+        out = np.ndarray(a.shape, a.dtype, buffer=raw, offset=start + a.ctypes.data - low,
+                         strides=a.strides)
+        np.copyto(out, a)
+    out.flags.writeable = bool(a.flags.writeable)
+    return out
+
+
+def byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    """``(low, high)``: the first and one-past-last byte addresses ``a`` touches (numpy's)."""
+    from numpy.lib.array_utils import byte_bounds as bounds
+
+    return bounds(a)
+
+
+def random_offset(rng: np.random.Generator, itemsize: int, max_offset: int) -> int:
+    """A multiple of ``itemsize`` drawn uniformly from ``[0, max_offset)`` (0 if none fit)."""
+    if max_offset < 1 or itemsize < 1:
+        raise ValueError(f"max_offset and itemsize must be >= 1, got {max_offset}, {itemsize}")
+    choices = max(max_offset // itemsize, 1)
+    return int(rng.integers(choices)) * itemsize
+
+
+def _unchanged(new: Sequence[object], old: Sequence[object]) -> bool:
+    return all(n is o for n, o in zip(new, old, strict=True))
+
+
+def _walks_into(obj: object) -> bool:
+    """Whether ``obj`` is a plain object whose attributes :class:`_Relocator` visits."""
+    return (hasattr(obj, "__dict__") and not callable(obj)
+            and not isinstance(obj, (type, ModuleType)))
+
+
+class _Relocator:
+    """Copies a structure with every ndarray moved by :func:`copy_at` (see :func:`relocate`).
+
+    ``memo`` maps ``id`` of a visited object to ``(original, copy)``, so an
+    object reached twice is copied once (aliasing is kept); an object still
+    being copied when reached again (a reference cycle) is shared.
+    """
+
+    def __init__(self, offset_of: Offset, boundary: int):
+        self.offset_of, self.boundary = offset_of, boundary
+        self.memo: dict[int, tuple[object, object]] = {}
+
+    def copy(self, obj: object) -> object:
+        key = id(obj)
+        if key in self.memo:
+            return self.memo[key][1]
+        self.memo[key] = (obj, obj)
+        new = self._copy(obj)
+        self.memo[key] = (obj, new)
+        return new
+
+    def _copy(self, obj: object) -> object:
+        if type(obj) is np.ndarray:
+            if obj.dtype.hasobject:
+                return obj
+            return copy_at(obj, self.offset_of(obj), boundary=self.boundary)
+        if isinstance(obj, dict):
+            return self._items(obj, list(obj), [obj[k] for k in obj])
+        if isinstance(obj, list):
+            return self._items(obj, range(len(obj)), obj)
+        if isinstance(obj, tuple):
+            items = [self.copy(v) for v in obj]
+            if _unchanged(items, obj):
+                return obj
+            return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return self._dataclass(obj)
+        if _walks_into(obj):
+            return self._attributes(obj)
+        return obj
+
+    def _items(self, obj, keys, values):
+        """A dict or list (or subclass) with its items copied; ``obj`` if none changed."""
+        items = [self.copy(v) for v in values]
+        if _unchanged(items, values):
+            return obj
+        new = copy.copy(obj)
+        for k, v in zip(keys, items, strict=True):
+            new[k] = v
+        return new
+
+    def _dataclass(self, obj):
+        """``dataclasses.replace`` with the copied fields (works for frozen ones)."""
+        fields = dataclasses.fields(obj)
+        olds = [getattr(obj, f.name) for f in fields]
+        news = [self.copy(v) for v in olds]
+        if _unchanged(news, olds):
+            return obj
+        new = dataclasses.replace(obj, **{f.name: v for f, v in zip(fields, news, strict=True)
+                                          if f.init})
+        for f, v in zip(fields, news, strict=True):
+            if not f.init:
+                object.__setattr__(new, f.name, v)
+        return new
+
+    def _attributes(self, obj):
+        """A shallow copy of a plain object with its ``__dict__`` values copied."""
+        attrs = vars(obj)
+        news = {k: self.copy(v) for k, v in attrs.items()}
+        if _unchanged(list(news.values()), list(attrs.values())):
+            return obj
+        new = copy.copy(obj)
+        for k, v in news.items():
+            object.__setattr__(new, k, v)
+        return new
+
+
+def relocate(obj: object, offset_of: Offset, *, boundary: int = PAGE_BYTES) -> object:
+    """A structurally identical copy of ``obj`` with every ndarray moved by :func:`copy_at`.
+
+    Walks dicts, lists, tuples (named tuples too), dataclass instances (frozen
+    ones through ``dataclasses.replace``) and plain objects' ``__dict__``. Each
+    ``np.ndarray`` (exact type, not object dtype) is copied to
+    ``offset_of(array)`` bytes past a ``boundary``; an array reached twice is
+    copied once, so aliasing between, say, a case and its cache is kept (views
+    of one buffer become separate copies). Everything else is shared, and a
+    container holding no array is returned as is.
+
+    Parameters
+    ----------
+    obj : object
+        E.g. a ``Case``, a forward's cache, or the tuple ``(case, cache)``.
+    offset_of : callable ``(array) -> int``
+    boundary : int
+
+    Returns
+    -------
+    object
+        Same type and structure as ``obj``.
+    """
+    return _Relocator(offset_of, boundary).copy(obj)
+
+
+def rematerialise(obj: object, rng: np.random.Generator, *,
+                  max_offset: int = PAGE_BYTES) -> object:
+    """``obj`` with every array copied to a fresh buffer at a random offset (Stabilizer).
+
+    Each array gets its own offset, a multiple of its itemsize drawn uniformly
+    from ``[0, max_offset)`` bytes past a page boundary (:func:`random_offset`),
+    in a freshly allocated buffer (:func:`relocate`). Called outside the clock
+    every few rounds, it turns the data alignment and relative placement of the
+    case and cache that one process happened to get into noise that repeated
+    rounds average, instead of a bias (Curtsinger & Berger, "STABILIZER:
+    statistically sound performance evaluation", ASPLOS 2013; their heap
+    randomisation re-places objects at random; docs/noise.md measures which
+    placement matters here).
+
+    Parameters
+    ----------
+    obj : object
+        A case, a cache, or both as ``(case, cache)`` (to keep their aliasing).
+    rng : np.random.Generator
+    max_offset : int >= 1
+        Offsets lie in ``[0, max_offset)``; one page by default.
+
+    Returns
+    -------
+    object
+        Equal values, same structure, dtypes, shapes, strides and writeable flags.
+    """
+    return relocate(obj, lambda a: random_offset(rng, a.itemsize, max_offset))

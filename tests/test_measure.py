@@ -1,5 +1,6 @@
 """Tests for bench.measure: a fake clock makes loop counts and warmup decisions exact."""
 
+import dataclasses
 import gc
 import tracemalloc
 
@@ -262,3 +263,151 @@ def test_numpy_blas_prefers_numpys_library():
     assert measure.numpy_blas([scipy_lib]) == [scipy_lib]
     assert measure.describe_blas([numpy_lib]) == "openblas 0.3.31 Haswell"
     assert measure.describe_blas([]) == "none"
+
+
+# --------------------------------------------------------------------------- layout
+
+def _offset_in_page(a: np.ndarray) -> int:
+    return measure.byte_bounds(a)[0] % measure.PAGE_BYTES
+
+
+def _arrays(obj):
+    """Every ndarray in a case/cache-like structure, depth first."""
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _arrays(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _arrays(v)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _arrays(getattr(obj, f.name))
+
+
+@pytest.mark.parametrize("offset", [0, 8, 72, 4088])
+def test_copy_at_places_exactly_and_keeps_layout(offset):
+    base = np.arange(6 * 7, dtype=np.float64).reshape(6, 7)
+    for a in (base, base.T, np.asfortranarray(base), base[::2, 1::3], base[::-1]):
+        out = measure.copy_at(a, offset)
+        assert _offset_in_page(out) == offset
+        assert out.ctypes.data != a.ctypes.data
+        assert not np.shares_memory(out, base)
+        assert np.array_equal(out, a) and out.dtype == a.dtype and out.strides == a.strides
+        assert out.flags.c_contiguous == a.flags.c_contiguous
+        assert out.flags.f_contiguous == a.flags.f_contiguous
+        assert out.flags.writeable
+
+
+def test_copy_at_keeps_read_only_and_empty_and_refuses_objects():
+    ro = np.ones(5, dtype=np.float32)
+    ro.flags.writeable = False
+    out = measure.copy_at(ro, 12)
+    assert not out.flags.writeable and _offset_in_page(out) == 12
+    empty = measure.copy_at(np.zeros((0, 3)), 8)
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="object"):
+        measure.copy_at(np.array([None, 1], dtype=object), 0)
+    with pytest.raises(ValueError, match="offset"):
+        measure.copy_at(ro, -8)
+
+
+def test_random_offset_covers_the_range_uniformly():
+    rng = np.random.default_rng(0)
+    draws = np.array([measure.random_offset(rng, 8, 4096) for _ in range(51_200)])
+    assert np.all(draws % 8 == 0) and draws.min() == 0 and draws.max() == 4096 - 8
+    counts = np.bincount(draws // 8, minlength=512)
+    # 100 expected per offset: a chi-square test of uniformity at the 1% level
+    from scipy.stats import chisquare
+    assert chisquare(counts).pvalue > 0.01
+    assert measure.random_offset(rng, 16, 8) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    a: np.ndarray
+    label: str
+    derived: np.ndarray = dataclasses.field(init=False, default=None)
+
+    def __post_init__(self):
+        object.__setattr__(self, "derived", self.a * 2)
+
+
+class Plain:
+    def __init__(self, a):
+        self.a = a
+        self.name = "plain"
+
+
+def test_relocate_keeps_structure_aliasing_and_leaves():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "x y")
+    shared = np.arange(10.0)
+    tag = object()
+    obj = {"h": Holder(shared, "h"), "l": [shared, tag], "p": Pair(np.ones(3), 1.5),
+           "o": Plain(np.zeros(4, dtype=np.int32)), "s": {"N": 3}, "fn": len}
+    new = measure.relocate(obj, lambda a: 3 * a.itemsize)
+    assert type(new["p"]) is Pair and type(new["o"]) is Plain and type(new["h"]) is Holder
+    assert new["h"].a is new["l"][0]  # one array reached twice is copied once
+    assert new["h"].derived is not obj["h"].derived
+    assert np.array_equal(new["h"].derived, shared * 2)
+    assert new["l"][1] is tag and new["fn"] is len and new["s"] is obj["s"]
+    assert new["h"].label == "h" and new["p"].y == 1.5 and new["o"].name == "plain"
+    for old, arr in zip(_arrays(obj), _arrays(new), strict=True):
+        assert np.array_equal(old, arr) and arr.ctypes.data != old.ctypes.data
+        assert _offset_in_page(arr) == 3 * arr.itemsize
+    assert _offset_in_page(new["o"].a) == 12
+    assert measure.relocate(obj["s"], lambda a: 0) is obj["s"]
+
+
+def test_rematerialise_moves_every_array_to_varying_offsets():
+    from impls import lstm
+
+    case = lstm.make_case({"N": 2, "T": 3, "D": 4, "H": 5}, "float64", seed=1)
+    _, cache = lstm.forward(case)
+    rng = np.random.default_rng(7)
+    seen = set()
+    for _ in range(20):
+        new_case, new_cache = measure.rematerialise((case, cache), rng)
+        assert type(new_case) is type(case) and new_case.shape is case.shape
+        assert new_cache.keys() == cache.keys() and new_cache["reverse"] is cache["reverse"]
+        pairs = list(zip(_arrays((case, cache)), _arrays((new_case, new_cache)), strict=True))
+        for old, arr in pairs:
+            assert arr.ctypes.data != old.ctypes.data and np.array_equal(arr, old)
+            assert arr.flags.c_contiguous and arr.flags.writeable == old.flags.writeable
+            assert _offset_in_page(arr) % arr.itemsize == 0
+        seen.update(_offset_in_page(arr) for _, arr in pairs)
+    assert len(seen) > 50  # 11 distinct arrays x 20 calls over 512 possible offsets
+
+
+@pytest.mark.parametrize("variant", ["buffers=prealloc,wgrad=batched,clip=none",
+                                     "buffers=list,wgrad=step,clip=norm"])
+def test_rematerialised_lstm_gradients_are_identical(variant):
+    from impls import lstm
+
+    case = lstm.make_case({"N": 4, "T": 5, "D": 6, "H": 7}, "float64", seed=3)
+    _, cache = lstm.forward(case)
+    backward = lstm.KERNEL.variants[f"lstm/{variant}"]
+    want = backward(case, cache)
+    new_case, new_cache = measure.rematerialise((case, cache), np.random.default_rng(0))
+    got = backward(new_case, new_cache)
+    assert want.keys() == got.keys()
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+
+
+def test_rematerialised_deconv2d_keeps_read_only_views_and_gradients():
+    from impls import deconv2d
+
+    kernel = deconv2d.KERNEL
+    case = kernel.make_case(kernel.full_shape({"N": 2, "Hin": 5, "Win": 4}), "float64", 2)
+    _, cache = kernel.forward(case)
+    new_case, new_cache = measure.rematerialise((case, cache), np.random.default_rng(1))
+    assert not new_cache["X2"].flags.writeable and new_cache["X"] is new_case.X
+    for method in ("im2col", "gather"):
+        backward = kernel.variants[f"deconv2d/method={method}"]
+        want, got = backward(case, cache), backward(new_case, new_cache)
+        for name in want:
+            assert np.array_equal(want[name], got[name]), (method, name)
