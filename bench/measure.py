@@ -685,3 +685,78 @@ def rematerialise(obj: object, rng: np.random.Generator, *,
         Equal values, same structure, dtypes, shapes, strides and writeable flags.
     """
     return relocate(obj, lambda a: random_offset(rng, a.itemsize, max_offset))
+
+
+# --- blocks: both clocks, interleaved shuffled rounds (DESIGN.md, Measurement) ----------
+
+#: A sample whose wall time exceeds its CPU time by more than this factor was
+#: descheduled (the timing thread waited for a core): flagged, kept.
+DESCHEDULED_RATIO = 1.1
+#: What ``[measure] clock`` may name.
+CLOCK_NAMES = ("cpu", "wall")
+
+
+def cpu_clock(threads: int) -> Clock:
+    """CPU time of the timing thread (one BLAS thread runs in it) or, with several
+    threads, of the whole process."""
+    return time.thread_time_ns if threads <= 1 else time.process_time_ns
+
+
+def ranking_clock(name: str, threads: int) -> Clock:
+    """The clock a block calibrates and ranks on: ``cpu`` (:func:`cpu_clock`) or ``wall``."""
+    if name not in CLOCK_NAMES:
+        raise ValueError(f"clock must be one of {CLOCK_NAMES}, got {name!r}")
+    return cpu_clock(threads) if name == "cpu" else time.perf_counter_ns
+
+
+def timed_sample(fn: Callable[[], object], loops: int, cpu: Clock) -> tuple[float, float]:
+    """``loops`` back-to-back calls of ``fn``: (CPU ns, wall ns) per call.
+
+    The wall clock brackets the CPU clock, so ``wall >= cpu`` unless the CPU
+    clock is coarser than the wall clock.
+    """
+    wall0 = time.perf_counter_ns()
+    cpu0 = cpu()
+    for _ in range(loops):
+        fn()
+    cpu1 = cpu()
+    wall1 = time.perf_counter_ns()
+    return (cpu1 - cpu0) / loops, (wall1 - wall0) / loops
+
+
+def descheduled(cpu_ns: Sequence[float], wall_ns: Sequence[float]) -> int:
+    """How many samples spent more than :data:`DESCHEDULED_RATIO` x their CPU time on
+    the wall clock."""
+    cpu = np.asarray(cpu_ns, dtype=float)
+    wall = np.asarray(wall_ns, dtype=float)
+    return int(np.sum(wall > DESCHEDULED_RATIO * np.maximum(cpu, 1.0)))
+
+
+def interleaved_rounds(members: int, rounds: int, rng: np.random.Generator,
+                       take: Callable[[int, int], bool],
+                       before_round: Callable[[int], None] = lambda r: None) -> None:
+    """Randomised multiple interleaved trials (Abedi & Brecht, ICPE 2017).
+
+    Each round visits every member still alive once, in a freshly shuffled
+    order, calling ``take(member, round)`` for one sample; a member whose
+    ``take`` returns False is dropped from later rounds. ``before_round(r)``
+    runs first in each round, outside any sample (layout randomisation).
+    Drift and interference over time then hit every member alike, and the
+    samples of one round form a pair for any two members.
+
+    Parameters
+    ----------
+    members : int
+        Members, numbered 0 .. members - 1.
+    rounds : int
+    rng : numpy.random.Generator
+        Drives the order (seeded per block, so a block is reproducible).
+    """
+    alive = list(range(members))
+    for r in range(rounds):
+        if not alive:
+            return
+        before_round(r)
+        for m in rng.permutation(alive):
+            if not take(int(m), r):
+                alive.remove(int(m))

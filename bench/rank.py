@@ -26,8 +26,14 @@ from gradsweep.stats import RatioEstimate
 GROUP_KEYS = ("kernel", "shape", "dtype")
 OVERALL_KEYS = ("kernel", "dtype")
 RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
-                "speedup", "speedup_peer", "peak_bytes", "memory_place", "pareto", "flops",
+                "ratio_fastest", "ratio_low", "ratio_high", "speedup", "speedup_low",
+                "speedup_high", "speedup_peer", "speedup_peer_low", "speedup_peer_high",
+                "paired", "answer", "peak_bytes", "memory_place", "pareto", "flops",
                 "gflops", "peak_fraction", "warnings", "cell_id"]
+#: Columns of one interval: (point, low, high) for each ratio a ranking reports.
+RATIO_COLUMNS = {"fastest": ("ratio_fastest", "ratio_low", "ratio_high"),
+                 "baseline": ("speedup", "speedup_low", "speedup_high"),
+                 "peer": ("speedup_peer", "speedup_peer_low", "speedup_peer_high")}
 OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
 #: The peer speed-ups are measured against (``KERNEL/peer=torch``).
 PEER = "torch"
@@ -200,63 +206,167 @@ def _kernel_of(registry: Registry | None, variant: str):
     return registry.kernels.get(variant.split("/")[0]) if registry else None
 
 
-def _speedups(variants: Sequence[str], medians: Sequence[float],
-              registry: Registry | None) -> tuple[list, list]:
-    """Speed-ups against each variant's baseline and against the torch peer.
+def is_blocked(group: pd.DataFrame) -> bool:
+    """Whether a group's rows carry blocks and rounds (schema 3): paired statistics apply."""
+    if "sample_block" not in group:
+        return False
+    return all(b is not None and len(b) and len(b) == len(s)
+               for b, s in zip(group["sample_block"], group["samples_ns"]))
 
-    A speed-up is the reference's median divided by the variant's: above 1 is faster.
-    """
-    by_name = dict(zip(variants, medians))
-    to_base: list[float | None] = []
-    to_peer: list[float | None] = []
-    for variant, median in zip(variants, medians):
+
+def group_times(group: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each member's samples as (blocks, rounds), on one grid for the whole group (NaN
+    where a member has no sample), so equal indices pair two members."""
+    blocks = sorted({int(b) for bs in group["sample_block"] for b in bs})
+    rounds = 1 + max(int(r) for rs in group["sample_round"] for r in rs)
+    row = {b: i for i, b in enumerate(blocks)}
+    out = {}
+    for variant, ts, bs, rs in zip(group["variant"], group["samples_ns"], group["sample_block"],
+                                   group["sample_round"]):
+        grid = np.full((len(blocks), rounds), np.nan)
+        for t, b, r in zip(ts, bs, rs):
+            grid[row[int(b)], int(r)] = t
+        out[variant] = grid
+    return out
+
+
+def _interval(est: RatioEstimate | None, invert: bool = False) -> tuple:
+    """(point, low, high) of ``est``, or of its reciprocal with ``invert``; NaNs for None."""
+    if est is None:
+        return (np.nan, np.nan, np.nan)
+    if invert:
+        return (1.0 / est.ratio, 1.0 / est.high, 1.0 / est.low)
+    return (est.ratio, est.low, est.high)
+
+
+def _references(variants: Sequence[str], registry: Registry | None) -> tuple[list, list]:
+    """Each variant's baseline and torch peer names (None where absent from ``variants``)."""
+    present = set(variants)
+    bases, peers = [], []
+    for variant in variants:
         kernel = _kernel_of(registry, variant)
         base = baseline_for(kernel, variant) if kernel and variant in kernel.variants else None
         peer = f"{variant.split('/')[0]}/{PEER_AXIS}={PEER}"
-        to_base.append(by_name[base] / median if base in by_name and median else None)
-        to_peer.append(by_name[peer] / median if peer in by_name and median else None)
-    return to_base, to_peer
+        bases.append(base if base in present else None)
+        peers.append(peer if peer in present else None)
+    return bases, peers
+
+
+def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
+    """Places and every ratio with its random-effects interval, for a blocked group."""
+    times = group_times(group)
+    placed = {p.member: p for p in block_places(times)}
+    variants = list(group["variant"])
+    fastest = min(placed.values(), key=lambda p: p.time_ns).member
+    bases, peers = _references(variants, registry)
+    cols: dict[str, list] = {c: [] for names in RATIO_COLUMNS.values() for c in names}
+    for v, base, peer in zip(variants, bases, peers):
+        refs = {"fastest": fastest, "baseline": base, "peer": peer}
+        for key, names in RATIO_COLUMNS.items():
+            ref = refs[key]
+            if ref is None:
+                values = (np.nan,) * 3
+            elif ref == v:
+                values = (1.0, 1.0, 1.0)
+            else:  # fastest: v / fastest (>= 1 slower); speed-ups: reference / v (> 1 faster)
+                values = _interval(stats.paired_estimate(times[v], times[ref]),
+                                   invert=key != "fastest")
+            for name, value in zip(names, values):
+                cols[name].append(value)
+    cols["place"] = [placed[v].place for v in variants]
+    return cols
+
+
+def _unpaired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
+    """Old sweeps (one process per cell): Mann-Whitney places, ratios of medians only."""
+    variants = list(group["variant"])
+    medians = [float(m) for m in group["median_ns"]]
+    by_name = dict(zip(variants, medians))
+    bases, peers = _references(variants, registry)
+    cols: dict[str, list] = {c: [] for names in RATIO_COLUMNS.values() for c in names}
+    for m, base, peer in zip(medians, bases, peers):
+        points = {"fastest": m / min(medians),
+                  "baseline": by_name[base] / m if base else np.nan,
+                  "peer": by_name[peer] / m if peer else np.nan}
+        for key, (point, low, high) in RATIO_COLUMNS.items():
+            cols[point].append(points[key])
+            cols[low].append(np.nan)  # no interval: one process per cell (unpaired)
+            cols[high].append(np.nan)
+    cols["place"] = places([np.asarray(s, dtype=float) for s in group["samples_ns"]])
+    return cols
+
+
+def _fmt_interval(point: float, low: float, high: float) -> str:
+    return (f"{point:.2f}x" if not np.isfinite(low) else
+            f"{point:.2f}x [{low:.2f}, {high:.2f}]")
+
+
+def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
+    """The one-line answer of a group: its fastest member and by how much it leads."""
+    first = [i for i, p in enumerate(cols["place"]) if p == 1]
+    if len(first) > 1:
+        names = ", ".join(variants[i].split("/", 1)[-1] for i in first)
+        return f"tied for fastest (not shown to differ by {stats.MIN_EFFECT:.0%}): {names}"
+    i = first[0]
+    name = variants[i].split("/", 1)[-1]
+    sp = (cols["speedup"][i], cols["speedup_low"][i], cols["speedup_high"][i])
+    if np.isfinite(sp[0]) and sp[0] != 1.0:
+        return f"fastest: {name}, {_fmt_interval(*sp)} faster than the baseline"
+    others = [j for j in range(len(variants)) if j != i]
+    if not others:
+        return f"fastest: {name} (alone)"
+    j = min(others, key=lambda k: cols["ratio_fastest"][k])
+    nxt = (cols["ratio_fastest"][j], cols["ratio_low"][j], cols["ratio_high"][j])
+    return (f"fastest: {name}, ahead of {variants[j].split('/', 1)[-1]} which is "
+            f"{_fmt_interval(*nxt)} slower")
 
 
 def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
     """Derived columns of one (kernel, shape, dtype) group, rows sorted by median."""
-    variants = list(group["variant"])
-    medians = list(group["median_ns"])
+    cols = (_paired_group if is_blocked(group) else _unpaired_group)(group, registry)
     memory = list(group["peak_bytes"])
-    base, peer = _speedups(variants, medians, registry)
-    return {"place": places([np.asarray(s, dtype=float) for s in group["samples_ns"]]),
-            "speedup": base, "speedup_peer": peer, "memory_place": memory_places(memory),
-            "pareto": pareto_front(medians, memory)}
+    cols["memory_place"] = memory_places(memory)
+    cols["pareto"] = pareto_front(list(group["median_ns"]), memory)
+    cols["paired"] = [is_blocked(group)] * len(group)
+    cols["answer"] = [group_answer(list(group["variant"]), cols)] * len(group)
+    return cols
 
 
 def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
     """Ranked ``ok`` cells: one row per variant per (kernel, shape, dtype).
+
+    Sweeps with blocks and rounds (schema 3) are placed by paired random-effects
+    intervals (:func:`block_places`) and every ratio carries its 95% interval;
+    older sweeps are placed unpaired (Mann-Whitney) with point ratios only
+    (``paired`` False).
 
     Parameters
     ----------
     cells : pd.DataFrame
         Rows of the ``cells`` table (one sweep); non-``ok`` rows are ignored.
     registry : Registry, optional
-        To find each variant's baseline for ``speedup``.
+        To find each variant's baseline.
 
     Returns
     -------
     pd.DataFrame
-        :data:`RANK_COLUMNS`, sorted by kernel, shape, dtype and median.
+        :data:`RANK_COLUMNS`, sorted by kernel, shape, dtype and median. ``ratio_*``
+        is time / the group's fastest (>= 1); ``speedup*`` the baseline's (or the
+        torch peer's) time / this variant's (> 1 faster); ``answer`` the group's
+        one-line answer (:func:`group_answer`), repeated on its rows.
     """
     ok = cells[(cells["status"] == "ok") & cells["median_ns"].notna()]
     if not len(ok):
         return pd.DataFrame(columns=RANK_COLUMNS)
     ok = ok.reindex(columns=sorted(set(RANK_COLUMNS) | set(ok.columns)))
     ok = ok.sort_values([*GROUP_KEYS, "median_ns"], kind="stable").reset_index(drop=True)
-    derived: dict[str, list] = {k: [] for k in ("place", "speedup", "speedup_peer",
-                                                  "memory_place", "pareto")}
+    derived: dict[str, list] = {}
     for _, group in ok.groupby(list(GROUP_KEYS), sort=False):
         for key, values in _rank_group(group, registry).items():
-            derived[key].extend(values)
+            derived.setdefault(key, []).extend(values)
     # groupby(sort=False) visits groups in order of appearance: the sorted order
     for key, values in derived.items():
-        ok[key] = pd.Series(values, dtype=object if key != "place" else "int64")
+        ok[key] = pd.Series(values, dtype="int64" if key == "place" else object)
     return ok.reindex(columns=RANK_COLUMNS)
 
 

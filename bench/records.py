@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +136,51 @@ class Cell:
         """First 16 hex digits of sha256 over the canonical JSON of the fields."""
         return cell_id_of(self)
 
+    @property
+    def group_id(self) -> str:
+        """The cell's group: the same hash over every field but the variant."""
+        return _digest({**_fields_of(self), "variant": None})
+
+
+@dataclass(frozen=True)
+class Group:
+    """Every member (variant or peer) of one kernel, shape, dtype, threads, seed and clip
+    settings: the unit of timing. Its members are sampled side by side, in rounds."""
+
+    members: tuple[Cell, ...]
+
+    @property
+    def group_id(self) -> str:
+        """The members' shared :attr:`Cell.group_id`."""
+        return self.members[0].group_id
+
+    @property
+    def label(self) -> str:
+        """``kernel shape dtype`` for messages."""
+        first = self.members[0]
+        return f"{first.kernel} {first.shape_text} {first.dtype}"
+
+
+def groups_of(cells: Sequence[Cell]) -> tuple[Group, ...]:
+    """``cells`` grouped by :attr:`Cell.group_id`, in order of first appearance."""
+    by_id: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_id.setdefault(cell.group_id, []).append(cell)
+    return tuple(Group(tuple(members)) for members in by_id.values())
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One block of a group: its members measured in one worker process.
+
+    ``block`` numbers the group's blocks (0 .. repeats - 1); ``seed`` drives the
+    block's shuffled round order and layout offsets.
+    """
+
+    group: Group
+    block: int
+    seed: int
+
 
 @dataclass(frozen=True)
 class Dropped:
@@ -154,12 +200,20 @@ class Expansion:
     dropped: tuple[Dropped, ...]
 
 
-def cell_id_of(cell: Cell) -> str:
-    """sha256 of ``json.dumps(fields, sort_keys=True, separators=(",", ":"))``."""
+def _fields_of(cell: Cell) -> dict[str, Any]:
     record = {f.name: getattr(cell, f.name) for f in fields(cell)}
     record["shape"] = dict(cell.shape)
+    return record
+
+
+def _digest(record: dict[str, Any]) -> str:
     text = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:CELL_ID_HEX]
+
+
+def cell_id_of(cell: Cell) -> str:
+    """sha256 of ``json.dumps(fields, sort_keys=True, separators=(",", ":"))``."""
+    return _digest(_fields_of(cell))
 
 
 
@@ -213,12 +267,28 @@ class CellResult:
     attempts: int = 1
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     duration_s: float | None = None
+    group_id: str | None = None
+    clock: str | None = None
+    cpu_ns: tuple[float, ...] = ()
+    wall_ns: tuple[float, ...] = ()
+    sample_block: tuple[int, ...] = ()
+    sample_round: tuple[int, ...] = ()
+    blocks: int | None = None
+    pids: tuple[int, ...] = ()
+    descheduled: int | None = None
 
     def row(self) -> dict[str, Any]:
-        """The record for ``store``: the dataclass plus built-in axis/dim columns."""
+        """The record for ``store``: the dataclass plus built-in axis/dim columns.
+
+        ``samples_ns`` are per-call times on ``clock`` (``cpu`` or ``wall``);
+        ``cpu_ns`` and ``wall_ns`` both clocks of the same samples; sample i
+        was taken in block ``sample_block[i]``, round ``sample_round[i]``, so
+        two members' samples with equal block and round are a pair.
+        """
         record = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        record["samples_ns"] = list(self.samples_ns)
-        record["warnings"] = list(self.warnings)
+        for name in ("samples_ns", "warnings", "cpu_ns", "wall_ns", "sample_block",
+                     "sample_round", "pids"):
+            record[name] = list(getattr(self, name))
         record["axes"] = list(self.axes.items())
         record["dims"] = list(self.dims.items())
         return {**self.axes, **self.dims, **record}
@@ -230,7 +300,7 @@ def skeleton(cell: Cell, status: str, error: str | None = None, **extra: Any) ->
         cell_id=cell.cell_id, kernel=cell.kernel, variant=cell.variant,
         axes=parse_variant(cell.variant)[1], shape=cell.shape_text, dims=cell.dims,
         dtype=cell.dtype, threads=cell.threads, seed=cell.seed, clip_value=cell.clip_value,
-        clip_norm=cell.clip_norm, status=status,
+        clip_norm=cell.clip_norm, status=status, group_id=cell.group_id,
         error=None if error is None else one_line(error), **extra)
 
 
@@ -333,3 +403,11 @@ class NodeProbe:
 def peaks_of(nodes: list[NodeProbe]) -> dict[str, dict[str, float]]:
     """``{node: {dtype: GFLOP/s}}`` from node probes."""
     return {n.node: n.peaks() for n in nodes}
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    """What one block gave: a row per member of its group (in member order)."""
+
+    task: BlockTask
+    rows: tuple[CellResult, ...]

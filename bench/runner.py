@@ -1,23 +1,26 @@
-"""Run a sweep's cells on Ray (embedded or a cluster) or in-process.
+"""Run a sweep: its groups' blocks on Ray (embedded or a cluster) or in-process.
 
-The flow: expand the spec, write a ``started`` event, hand the cells to an
-executor that yields results in completion order, store them in batches, write
-the final event. A killed driver leaves every stored cell; ``resume`` reruns the
-cells of a sweep that are not ``ok``.
+The flow: expand the spec, write a ``started`` event, group the cells, hand
+every group's blocks to an executor that yields them in completion order, merge
+each group's blocks into one row per member as its last block arrives, store
+those rows (durably, before they are reported), write the final event. A
+killed driver leaves every reported cell; ``resume`` reruns the groups with a
+cell that is not ``ok``.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gradsweep import env
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, StoreError
 from gradsweep.impls.registry import load
 from gradsweep.records import (
+    BlockOutcome,
     Cell,
     CellResult,
     Expansion,
@@ -25,12 +28,14 @@ from gradsweep.records import (
     SweepEvent,
     SweepOutcome,
     SweepSpec,
+    groups_of,
     new_sweep_id,
     peaks_of,
     skeleton,
 )
 from gradsweep.spec import expand
 from gradsweep.units import BYTES_PER_MB
+from gradsweep.worker import block_tasks, merge_blocks
 
 if TYPE_CHECKING:  # pandas and pyarrow stay out of the workers, whose gc.collect they slow
     from gradsweep import store
@@ -123,7 +128,8 @@ def resume_plan(dataset: store.Dataset, spec: SweepSpec, sweep: str,
                        "resume needs the same spec", where=spec.path)
     stored = store.read(dataset, "cells", [sweep_id], columns=["cell_id", "status"])
     ok = set(stored.loc[stored["status"] == "ok", "cell_id"])
-    return sweep_id, [c for c in cells if c.cell_id not in ok]
+    redo = {c.group_id for c in cells if c.cell_id not in ok}  # whole groups: members pair
+    return sweep_id, [c for c in cells if c.group_id in redo]
 
 
 def profile_phase(executor, cells: list[Cell], spec: SweepSpec, dataset: store.Dataset,
@@ -146,14 +152,92 @@ def profile_phase(executor, cells: list[Cell], spec: SweepSpec, dataset: store.D
     return errors
 
 
+@dataclass
+class GroupCollector:
+    """Blocks of each group as they arrive; a group's merged rows once all are in.
+
+    Keeps only unfinished groups: a finished group's rows go to the store and
+    leave memory.
+    """
+
+    repeats: int
+    peaks: dict[str, dict[str, float]]
+    _blocks: dict[str, dict[int, tuple[CellResult, ...]]] = field(default_factory=dict)
+
+    def add(self, outcome: BlockOutcome) -> tuple[CellResult, ...]:
+        """Record one block; the group's rows (one per member) when it was the last."""
+        group = outcome.task.group
+        blocks = self._blocks.setdefault(group.group_id, {})
+        blocks[outcome.task.block] = outcome.rows
+        if len(blocks) < self.repeats:
+            return ()
+        del self._blocks[group.group_id]
+        ordered = [blocks[b] for b in sorted(blocks)]
+        first = ordered[0][0]
+        peak = self.peaks.get(first.node or "", {}).get(first.dtype)
+        return tuple(merge_blocks([rows[i] for rows in ordered], peak)
+                     for i in range(len(group.members)))
+
+
+@dataclass
+class _Tally:
+    """What a sweep did so far: counts per status, in-block seconds, ok cells."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    task_s: float = 0.0
+    ok: set[str] = field(default_factory=set)
+
+    def add(self, rows: Iterable[CellResult]) -> None:
+        for r in rows:
+            self.counts[r.status] = self.counts.get(r.status, 0) + 1
+            self.task_s += r.duration_s or 0.0
+            if r.status == "ok":
+                self.ok.add(r.cell_id)
+
+
+def _store_rows(dataset: store.Dataset, sweep_id: str, rows: Sequence[CellResult],
+                tally: _Tally, on_result: Callable[[CellResult], None]) -> None:
+    """Write ``rows`` durably (one file), then report them: a cell reported done is stored."""
+    from gradsweep import store
+
+    if rows:
+        store.write(dataset, "cells", sweep_id, [r.row() for r in rows])
+        tally.add(rows)
+        for r in rows:
+            on_result(r)
+
+
+def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
+                    cells: list[Cell], tally: _Tally,
+                    on_result: Callable[[CellResult], None]) -> float:
+    """Skip what exceeds the memory budget, probe the nodes, run every block; the
+    seconds the blocks took on the wall clock."""
+    from gradsweep import store
+
+    runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
+    _store_rows(dataset, sweep_id, skipped, tally, on_result)
+    nodes = executor.nodes()
+    store.write(dataset, "nodes", sweep_id, nodes)
+    peaks = peaks_of(nodes)
+    collector = GroupCollector(spec.measure.repeats, peaks)
+    t0 = time.perf_counter()
+    tasks = block_tasks(groups_of(runnable), spec.measure,
+                        block_major=getattr(executor, "processes", False))
+    for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
+        _store_rows(dataset, sweep_id, collector.add(outcome), tally, on_result)
+    return time.perf_counter() - t0
+
+
 def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str | None = None,
               on_start: Callable[[str, int], None] = lambda sweep_id, n: None,
               on_result: Callable[[CellResult], None] = lambda result: None,
               expansion: Expansion | None = None) -> SweepOutcome:
     """Run (or resume) a sweep of ``spec`` into ``dataset`` with ``executor``.
 
-    ``on_start(sweep_id, cells)`` is called before any cell runs, and
-    ``on_result`` for every result as it is stored in a batch.
+    The sweep's work is its groups, each in ``repeats`` blocks (DESIGN.md,
+    Measurement). ``on_start(sweep_id, cells)`` is called before any cell runs,
+    and ``on_result`` for every cell once its row is stored. A resumed sweep
+    reruns every group with a cell that is not ``ok``.
     """
     from gradsweep import store
 
@@ -166,36 +250,20 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     write_event(dataset, sweep_id, sweep_event(
         spec, "resumed" if resume else "started", "running", total))
     on_start(sweep_id, len(cells))
-    writer = BatchWriter(dataset, sweep_id)
-    counts: dict[str, int] = {}
-    status, t0, task_s = "failed", time.perf_counter(), 0.0
+    tally, status, wall_s = _Tally(), "failed", 0.0
     try:
-        runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
-        nodes = executor.nodes()
-        store.write(dataset, "nodes", sweep_id, nodes)
-        t0 = time.perf_counter()
-        results = executor.run(runnable, spec.measure, spec.plugins, peaks_of(nodes))
-        ok: list[Cell] = []
-        by_id = {c.cell_id: c for c in runnable}
-        for result in itertools.chain(skipped, results):
-            writer.add(result)
-            counts[result.status] = counts.get(result.status, 0) + 1
-            task_s += result.duration_s or 0.0
-            if result.status == "ok" and result.cell_id in by_id:
-                ok.append(by_id[result.cell_id])
-            on_result(result)
-        writer.flush()
-        wall_s = time.perf_counter() - t0
+        wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result)
+        ok = [c for c in cells if c.cell_id in tally.ok]
         profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
         status = "finished"
     except KeyboardInterrupt:
         status = "cancelled"
         raise
     finally:
-        writer.flush()
-        write_event(dataset, sweep_id, sweep_event(spec, status, status, total))
+        with contextlib.suppress(StoreError) if status == "failed" else contextlib.nullcontext():
+            write_event(dataset, sweep_id, sweep_event(spec, status, status, total))
     store.compact(dataset, sweep_id)  # a finished sweep reads as one file per table
-    return SweepOutcome(sweep_id, status, counts, len(expansion.dropped),
-                        wall_s=wall_s, task_s=task_s,
+    return SweepOutcome(sweep_id, status, tally.counts, len(expansion.dropped),
+                        wall_s=wall_s, task_s=tally.task_s,
                         workers=getattr(executor, "workers", 1),
                         profile_errors=tuple(profile_errors))

@@ -980,3 +980,25 @@ def gate_verdicts(estimates: Sequence[RatioEstimate], threshold: float = MIN_EFF
     adjusted = fdr_adjusted([e.p_value for e in estimates])
     return [gate_verdict(e, threshold, final, alpha=alpha, p_value=float(p))
             for e, p in zip(estimates, adjusted)]
+
+
+def time_estimate(times: ArrayLike, *, confidence: float = CONFIDENCE) -> RatioEstimate | None:
+    """A member's time (ns) with an interval that includes the between-block variance.
+
+    :func:`paired_estimate` of ``times`` against a constant 1 ns: each block's
+    median log time and its standard error, combined over blocks by the same
+    random-effects rule (DerSimonian & Laird 1986, HKSJ interval), so a process
+    that ran fast or slow widens the interval instead of moving it unseen.
+
+    Parameters
+    ----------
+    times : array_like, shape (blocks, rounds)
+        Positive times; NaN marks a missing sample.
+
+    Returns
+    -------
+    RatioEstimate or None
+        ``ratio`` is the time in the units of ``times``; None without a usable block.
+    """
+    t = np.asarray(times, dtype=float)
+    return paired_estimate(t, np.where(np.isnan(t), np.nan, 1.0), confidence=confidence)

@@ -70,7 +70,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: compaction runs unlocked
     fcntl = None
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULTS_ENV = "GRADSWEEP_RESULTS"
 DEFAULT_RESULTS = "results"
 PARTITION = "sweep_id"
@@ -113,7 +113,12 @@ CELLS = pa.schema(
        ("openblas_coretype", pa.string()), ("load_avg", pa.float64()),
        ("git_commit", pa.string()), ("git_dirty", pa.bool_()), ("attempts", pa.int64()),
        ("started_at", _TS), ("duration_s", pa.float64()), ("recorded_at", _TS),
-       ("schema_version", pa.int32())]
+       ("schema_version", pa.int32()),
+       # v3: groups, blocks and rounds, both clocks (DESIGN.md, Measurement)
+       ("group_id", pa.string()), ("clock", pa.string()), ("cpu_ns", pa.list_(pa.float64())),
+       ("wall_ns", pa.list_(pa.float64())), ("sample_block", pa.list_(pa.int32())),
+       ("sample_round", pa.list_(pa.int32())), ("blocks", pa.int64()),
+       ("pids", pa.list_(pa.int64())), ("descheduled", pa.int64())]
 )
 
 NODES = pa.schema([
@@ -203,6 +208,18 @@ def _cells_v1_n_samples(data: pa.Table) -> pa.Table:
     """v1 cells had no ``n_samples``: count ``samples_ns``."""
     counts = pc.fill_null(pc.list_value_length(data["samples_ns"]), 0).cast(pa.int64())
     return _set(data, "n_samples", counts)
+
+
+@migration("cells", 2, needs=("samples_ns", "warnings"))
+def _cells_v2_unpaired(data: pa.Table) -> pa.Table:
+    """v2 cells were one process each, unpaired: one block, no rounds. Their clock was
+    wall time, except the CI gate's (a ``cpu-clock`` warning says so)."""
+    gate = [any(str(w).startswith("cpu-clock") for w in (ws or ()))
+            for ws in data["warnings"].to_pylist()]
+    clock = pa.array(["cpu" if g else "wall" for g in gate], pa.string())
+    ok = pc.greater(pc.fill_null(pc.list_value_length(data["samples_ns"]), 0), 0)
+    blocks = pc.if_else(ok, pa.scalar(1, pa.int64()), pa.scalar(None, pa.int64()))
+    return _set(_set(data, "clock", clock), "blocks", blocks)
 
 
 def needs(table: str) -> tuple[str, ...]:

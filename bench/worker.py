@@ -1,24 +1,34 @@
-"""Run one cell: build its case, verify the variant, then time and measure it.
+"""One block of one group: build each member's case, verify it, then time the members
+side by side in shuffled rounds; and the one place a result row is assembled.
 
-No variant is timed until its gradients agree with the float64 reference
-(DESIGN.md, Correctness before speed). Any failure becomes a result row with
-its status and a one-line error; nothing here raises for a bad cell.
+No member is timed until its gradients agree with the float64 reference
+(DESIGN.md, Correctness before speed). Any failure becomes that member's row
+with its status and a one-line error; nothing here raises for a bad member.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import signal
+import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from gradsweep import env, measure
+import numpy as np
+
+from gradsweep import env, measure, stats
 from gradsweep.impls.base import Case, SkipCell, forward_for, is_peer, reference_for
 from gradsweep.impls.gradcheck import TOLERANCE, max_rel_err
 from gradsweep.impls.registry import load
-from gradsweep.records import Cell, CellResult, MeasureSettings, skeleton
+from gradsweep.records import BlockTask, Cell, CellResult, Group, MeasureSettings, skeleton
+from gradsweep.units import NS_PER_S
 
 
 def error_text(exc: BaseException) -> str:
@@ -95,23 +105,6 @@ def ok_result(cell: Cell, err: float, timing: measure.Timing, *, flops: int,
         **extra)
 
 
-def _measured(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
-              peaks: dict[str, float] | None) -> CellResult:
-    prepared, err = prepare(cell, plugins)
-    wrong = correctness_error(err, cell.dtype)
-    if wrong:
-        return skeleton(cell, "incorrect", wrong, max_rel_err=err)
-    load_before = env.load_avg()
-    timing = measure.time_call(prepared.call, min_time_s=settings.min_time_s,
-                               samples=settings.samples, max_warmups=settings.max_warmups)
-    load = max(load_before, env.load_avg())
-    # tracemalloc sees numpy's buffers but not torch's allocator: no peer memory
-    memory = (measure.memory_pass(prepared.call)
-              if settings.memory and not is_peer(cell.variant) else None)
-    return ok_result(cell, err, timing, flops=prepared.flops, memory=memory, load=load,
-                     peak=(peaks or {}).get(cell.dtype))
-
-
 def stamped(result: CellResult, started: datetime | None = None, t0: float | None = None,
             tree: str | None = None) -> CellResult:
     """The one environment stamping: ``result`` with the machine, where and when it ran.
@@ -132,23 +125,318 @@ def stamped(result: CellResult, started: datetime | None = None, t0: float | Non
         load_avg=result.load_avg if result.load_avg is not None else env.load_avg(), **when)
 
 
+class CellTimeout(BaseException):  # noqa: N818 - not an Exception: a member must not catch it
+    """Raised in the member's process by SIGALRM when its ``timeout_s`` has passed."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[bool]:
+    """Raise :class:`CellTimeout` in this thread after ``seconds`` (main thread only).
+
+    Yields whether the deadline is armed: signals reach only the main thread,
+    which is where Ray runs a task and where ``--local`` runs blocks.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+
+    def fire(signum, frame):
+        raise CellTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class _Member:
+    """One member's state inside a block (mutable; never leaves :func:`run_block`)."""
+
+    cell: Cell
+    prepared: Prepared | None = None
+    err: float | None = None
+    loops: int = 1
+    first_ns: float = math.nan
+    warmups: int = 0
+    settled: bool = True
+    cpu_ns: list[float] = field(default_factory=list)
+    wall_ns: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    failure: CellResult | None = None
+    spent_s: float = 0.0
+
+
+def rounds_per_block(settings: MeasureSettings) -> int:
+    """Rounds in each block: ``samples`` spread over ``repeats`` blocks, at least
+    ``stats.MIN_ROUNDS`` (a block needs that many pairs for an estimate)."""
+    return max(stats.MIN_ROUNDS, math.ceil(settings.samples / max(settings.repeats, 1)))
+
+
+def _failed(member: _Member, exc: BaseException, settings: MeasureSettings) -> CellResult:
+    """The failure row of ``member``: skipped, timeout or error, with what it did."""
+    cell = member.cell
+    if isinstance(exc, SkipCell):
+        return skeleton(cell, "skipped", str(exc))
+    if isinstance(exc, CellTimeout):
+        return skeleton(cell, "timeout", f"cell exceeded timeout_s {settings.timeout_s:g}")
+    if isinstance(exc, MemoryError):
+        return skeleton(cell, "error", f"MemoryError: {exc or 'out of memory'}")
+    return skeleton(cell, "error", error_text(exc))
+
+
+def _guarded(member: _Member, settings: MeasureSettings, step, *, interrupts: bool) -> bool:
+    """Run ``step()`` for ``member`` within what is left of its ``timeout_s``.
+
+    Any failure becomes the member's row (it fails alone) and False. With
+    ``interrupts``, a KeyboardInterrupt or SystemExit raised by the member's
+    code is its error too (in a worker process no user presses Ctrl-C).
+    """
+    if member.failure is not None:
+        return False
+    caught = (Exception, CellTimeout, KeyboardInterrupt, SystemExit) if interrupts else (
+        Exception, CellTimeout, SystemExit)
+    t0 = time.perf_counter()
+    try:
+        with deadline(settings.timeout_s - member.spent_s):
+            step()
+        return True
+    except caught as exc:
+        member.failure = _failed(member, exc, settings)
+        return False
+    finally:
+        member.spent_s += time.perf_counter() - t0
+
+
+def _prepare(member: _Member, plugins: tuple[str, ...]) -> None:
+    prepared, err = prepare(member.cell, plugins)
+    member.err = err
+    wrong = correctness_error(err, member.cell.dtype)
+    if wrong:
+        member.failure = skeleton(member.cell, "incorrect", wrong, max_rel_err=err)
+    else:
+        member.prepared = prepared
+
+
+def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock) -> None:
+    call = member.prepared.call
+    member.first_ns = float(measure.run_sample(call, 1, clock))
+    member.loops = measure.calibrate_loops(call, settings.min_time_s * NS_PER_S, clock)
+    member.warmups, member.settled = measure.warm_up(call, member.loops, settings.max_warmups,
+                                                     clock)
+
+
+def _relayout(members: list[_Member], rng: np.random.Generator) -> None:
+    """Every member's case and cache copied to fresh buffers at random offsets, outside
+    the clock (Stabilizer, Curtsinger & Berger 2013; docs/noise.md)."""
+    for m in members:
+        if m.prepared is not None and m.failure is None:
+            case, state = measure.rematerialise((m.prepared.case, m.prepared.state), rng)
+            m.prepared = replace(m.prepared, case=case, state=state)
+
+
+def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSettings,
+                  interrupts: bool) -> None:
+    """Calibrate and warm every member, then the shuffled rounds (GC paused)."""
+    threads = task.group.members[0].threads
+    clock = measure.ranking_clock(settings.clock, threads)
+    cpu = measure.cpu_clock(threads)
+    rng = np.random.default_rng(task.seed)
+
+    def take(i: int, r: int) -> bool:
+        m = live[i]
+
+        def sample() -> None:
+            cpu_ns, wall_ns = measure.timed_sample(m.prepared.call, m.loops, cpu)
+            m.cpu_ns.append(cpu_ns)
+            m.wall_ns.append(wall_ns)
+            m.rounds.append(r)
+
+        return _guarded(m, settings, sample, interrupts=interrupts)
+
+    with measure.gc_paused():
+        for m in live:
+            _guarded(m, settings, lambda m=m: _calibrate(m, settings, clock),
+                     interrupts=interrupts)
+        alive = [m for m in live if m.failure is None]
+        live[:] = alive
+        measure.interleaved_rounds(len(live), rounds_per_block(settings), rng, take,
+                                   before_round=lambda r: r and _relayout(live, rng))
+
+
+def _block_row(member: _Member, task: BlockTask, settings: MeasureSettings,
+               peaks: dict[str, float] | None, load: float) -> CellResult:
+    """The member's row for this block (samples of this block only)."""
+    if member.failure is not None:
+        return member.failure
+    samples = member.cpu_ns if settings.clock == "cpu" else member.wall_ns
+    timing = measure.summarise(samples, loops=member.loops, warmups=member.warmups,
+                               first_ns=member.first_ns, warmup_settled=member.settled)
+    memory = (measure.memory_pass(member.prepared.call)
+              if settings.memory and not is_peer(member.cell.variant) else None)
+    return ok_result(member.cell, member.err, timing, flops=member.prepared.flops,
+                     memory=memory, load=load, peak=(peaks or {}).get(member.cell.dtype),
+                     clock=settings.clock, cpu_ns=tuple(member.cpu_ns),
+                     wall_ns=tuple(member.wall_ns), sample_block=(task.block,) * len(samples),
+                     sample_round=tuple(member.rounds), blocks=1, pids=(os.getpid(),),
+                     descheduled=measure.descheduled(member.cpu_ns, member.wall_ns))
+
+
+def run_block(task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ...] = (),
+              peaks: dict[str, float] | None = None, *,
+              interrupts: bool = False) -> tuple[CellResult, ...]:
+    """One block of a group in this process: a row per member, never a raise.
+
+    Verify every member against the reference, calibrate and warm each up,
+    then ``rounds_per_block`` rounds of shuffled samples with layout
+    randomisation between rounds, then each member's untimed memory pass.
+    A member that raises, is incorrect or exceeds its ``timeout_s`` fails
+    alone; the others go on.
+
+    Parameters
+    ----------
+    peaks : dict[str, float], optional
+        This node's GEMM peak in GFLOP/s per dtype, for ``peak_fraction``.
+    interrupts : bool
+        Count a member's KeyboardInterrupt as its error (worker processes).
+    """
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    members = [_Member(cell) for cell in task.group.members]
+    load_before = env.load_avg()
+    with measure.set_threads(task.group.members[0].threads):
+        for m in members:
+            _guarded(m, settings, lambda m=m: _prepare(m, plugins), interrupts=interrupts)
+        live = [m for m in members if m.failure is None]
+        _timed_rounds(live, task, settings, interrupts)
+        load = max(load_before, env.load_avg())
+        rows = [_block_row(m, task, settings, peaks, load) for m in members]
+    return tuple(stamped(r, started, t0) for r in rows)
+
+
+#: A member's status over its blocks: the first of these that any block had.
+STATUS_ORDER = ("crashed", "incorrect", "error", "timeout", "skipped", "ok")
+
+
+def block_matrix(samples: Sequence[float], blocks: Sequence[int],
+                 rounds: Sequence[int]) -> np.ndarray:
+    """Samples as an array (blocks, rounds) with NaN where none was taken.
+
+    Blocks and rounds are renumbered densely in sorted order, so two members of
+    one group share rows and columns when they share block and round numbers.
+    """
+    block_ids = sorted(set(blocks))
+    n_rounds = max(rounds, default=-1) + 1
+    out = np.full((len(block_ids), n_rounds), np.nan)
+    row = {b: i for i, b in enumerate(block_ids)}
+    for t, b, r in zip(samples, blocks, rounds):
+        out[row[b], r] = t
+    return out
+
+
+def _cell_of(row: CellResult) -> Cell:
+    return Cell(row.kernel, row.variant, tuple(row.dims.items()), row.dtype, row.threads,
+                row.seed, row.clip_value, row.clip_norm)
+
+
+def _merged_warnings(ok: Sequence[CellResult], cpu: Sequence[float],
+                     wall: Sequence[float]) -> tuple[str, ...]:
+    found = []
+    late = measure.descheduled(cpu, wall)
+    if late:
+        found.append(f"descheduled: {late} of {len(cpu)} samples took more than "
+                     f"{measure.DESCHEDULED_RATIO:g}x their CPU time on the wall clock")
+    pids = {p for r in ok for p in r.pids}
+    if len(ok) > 1 and len(pids) < len(ok):
+        found.append(f"shared-process: {len(ok)} blocks ran in {len(pids)} process(es); "
+                     "the between-process variance is not fully sampled")
+    return tuple(found)
+
+
+def merge_blocks(rows: Sequence[CellResult], peak: float | None = None) -> CellResult:
+    """One member's row from its rows of each block of the group.
+
+    A failure in any block is the member's status (the worst, :data:`STATUS_ORDER`).
+    Otherwise the samples of all blocks, both clocks, their blocks and rounds;
+    ``median_ns`` the geometric mean of the block medians and its interval the
+    random-effects one (:func:`gradsweep.stats.time_estimate`).
+    """
+    worst = min(rows, key=lambda r: STATUS_ORDER.index(r.status))
+    if worst.status != "ok":
+        return replace(worst, blocks=len(rows))
+    ok = sorted(rows, key=lambda r: r.sample_block[:1])
+    samples = [t for r in ok for t in r.samples_ns]
+    blocks = [b for r in ok for b in r.sample_block]
+    rounds = [k for r in ok for k in r.sample_round]
+    cpu, wall = [t for r in ok for t in r.cpu_ns], [t for r in ok for t in r.wall_ns]
+    timing = measure.summarise(samples, loops=max(r.loops or 1 for r in ok),
+                               warmups=sum(r.warmups or 0 for r in ok), first_ns=ok[0].first_ns,
+                               warmup_settled=all(not any(w.startswith("warmup-unsettled")
+                                                          for w in r.warnings) for r in ok))
+    est = stats.time_estimate(block_matrix(samples, blocks, rounds))
+    if est is not None:
+        timing = replace(timing, median_ns=est.ratio, ci_low_ns=est.low, ci_high_ns=est.high)
+    first = ok[0]
+    memory = (measure.Memory(first.peak_bytes, first.retained_bytes, first.alloc_count)
+              if first.peak_bytes is not None else None)
+    merged = ok_result(
+        _cell_of(first), max(r.max_rel_err or 0.0 for r in ok), timing, flops=first.flops,
+        memory=memory, load=max(r.load_avg for r in ok), peak=peak,
+        warnings=_merged_warnings(ok, cpu, wall), clock=first.clock, cpu_ns=tuple(cpu),
+        wall_ns=tuple(wall), sample_block=tuple(blocks), sample_round=tuple(rounds),
+        blocks=len(ok), pids=tuple(dict.fromkeys(p for r in ok for p in r.pids)),
+        descheduled=measure.descheduled(cpu, wall))
+    return replace(merged, node=first.node, host=first.host, cpu=first.cpu, cores=first.cores,
+                   blas=first.blas, numpy_version=first.numpy_version,
+                   python_version=first.python_version,
+                   openblas_coretype=first.openblas_coretype, git_commit=first.git_commit,
+                   git_dirty=first.git_dirty, started_at=first.started_at,
+                   duration_s=sum(r.duration_s or 0.0 for r in rows),
+                   attempts=max(r.attempts for r in rows))
+
+
+def block_seed(settings: MeasureSettings, group: Group, block: int) -> int:
+    """A block's seed: from the spec's seed, the group and the block number."""
+    digest = hashlib.sha256(f"{settings.seed}:{group.group_id}:{block}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def block_tasks(groups: Sequence[Group], settings: MeasureSettings, *,
+                block_major: bool = True) -> list[BlockTask]:
+    """Every block of every group.
+
+    ``block_major``: all first blocks, then all second blocks, ...: executors
+    that give each pass fresh processes then run a group's blocks in different
+    processes. Otherwise group by group, so groups finish (and are stored) one
+    after another (one process for everything: ``--local``).
+    """
+    if block_major:
+        return [BlockTask(g, b, block_seed(settings, g, b))
+                for b in range(settings.repeats) for g in groups]
+    return [BlockTask(g, b, block_seed(settings, g, b))
+            for g in groups for b in range(settings.repeats)]
+
+
+def run_group_here(group: Group, settings: MeasureSettings, plugins: tuple[str, ...] = (),
+                   peaks: dict[str, float] | None = None) -> tuple[CellResult, ...]:
+    """Every block of ``group`` in this process, one after another, merged per member."""
+    blocks = [run_block(BlockTask(group, b, block_seed(settings, group, b)), settings,
+                        plugins, peaks) for b in range(settings.repeats)]
+    peak = (peaks or {}).get(group.members[0].dtype)
+    return tuple(merge_blocks([rows[i] for rows in blocks], peak)
+                 for i in range(len(group.members)))
+
+
 def run_cell(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...] = (),
              peaks: dict[str, float] | None = None) -> CellResult:
-    """Verify, time and measure one cell; every failure is a row, never a raise.
+    """Verify, time and measure one cell (a group of one) in this process; every failure
+    is a row, never a raise.
 
     Parameters
     ----------
     peaks : dict[str, float], optional
         This node's GEMM peak in GFLOP/s per dtype, for ``peak_fraction``.
     """
-    started, t0 = datetime.now(UTC), time.perf_counter()
-    try:
-        with measure.set_threads(cell.threads):
-            result = _measured(cell, settings, plugins, peaks)
-    except SkipCell as exc:
-        result = skeleton(cell, "skipped", str(exc))
-    except MemoryError as exc:
-        result = skeleton(cell, "error", f"MemoryError: {exc or 'out of memory'}")
-    except Exception as exc:  # a failing cell is a row, never the end of a sweep
-        result = skeleton(cell, "error", error_text(exc))
-    return stamped(result, started, t0)
+    return run_group_here(Group((cell,)), settings, plugins, peaks)[0]

@@ -363,7 +363,7 @@ def test_relocate_keeps_structure_aliasing_and_leaves():
 
 
 def test_rematerialise_moves_every_array_to_varying_offsets():
-    from impls import lstm
+    from gradsweep.impls import lstm
 
     case = lstm.make_case({"N": 2, "T": 3, "D": 4, "H": 5}, "float64", seed=1)
     _, cache = lstm.forward(case)
@@ -385,7 +385,7 @@ def test_rematerialise_moves_every_array_to_varying_offsets():
 @pytest.mark.parametrize("variant", ["buffers=prealloc,wgrad=batched,clip=none",
                                      "buffers=list,wgrad=step,clip=norm"])
 def test_rematerialised_lstm_gradients_are_identical(variant):
-    from impls import lstm
+    from gradsweep.impls import lstm
 
     case = lstm.make_case({"N": 4, "T": 5, "D": 6, "H": 7}, "float64", seed=3)
     _, cache = lstm.forward(case)
@@ -399,7 +399,7 @@ def test_rematerialised_lstm_gradients_are_identical(variant):
 
 
 def test_rematerialised_deconv2d_keeps_read_only_views_and_gradients():
-    from impls import deconv2d
+    from gradsweep.impls import deconv2d
 
     kernel = deconv2d.KERNEL
     case = kernel.make_case(kernel.full_shape({"N": 2, "Hin": 5, "Win": 4}), "float64", 2)

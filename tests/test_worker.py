@@ -1,7 +1,19 @@
 """The worker: verify before timing; every failure is a row."""
 
-from gradsweep.records import Cell, MeasureSettings
-from gradsweep.worker import run_cell
+import numpy as np
+import pytest
+
+from gradsweep import measure
+from gradsweep.records import BlockTask, Cell, Group, MeasureSettings
+from gradsweep.worker import (
+    block_matrix,
+    block_tasks,
+    merge_blocks,
+    rounds_per_block,
+    run_block,
+    run_cell,
+    run_group_here,
+)
 
 FAST = MeasureSettings(samples=5, min_time_s=0.0005, max_warmups=2)
 SHAPE = (("N", 4), ("T", 5), ("D", 6), ("H", 7))
@@ -16,7 +28,8 @@ def test_ok_cell_has_timing_memory_and_environment():
     r = run_cell(cell("rnn/buffers=prealloc,wgrad=batched,clip=none"), FAST,
                  peaks={"float64": 40.0})
     assert r.status == "ok", r.error
-    assert len(r.samples_ns) == 5 and r.loops >= 1 and r.median_ns > 0
+    assert len(r.samples_ns) == FAST.repeats * rounds_per_block(FAST)
+    assert r.loops >= 1 and r.median_ns > 0
     assert r.ci_low_ns <= r.median_ns <= r.ci_high_ns
     assert r.max_rel_err < 1e-9 and r.peak_bytes > 0 and r.flops == 4 * 4 * 5 * 7 * (6 + 7)
     assert r.gflops > 0 and r.peak_fraction == r.gflops / 40.0
@@ -61,3 +74,77 @@ def test_prealloc_peaks_no_higher_than_list():
         pre = run_cell(Cell("rnn", f"rnn/buffers=prealloc,wgrad={wgrad},clip=none", shape,
                             "float64", 1, 0, 1.0, 5.0), FAST)
         assert pre.peak_bytes <= lst.peak_bytes
+
+
+RNN = [f"rnn/buffers={b},wgrad={w},clip=none" for b in ("list", "prealloc")
+       for w in ("step", "batched")]
+
+
+def test_a_block_samples_every_member_in_every_round_paired():
+    group = Group(tuple(cell(v) for v in RNN))
+    rows = run_block(BlockTask(group, 1, 7), FAST)
+    rounds = rounds_per_block(FAST)
+    assert [r.status for r in rows] == ["ok"] * 4
+    for r in rows:
+        assert r.sample_block == (1,) * rounds and r.sample_round == tuple(range(rounds))
+        assert len(r.cpu_ns) == len(r.wall_ns) == rounds and r.clock == "cpu"
+        assert r.samples_ns == r.cpu_ns and r.group_id == group.group_id
+        assert all(w >= 0.5 * c for c, w in zip(r.cpu_ns, r.wall_ns))
+
+
+def test_a_failing_member_fails_alone_and_the_others_are_timed():
+    members = (cell(RNN[0]), cell("rnn/buffers=raises,wgrad=batched,clip=none"),
+               cell("rnn/buffers=wrong,wgrad=batched,clip=none"), cell(RNN[3]))
+    rows = run_block(BlockTask(Group(members), 0, 1), FAST, PLUGINS)
+    assert [r.status for r in rows] == ["ok", "error", "incorrect", "ok"]
+    assert len(rows[0].samples_ns) == len(rows[3].samples_ns) == rounds_per_block(FAST)
+
+
+def test_a_member_past_its_timeout_fails_alone():
+    slow = MeasureSettings(samples=3, min_time_s=0.0005, max_warmups=1, timeout_s=0.5,
+                           repeats=1, memory=False)
+    members = (cell(RNN[0]), cell("rnn/buffers=sleep,wgrad=batched,clip=none"))
+    rows = run_block(BlockTask(Group(members), 0, 1), slow, ("gs_faults",))
+    assert [r.status for r in rows] == ["ok", "timeout"]
+
+
+def test_interleaved_rounds_shuffle_each_round_and_drop_failed_members():
+    seen: list[tuple[int, int]] = []
+
+    def take(m: int, r: int) -> bool:
+        seen.append((m, r))
+        return not (m == 2 and r == 1)
+
+    measure.interleaved_rounds(5, 40, np.random.default_rng(3), take)
+    orders = [tuple(m for m, r in seen if r == k) for k in range(40)]
+    assert sorted(orders[0]) == [0, 1, 2, 3, 4] and sorted(orders[1]) == [0, 1, 2, 3, 4]
+    assert all(2 not in o for o in orders[2:]) and all(len(o) == 4 for o in orders[2:])
+    assert len(set(orders[2:])) > 10  # freshly shuffled, not one fixed order
+
+
+def test_merged_blocks_time_is_the_geometric_mean_of_block_medians():
+    group = Group((cell(RNN[0]),))
+    blocks = [run_block(t, FAST)[0] for t in block_tasks([group], FAST)]
+    merged = merge_blocks(blocks)
+    medians = [np.median(b.samples_ns) for b in blocks]
+    assert merged.median_ns == pytest.approx(np.exp(np.mean(np.log(medians))), rel=1e-9)
+    assert merged.blocks == 3 and merged.ci_low_ns <= merged.median_ns <= merged.ci_high_ns
+    assert sorted(set(merged.sample_block)) == [0, 1, 2]
+    grid = block_matrix(merged.samples_ns, merged.sample_block, merged.sample_round)
+    assert grid.shape == (3, rounds_per_block(FAST)) and not np.isnan(grid).any()
+    assert any(w.startswith("shared-process") for w in merged.warnings)
+
+
+def test_a_failure_in_any_block_is_the_members_status():
+    ok = run_cell(cell(RNN[0]), FAST)
+    bad = run_group_here(Group((cell("rnn/buffers=raises,wgrad=batched,clip=none"),)), FAST,
+                         PLUGINS)[0]
+    assert merge_blocks([ok, bad]).status == "error"
+
+
+def test_block_tasks_are_block_major_with_distinct_seeds():
+    groups = [Group((cell(RNN[0]),)), Group((cell(RNN[0], "float32"),))]
+    tasks = block_tasks(groups, FAST)
+    assert [t.block for t in tasks] == [0, 0, 1, 1, 2, 2]
+    assert len({t.seed for t in tasks}) == 6
+    assert block_tasks(groups, FAST) == tasks  # reproducible

@@ -1,10 +1,8 @@
-"""Guards a cell runs under in its worker process: a deadline, an address-space cap,
+"""Guards a block runs under in its worker process: an address-space cap
 and frozen imports (so per-cell ``gc.collect`` stays cheap)."""
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,32 +13,6 @@ from gradsweep.units import BYTES_PER_MB
 #: (shared libraries a cell loads, allocator arenas, thread stacks).
 GUARD_MARGIN_MB = 1024
 
-
-class CellTimeout(BaseException):  # noqa: N818 - not an Exception: run_cell must not catch it
-    """Raised in the cell's process by SIGALRM when ``timeout_s`` has passed."""
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[bool]:
-    """Raise :class:`CellTimeout` in this thread after ``seconds`` (main thread only).
-
-    Yields whether the deadline is armed: signals reach only the main thread,
-    which is where Ray runs a task and where ``--local`` runs cells.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield False
-        return
-
-    def fire(signum, frame):
-        raise CellTimeout(seconds)
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield True
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _vm_bytes() -> int | None:

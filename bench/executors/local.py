@@ -1,31 +1,36 @@
-"""The in-process executor (``--local``): every cell in this process, in order."""
+"""The in-process executor (``--local``): every block in this process, in order."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gradsweep.executors.node import probe_node, run_on_node
-from gradsweep.records import Cell, CellResult, MeasureSettings, NodeProbe
+from gradsweep.executors.node import probe_node, run_block_on_node
+from gradsweep.records import BlockOutcome, BlockTask, Cell, MeasureSettings, NodeProbe
 
 
 class LocalExecutor:
-    """Runs every cell in this process, one after another (``--local``).
+    """Runs every block in this process, one after another (``--local``).
 
-    ``timeout_s`` is enforced by an alarm between Python bytecodes: a cell
-    stuck inside one C call (a huge GEMM) is only stopped when the call returns.
+    All blocks share one process, so the between-process variance is not
+    sampled (each member says so: ``shared-process``); Ray runs each pass of
+    blocks in fresh processes. ``timeout_s`` is an alarm between Python
+    bytecodes: a member stuck inside one C call (a huge GEMM) is only stopped
+    when the call returns.
     """
 
     workers = 1
+    processes = False
 
     def nodes(self) -> list[NodeProbe]:
         """One record: this process's machine."""
         return [probe_node()]
 
-    def run(self, cells: list[Cell], settings: MeasureSettings, plugins: tuple[str, ...],
-            peaks: dict[str, dict[str, float]]) -> Iterator[CellResult]:
-        """Yield each cell's result as it finishes."""
-        for cell in cells:
-            yield run_on_node(cell, settings, plugins, peaks)
+    def run_blocks(self, tasks: list[BlockTask], settings: MeasureSettings,
+                   plugins: tuple[str, ...],
+                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
+        """Yield each block's rows as it finishes."""
+        for task in tasks:
+            yield run_block_on_node(task, settings, plugins, peaks, in_worker=False)
 
     def profile(self, cells: list[Cell], settings: MeasureSettings,
                 plugins: tuple[str, ...]) -> Iterator:
@@ -37,4 +42,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Nothing to release."""
-

@@ -1,18 +1,11 @@
-"""What runs on a node: its probe for the ``nodes`` table and one cell under its guards."""
+"""What runs on a node: its probe for the ``nodes`` table and one block under its guards."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-
 from gradsweep import env, measure
-from gradsweep.executors.guards import CellTimeout, deadline, freeze_imports, memory_guard
+from gradsweep.executors.guards import freeze_imports, memory_guard
 from gradsweep.impls.registry import load
-from gradsweep.records import Cell, CellResult, MeasureSettings, NodeProbe, skeleton
-from gradsweep.worker import run_cell, stamped
-
-#: Seconds each warm-up task holds its worker, so the warm-ups land on distinct workers.
-WARM_HOLD_S = 0.3
+from gradsweep.records import BlockOutcome, BlockTask, MeasureSettings, NodeProbe
 
 
 def probe_node() -> NodeProbe:
@@ -25,34 +18,32 @@ def probe_node() -> NodeProbe:
                      gemm_gflops_float32=peaks["float32"], gemm_gflops_float64=peaks["float64"])
 
 
-def warm_worker(plugins: tuple[str, ...], hold_s: float = WARM_HOLD_S) -> None:
-    """A Ray worker's start: import the plugins, freeze, hold the worker ``hold_s``."""
+def ready(plugins: tuple[str, ...]) -> None:
+    """A worker's start: import the plugins (their failure is each member's row), freeze."""
     try:
         load(plugins)
-    except Exception:  # noqa: BLE001 - the cells report it
+    except Exception:  # noqa: BLE001 - the members report it
         pass
     freeze_imports()
-    time.sleep(hold_s)
 
 
-def run_on_node(cell: Cell, settings: MeasureSettings, plugins: tuple[str, ...],
-                peaks: dict[str, dict[str, float]]) -> CellResult:
-    """Run a cell wherever it landed, with that node's GEMM peaks, under its guards.
+def run_block_on_node(task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ...],
+                      peaks: dict[str, dict[str, float]], *,
+                      in_worker: bool = True) -> BlockOutcome:
+    """Run a block wherever it landed, with that node's GEMM peaks, under its guards.
 
-    The cell's ``timeout_s`` is an alarm in its own process and its memory is
-    capped (:func:`memory_guard`); both end as rows, never as a raise.
+    Each member's ``timeout_s`` is an alarm in this process (``worker.run_block``)
+    and the block's address space is capped at ``memory_budget_mb`` per member
+    (:func:`memory_guard`): both end as rows, never as a raise. ``in_worker``:
+    a member's KeyboardInterrupt is its error (no user presses Ctrl-C in a worker).
     """
-    try:
-        load(plugins)  # import the plugins before freezing
-    except Exception:  # noqa: BLE001 - run_cell reports it as the cell's error
-        pass
-    freeze_imports()
+    from gradsweep.worker import run_block
+
+    ready(plugins)
     node = env.ray_node_id() or env.collect().host
-    started, t0 = datetime.now(UTC), time.perf_counter()
-    try:
-        with memory_guard(settings.memory_budget_mb), deadline(settings.timeout_s):
-            return run_cell(cell, settings, plugins, peaks.get(node))
-    except CellTimeout:
-        text = f"cell exceeded timeout_s {settings.timeout_s:g}"
-        return stamped(skeleton(cell, "timeout", text), started, t0)
+    budget = settings.memory_budget_mb * len(task.group.members)
+    with memory_guard(budget):
+        rows = run_block(task, settings, plugins, peaks.get(node), interrupts=in_worker)
+    return BlockOutcome(task, rows)
+
 

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections import Counter, deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 from gradsweep import env
 from gradsweep.executors.auth import enable_token_auth, in_ray_job
-from gradsweep.executors.node import probe_node, run_on_node, warm_worker
-from gradsweep.records import Cell, CellResult, MeasureSettings, NodeProbe, skeleton
+from gradsweep.executors.node import probe_node, ready, run_block_on_node
+from gradsweep.records import (
+    BlockOutcome,
+    BlockTask,
+    Cell,
+    CellResult,
+    Group,
+    MeasureSettings,
+    NodeProbe,
+    skeleton,
+)
 
 #: Retries of a cell whose worker process died, before it is recorded ``crashed``.
 CRASH_RETRIES = 2
@@ -48,23 +60,23 @@ def package_dir() -> str:
     (``bench/``, ``impls/``, ``dashboards/``), so they are copied once per
     process into a temporary ``gradsweep/`` (removed at exit).
     """
+    import importlib.util
+
     import gradsweep
-    import gradsweep.dashboards
-    import gradsweep.impls
 
     root = os.path.dirname(os.path.abspath(gradsweep.__file__))
-    parts = {"impls": gradsweep.impls, "dashboards": gradsweep.dashboards}
-    nested = all(os.path.dirname(os.path.abspath(m.__file__)) == os.path.join(root, name)
-                 for name, m in parts.items())
+    parts = {name: importlib.util.find_spec(f"gradsweep.{name}").submodule_search_locations[0]
+             for name in ("impls", "dashboards")}  # found, not imported: no layer crossed
+    nested = all(os.path.abspath(where) == os.path.join(root, name)
+                 for name, where in parts.items())
     if nested and os.path.basename(root) == "gradsweep":
         return root
     if not _STAGED:
         staged = os.path.join(tempfile.mkdtemp(prefix="gradsweep-ship-"), "gradsweep")
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "site")
         shutil.copytree(root, staged, ignore=ignore)
-        for name, module in parts.items():
-            shutil.copytree(os.path.dirname(os.path.abspath(module.__file__)),
-                            os.path.join(staged, name), ignore=ignore)
+        for name, where in parts.items():
+            shutil.copytree(where, os.path.join(staged, name), ignore=ignore)
         atexit.register(shutil.rmtree, os.path.dirname(staged), True)
         _STAGED.append(staged)
     return _STAGED[0]
@@ -78,6 +90,12 @@ def shipped_modules(plugins: tuple[str, ...]) -> list[str]:
     module (Ray ships a directory, a package, or a single ``.py`` file alike)."""
     return list(dict.fromkeys([package_dir(), *_plugin_paths(plugins)[1]]))
 
+
+
+def embedded_workers() -> int:
+    """Workers of an embedded Ray: the cores minus one for the driver and Ray's own
+    processes (oversubscription costs whole time slices: PLATFORM.md), at least 1."""
+    return max(1, env.collect().cores - 1)
 
 
 def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
@@ -96,39 +114,70 @@ def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int 
     roots, _ = _plugin_paths(plugins)
     env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *sys.path[1:]]))
     return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
-            "num_cpus": workers or env.collect().cores, **quiet,
+            "num_cpus": workers or embedded_workers(), **quiet,
             "runtime_env": {"env_vars": env_vars}}
 
 
-def _failure_result(cell: Cell, exc: BaseException) -> CellResult:
+def _failure_rows(task: BlockTask, exc: BaseException, attempts: int) -> BlockOutcome:
+    """Every member's row when the block's process failed in a way no member reported."""
     import ray.exceptions as rex
 
-    if isinstance(exc, rex.WorkerCrashedError | rex.NodeDiedError | rex.OutOfMemoryError):
-        text = f"worker died {CRASH_RETRIES + 1} times: {type(exc).__name__}: {exc}"
-        return skeleton(cell, "crashed", text, attempts=CRASH_RETRIES + 1)
-    if isinstance(exc, rex.TaskCancelledError):
-        return skeleton(cell, "timeout", f"cancelled: {exc}")
-    return skeleton(cell, "error", f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, rex.RayActorError | rex.WorkerCrashedError | rex.NodeDiedError
+                  | rex.OutOfMemoryError):
+        status, text = "crashed", f"worker died {attempts} times: {type(exc).__name__}: {exc}"
+    else:
+        status, text = "error", f"{type(exc).__name__}: {exc}"
+    return BlockOutcome(task, tuple(skeleton(c, status, text, attempts=attempts)
+                                    for c in task.group.members))
+
+
+class BlockWorker:
+    """A Ray actor: one worker process that runs blocks (one pass of a sweep)."""
+
+    def __init__(self, plugins: tuple[str, ...]):
+        ready(plugins)
+
+    def run(self, task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ...],
+            peaks: dict[str, dict[str, float]]) -> BlockOutcome:
+        """One block in this process."""
+        return run_block_on_node(task, settings, plugins, peaks)
+
+
+@dataclass
+class _Pass:
+    """The state of one pass: blocks waiting, running (ref -> task, actor, start), idle
+    actors, crash counts."""
+
+    pending: deque
+    running: dict = field(default_factory=dict)
+    idle: list = field(default_factory=list)
+    crashes: Counter = field(default_factory=Counter)
 
 
 class RayExecutor:
-    """One Ray task per cell (num_cpus=1), at most ``workers`` running at once.
+    """Blocks as Ray actor calls, in passes: each pass gets fresh worker processes.
 
-    Cells spread over the nodes (Ray's SPREAD), not packed onto the driver's.
-    Embedded, Ray has ``workers`` CPUs and ``workers`` more cells wait queued
-    in Ray (no driver round trip between cells); on a cluster exactly
-    ``workers`` are in flight, whatever its size.
+    A sweep's blocks come block-major (every group's first block, then every
+    second block, ...); each pass starts ``workers`` new actors (one process
+    each, spread over the nodes) and ends them, so the blocks of one group run
+    in different processes (DESIGN.md, Measurement) at the cost of one process
+    start per worker per pass. A block whose process dies is retried on a new
+    actor; its last of ``1 + CRASH_RETRIES`` attempts runs the members one by one,
+    each in a fresh process, so a member that keeps killing its process is
+    ``crashed`` alone and the others are measured.
 
     Parameters
     ----------
     address : str, optional
-        A cluster to join (what ``ray.init`` takes), with bench, impls and the
-        plugins shipped as ``py_modules``. Default: $RAY_ADDRESS; inside a Ray
+        A cluster to join (what ``ray.init`` takes), with the gradsweep package and
+        the plugins shipped as ``py_modules``. Default: $RAY_ADDRESS; inside a Ray
         job, that job's cluster; else an embedded Ray bound to 127.0.0.1.
     workers : int, optional
-        Cells run at once; default the physical cores (embedded) or the
-        cluster's CPUs.
+        Blocks run at once; default the cores minus one (embedded: one core is
+        left to the driver and Ray, at least 1) or the cluster's CPUs.
     """
+
+    processes = True
 
     def __init__(self, address: str | None = None, workers: int | None = None,
                  plugins: tuple[str, ...] = ()):
@@ -140,82 +189,132 @@ class RayExecutor:
         import ray
 
         self._owns = not ray.is_initialized()
+        joined = bool(address) or in_ray_job()
+        workers = workers or (None if joined else embedded_workers())
         if self._owns:
             ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        joined = bool(address) or in_ray_job()
-        self.workers = max(1, workers or (cpus if joined else min(env.collect().cores, cpus)))
-        # An embedded Ray has exactly ``workers`` CPUs, so Ray itself caps the cells
-        # running at once and a queued cell starts with no round trip to this driver.
-        self._queued = self.workers if self._owns and not joined else 0
-        self._task = ray.remote(num_cpus=1, max_retries=CRASH_RETRIES, retry_exceptions=False,
-                                scheduling_strategy="SPREAD")(run_on_node)
+        self.workers = max(1, min(workers or cpus, cpus))
+        self._actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0,
+                                 scheduling_strategy="SPREAD")(BlockWorker)
         self._plugins = plugins
+        #: Per group, members that killed their process alone: later blocks run without
+        #: them (their ``crashed`` row stands for every block).
+        self._killers: dict[str, dict[str, CellResult]] = {}
 
     def nodes(self) -> list[NodeProbe]:
-        """Probe every alive node once, each on its own node; then start the workers."""
+        """Probe every alive node once, each on its own node."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         probe = ray.remote(num_cpus=1)(probe_node)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
-        found = ray.get(refs)
-        self._warm()
-        return found
+        return ray.get(refs)
 
-    def _warm(self) -> None:
-        """Start ``workers`` worker processes with our modules imported, before any cell.
+    def run_blocks(self, tasks: list[BlockTask], settings: MeasureSettings,
+                   plugins: tuple[str, ...],
+                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
+        """Yield each block's rows in completion order, pass by pass."""
+        for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
+            yield from self._run_pass(list(one_pass), settings, plugins, peaks)
 
-        Each warm-up task holds its worker a moment so that they land on
-        distinct processes; a cell then pays no process start or import.
-        """
+    def _run_pass(self, tasks: list[BlockTask], settings: MeasureSettings,
+                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome]:
         import ray
 
-        warm = ray.remote(num_cpus=1)(warm_worker)
-        ray.get([warm.remote(self._plugins) for _ in range(self.workers)])
-
-    def run(self, cells: list[Cell], settings: MeasureSettings, plugins: tuple[str, ...],
-            peaks: dict[str, dict[str, float]]) -> Iterator[CellResult]:
-        """Yield results in completion order; timeouts and crashes become rows."""
-        import ray
-
-        pending = list(reversed(cells))
-        running: dict = {}
+        state = _Pass(deque(tasks))
+        state.idle = [self._actor.remote(plugins) for _ in range(min(self.workers, len(tasks)))]
         try:
-            while pending or running:
-                while pending and len(running) < self.workers + self._queued:
-                    cell = pending.pop()
-                    running[self._task.remote(cell, settings, plugins, peaks)] = (
-                        cell, time.monotonic())
-                done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
+            while state.pending or state.running:
+                while state.pending and state.idle:
+                    task = state.pending.popleft()
+                    run = self._without_killers(task)
+                    if not run.group.members:  # every member kills its process
+                        yield self._complete(task, ())
+                        continue
+                    actor = state.idle.pop()
+                    ref = actor.run.remote(run, settings, plugins, peaks)
+                    state.running[ref] = (task, actor, time.monotonic())
+                done, _ = ray.wait(list(state.running), num_returns=1, timeout=WAIT_POLL_S)
                 for ref in done:
-                    yield self._result(ref, running.pop(ref)[0])
-                queued_s = settings.timeout_s if self._queued else 0.0
-                yield from self._expire(running, settings.timeout_s + queued_s + HANG_GRACE_S)
-        finally:
-            for ref in running:  # interrupted: stop what is still running
-                ray.cancel(ref, force=True)
+                    yield from self._finished(ref, state, settings, plugins, peaks)
+                yield from self._expire(state, settings, plugins)
+        finally:  # the pass's processes end with it (interrupted too)
+            for _, actor, _ in state.running.values():
+                ray.kill(actor)
+            for actor in state.idle:
+                ray.kill(actor)
 
-    @staticmethod
-    def _result(ref, cell: Cell) -> CellResult:
+    def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
+        import ray
+        import ray.exceptions as rex
+
+        task, actor, _ = state.running.pop(ref)
+        try:
+            outcome = ray.get(ref)
+        except (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError) as exc:
+            state.crashes[task] += 1
+            state.idle.append(self._actor.remote(plugins))
+            if state.crashes[task] < CRASH_RETRIES:  # the last attempt runs members alone
+                state.pending.appendleft(task)
+            else:
+                yield self._isolated(task, exc, settings, plugins, peaks)
+            return
+        except Exception as exc:  # noqa: BLE001 - the block's failure is its members' rows
+            state.idle.append(actor)
+            yield self._complete(task, _failure_rows(self._without_killers(task), exc, 1).rows)
+            return
+        state.idle.append(actor)
+        attempts = state.crashes[task] + 1
+        yield self._complete(task, tuple(replace(r, attempts=attempts) for r in outcome.rows))
+
+    def _without_killers(self, task: BlockTask) -> BlockTask:
+        """``task`` without the members known to kill their process (in an earlier block)."""
+        known = self._killers.get(task.group.group_id, {})
+        keep = tuple(c for c in task.group.members if c.cell_id not in known)
+        return task if len(keep) == len(task.group.members) else replace(
+            task, group=Group(keep))
+
+    def _complete(self, task: BlockTask, rows: tuple) -> BlockOutcome:
+        """``rows`` of the members that ran, plus the known killers' ``crashed`` rows, in
+        the group's member order."""
+        by_id = {**self._killers.get(task.group.group_id, {}), **{r.cell_id: r for r in rows}}
+        return BlockOutcome(task, tuple(by_id[c.cell_id] for c in task.group.members))
+
+    def _isolated(self, task: BlockTask, exc: BaseException, settings, plugins,
+                  peaks) -> BlockOutcome:
+        """After repeated crashes: each member alone in a fresh process, so only a
+        member that kills its process is ``crashed``."""
         import ray
 
-        try:
-            return ray.get(ref)
-        except Exception as exc:  # the task's failure is the cell's row
-            return _failure_result(cell, exc)
+        rows = []
+        for cell in self._without_killers(task).group.members:
+            alone = BlockTask(Group((cell,)), task.block, task.seed)
+            actor = self._actor.remote(plugins)
+            try:
+                rows.extend(ray.get(actor.run.remote(alone, settings, plugins, peaks)).rows)
+            except Exception:  # noqa: BLE001 - this member kills its process
+                (crashed,) = _failure_rows(alone, exc, CRASH_RETRIES + 1).rows
+                self._killers.setdefault(task.group.group_id, {})[cell.cell_id] = crashed
+            finally:
+                ray.kill(actor)
+        return self._complete(task, tuple(rows))
 
-    def _expire(self, running: dict, limit_s: float) -> Iterator[CellResult]:
+    def _expire(self, state: _Pass, settings: MeasureSettings, plugins) -> Iterator[BlockOutcome]:
+        """Blocks past every member's ``timeout_s`` plus a grace: kill, rows ``timeout``."""
         import ray
 
         now = time.monotonic()
-        for ref, (cell, since) in list(running.items()):
-            if now - since > limit_s:
-                ray.cancel(ref, force=True)
-                del running[ref]
-                yield skeleton(cell, "timeout", f"cell did not return within {limit_s:g} s; "
-                               "its worker was killed")
+        for ref, (task, actor, since) in list(state.running.items()):
+            limit = settings.timeout_s * len(task.group.members) + HANG_GRACE_S
+            if now - since > limit:
+                ray.kill(actor)
+                del state.running[ref]
+                state.idle.append(self._actor.remote(plugins))
+                text = f"block did not return within {limit:g} s; its worker was killed"
+                yield BlockOutcome(task, tuple(skeleton(c, "timeout", text)
+                                               for c in task.group.members))
 
     def profile(self, cells: list[Cell], settings: MeasureSettings,
                 plugins: tuple[str, ...]) -> Iterator:

@@ -67,7 +67,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench import measure, stats  # noqa: E402
+from gradsweep import measure, stats  # noqa: E402
 
 #: Offsets (bytes past a page boundary) of part (a); 64 and 72 lie past a cache-line
 #: boundary that is not a page boundary, 2056 mid-page.
