@@ -63,6 +63,15 @@ class RankedCell:
     peak_fraction: float | None
     warnings: tuple[str, ...]
     cell_id: str
+    ratio_fastest: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    speedup_peer_low: float | None = None
+    speedup_peer_high: float | None = None
+    paired: bool = False
+    answer: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,12 @@ def _ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
                    pareto=bool(r.pareto), flops=_int(r.flops), gflops=_float(r.gflops),
                    peak_fraction=_float(r.peak_fraction),
                    warnings=tuple(r.warnings) if _none_list(r.warnings) else (),
-                   cell_id=str(r.cell_id))
+                   cell_id=str(r.cell_id), ratio_fastest=_float(r.ratio_fastest),
+                   ratio_low=_float(r.ratio_low), ratio_high=_float(r.ratio_high),
+                   speedup_low=_float(r.speedup_low), speedup_high=_float(r.speedup_high),
+                   speedup_peer_low=_float(r.speedup_peer_low),
+                   speedup_peer_high=_float(r.speedup_peer_high), paired=bool(r.paired),
+                   answer=str(r.answer or ""))
         for r in ordered.itertuples(index=False))
 
 
@@ -231,6 +245,19 @@ def short(variant: str) -> str:
     return variant.split("/", 1)[-1]
 
 
+def varying_names(variants: Sequence[str]) -> dict[str, str]:
+    """Each variant shown by the axes that vary among ``variants`` only
+    (``buffers=list,wgrad=step`` when every one has ``clip=none``); a peer keeps
+    its ``peer=torch``. Full names stay in csv, json and Markdown."""
+    parsed = {v: dict(p.split("=", 1) for p in short(v).split(",") if "=" in p)
+              for v in variants}
+    keys = {k for axes in parsed.values() for k in axes}
+    varying = [k for k in dict.fromkeys(k for axes in parsed.values() for k in axes)
+               if k in keys and len({axes.get(k) for axes in parsed.values()}) > 1]
+    return {v: ",".join(f"{k}={axes[k]}" for k in varying if k in axes) or short(v)
+            for v, axes in parsed.items()}
+
+
 def fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
     """``value / scale`` formatted with ``spec``; "" when missing."""
     return "" if value is None else format(value / scale, spec)
@@ -241,13 +268,47 @@ def codes(warnings: Sequence[str]) -> str:
     return ", ".join(dict.fromkeys(w.split(":", 1)[0] for w in warnings))
 
 
+#: Time ratios within this of 1 read "same" (the printed precision).
+SAME = 0.005
+
+
+def relative(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A time ratio (this / reference) in the one convention of every output.
+
+    ``1.37x faster [1.31, 1.44]`` (reference / this, with its 95% interval) or
+    ``1.05x slower [1.01, 1.09]`` (this / reference); ``same`` within 0.5%;
+    "" when unknown. An interval is shown when known (paired sweeps).
+    """
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return ""
+    if abs(ratio - 1.0) < SAME and (low is None or high is None or low == high):
+        return "same"
+    known = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+    if ratio < 1.0:
+        text, lo, hi = f"{1.0 / ratio:.2f}x faster", (1.0 / high if known else None), (
+            1.0 / low if known else None)
+    else:
+        text, lo, hi = f"{ratio:.2f}x slower", low, high
+    return f"{text} [{lo:.2f}, {hi:.2f}]" if known else text
+
+
+def _inverse(x: float | None) -> float | None:
+    return 1.0 / x if x else None
+
+
 def cell_fields(c: RankedCell) -> dict[str, str]:
     """A ranked cell's displayed values (plain text, not escaped)."""
     ci = f"{fmt(c.ci_low_ns, scale=NS_PER_MS)}–{fmt(c.ci_high_ns, scale=NS_PER_MS)}" \
         if c.ci_low_ns is not None else ""
-    return {"place": str(c.place), "variant": short(c.variant),
+    vs_fastest = "fastest" if c.ratio_fastest == 1.0 else relative(
+        c.ratio_fastest, c.ratio_low, c.ratio_high)
+    return {"place": str(c.place), "variant": short(c.variant), "cell": c.cell_id[:8],
             "median ms": fmt(c.median_ns, scale=NS_PER_MS), "95% CI ms": ci,
-            "× baseline": fmt(c.speedup, ".2f"), "× torch": fmt(c.speedup_peer, ".2f"),
+            "vs fastest": vs_fastest,
+            "vs baseline": relative(_inverse(c.speedup), _inverse(c.speedup_high),
+                                    _inverse(c.speedup_low)),
+            "vs torch": relative(_inverse(c.speedup_peer), _inverse(c.speedup_peer_high),
+                                 _inverse(c.speedup_peer_low)),
             "peak MiB": fmt(c.peak_bytes, scale=BYTES_PER_MIB),
             "mem place": "" if c.memory_place is None else str(c.memory_place),
             "Pareto": "◆" if c.pareto else "", "GFLOP/s": fmt(c.gflops),
@@ -328,7 +389,9 @@ def to_markdown(report: Report) -> str:
 # ---- CSV -----------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("record", "kernel", "dtype", "shape", "variant", "status", "place",
-               "median_ns", "ci_low_ns", "ci_high_ns", "speedup", "speedup_peer", "peak_bytes",
+               "median_ns", "ci_low_ns", "ci_high_ns", "ratio_fastest", "ratio_low",
+               "ratio_high", "speedup", "speedup_low", "speedup_high", "speedup_peer",
+               "speedup_peer_low", "speedup_peer_high", "paired", "answer", "peak_bytes",
                "memory_place", "pareto", "flops", "gflops", "peak_fraction", "geomean",
                "shapes", "total_shapes", "warnings", "error", "cell_id")
 

@@ -187,12 +187,13 @@ class _Tally:
     task_s: float = 0.0
     ok: set[str] = field(default_factory=set)
 
-    def add(self, rows: Iterable[CellResult]) -> None:
+    def add(self, rows: Sequence[CellResult]) -> None:
+        """Count one group's rows (or skipped rows); its blocks' seconds count once."""
         for r in rows:
             self.counts[r.status] = self.counts.get(r.status, 0) + 1
-            self.task_s += r.duration_s or 0.0
             if r.status == "ok":
                 self.ok.add(r.cell_id)
+        self.task_s += max((r.duration_s or 0.0 for r in rows), default=0.0)
 
 
 def _store_rows(dataset: store.Dataset, sweep_id: str, rows: Sequence[CellResult],

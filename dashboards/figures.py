@@ -121,8 +121,8 @@ def dtypes_of(frame: pd.DataFrame) -> list[str]:
 def ratios(ranked: pd.DataFrame) -> pd.DataFrame:
     """Each member's time over its group's fastest, with an interval.
 
-    Rows with the ranking's ``ratio_fastest`` (and ``ratio_low``,
-    ``ratio_high``: its 95% interval) use them; other rows fall back to
+    Rows with the ranking's ``ratio_fastest`` and its 95% interval
+    (``ratio_low``, ``ratio_high``; paired sweeps) use them; other rows fall back to
     ``median_ns`` over the group's smallest median, with ``ci_low_ns`` and
     ``ci_high_ns`` over that same median as the interval (the member's own
     uncertainty only).
@@ -144,7 +144,7 @@ def ratios(ranked: pd.DataFrame) -> pd.DataFrame:
                 ranked["ci_high_ns"] / fastest]
     given = [pd.to_numeric(ranked[c], errors="coerce") if c in ranked
              else pd.Series(np.nan, index=ranked.index) for c in RATIO_COLUMNS]
-    paired = given[0].notna()
+    paired = given[0].notna() & given[1].notna() & given[2].notna()  # an interval is known
     out = {name: g.where(paired, f).astype(float)
            for name, g, f in zip(("ratio", "low", "high"), given, fallback)}
     return pd.DataFrame({**out, "paired": paired}, index=ranked.index)

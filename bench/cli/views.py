@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gradsweep.errors import printable
 from gradsweep.impls.registry import Registry
 from gradsweep.units import NS_PER_MS
 
@@ -65,27 +66,34 @@ def print_verification(console: Console, report) -> None:
 
 
 def print_ranking(console: Console, ranked: pd.DataFrame, title: str = "ranking") -> None:
-    """Ranked variants, one section per kernel, shape and dtype."""
-    table = Table(title=title)
-    for col in ("kernel · shape · dtype", "place", "variant", "median ms", "95% CI ms",
-                "speed-up", "peak MiB", "GFLOP/s", "% peak", "warnings"):
-        table.add_column(col, overflow="fold")
-    previous = None
-    for r in ranked.itertuples(index=False):
-        group = f"{r.kernel} {r.shape} {r.dtype}"
-        if previous is not None and group != previous:
-            table.add_section()
-        ci = f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}"
-        warnings = r.warnings if r.warnings is not None else []
-        codes = ", ".join(dict.fromkeys(w.split(":")[0] for w in warnings))
-        pct = fmt_num(100 * r.peak_fraction, ".0f") if r.peak_fraction == r.peak_fraction \
-            and r.peak_fraction is not None else ""
-        table.add_row(group if group != previous else "", str(r.place),
-                      escape(r.variant.split("/", 1)[1]), fmt_ms(r.median_ns), ci,
-                      fmt_num(r.speedup, ".2f"), fmt_mib(r.peak_bytes), fmt_num(r.gflops, ".3g"),
-                      pct, escape(codes))
-        previous = group
-    console.print(table)
+    """Per kernel, shape and dtype: the one-line answer, then each member's place, time
+    and its time relative to the group's fastest and to the baseline, with 95% intervals."""
+    from gradsweep import report as rp
+
+    console.print(f"[bold]{escape(printable(title))}[/]")
+    for _, group in ranked.groupby(["kernel", "shape", "dtype"], sort=False):
+        first = group.iloc[0]
+        console.print(f"\n[bold]{escape(first['kernel'])} {escape(first['shape'])} "
+                      f"{first['dtype']}[/]: {escape(str(first['answer'] or ''))}",
+                      highlight=False)
+        names = rp.varying_names(list(group["variant"]))
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        for col, justify in (("place", "right"), ("variant", "left"), ("ms", "right"),
+                             ("vs fastest", "left"), ("vs baseline", "left")):
+            table.add_column(col, justify=justify, no_wrap=col != "variant",
+                             overflow="fold")
+        for r in group.itertuples(index=False):
+            c = rp.RankedCell(r.kernel, r.shape, r.dtype, int(r.place), r.variant, r.median_ns,
+                              None, None, rp._float(r.speedup), None, None, None, False, None,
+                              None, None, (), str(r.cell_id),
+                              ratio_fastest=rp._float(r.ratio_fastest),
+                              ratio_low=rp._float(r.ratio_low), ratio_high=rp._float(r.ratio_high),
+                              speedup_low=rp._float(r.speedup_low),
+                              speedup_high=rp._float(r.speedup_high))
+            fields = rp.cell_fields(c)
+            table.add_row(fields["place"], escape(names[r.variant]), fields["median ms"],
+                          fields["vs fastest"], fields["vs baseline"])
+        console.print(table)
 
 
 def print_failures(console: Console, cells: pd.DataFrame) -> None:
@@ -137,6 +145,9 @@ def print_report(console: Console, report) -> None:
         key = (kernel, dtype)
         if len(cells) <= budget[key] or budget[key] == REPORT_MAX_ROWS // len(budget):
             budget[key] -= len(cells)
+            if cells[0].answer:
+                console.print(f"{kernel} · {dtype} · {shape}: {cells[0].answer}", markup=False,
+                              highlight=False)
             console.print(_report_table(f"{kernel} · {dtype} · {shape}", rp.CELL_HEADERS,
                                         [rp.cell_fields(c) for c in cells]))
         else:
