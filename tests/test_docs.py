@@ -90,15 +90,18 @@ BAD_SPECS = {
     'foo = 1\n[[grid]]\nkernel = "rnn"': "foo: unknown key",
     'name = "x"': "grid: missing key",
     '[grid]\nkernel = "rnn"': "grid: expected a list",
-    '[measure]\nsamples = 0\n[[grid]]\nkernel = "rnn"': "measure.samples: got 0 (expected an integer in [1, 1000000])",
+    '[measure]\nsamples = 0\n[[grid]]\nkernel = "rnn"':
+        "measure.samples: got 0 (expected an integer in [1, 1000000])",
     '[measure]\nthreads = 1.5\n[[grid]]\nkernel = "rnn"': "measure.threads: expected an integer",
     '[measure]\nmemory = 1\n[[grid]]\nkernel = "rnn"': "measure.memory: expected a boolean",
-    '[measure]\nmax_warmups = -1\n[[grid]]\nkernel = "rnn"': "measure.max_warmups: got -1 (expected an integer in [0, 10000])",
+    '[measure]\nmax_warmups = -1\n[[grid]]\nkernel = "rnn"':
+        "measure.max_warmups: got -1 (expected an integer in [0, 10000])",
     '[[grid]]\nkernel = "lsmt"': "grid[0].kernel: unknown kernel 'lsmt'",
     '[[grid]]\nkernel = "rnn"\ndtype = ["float16"]': "grid[0].dtype: unknown dtype 'float16'",
     '[[grid]]\nkernel = "lstm"\nvariants = { buffers = ["lists"] }':
         "grid[0].variants.buffers: unknown value 'lists'",
-    '[[grid]]\nkernel = "rnn"\nshape = { N = 0 }': "grid[0].shape.N: got 0 (expected an integer in [1, 2147483647])",
+    '[[grid]]\nkernel = "rnn"\nshape = { N = 0 }':
+        "grid[0].shape.N: got 0 (expected an integer in [1, 2147483647])",
     '[[grid]]\nkernel = "rnn"\npeers = ["jax"]': "grid[0].peers: unknown peer 'jax'",
     '[[grid]]\nkernel = "rnn"\nexclude = [{ N = 16 }]': "grid[0]: the grid has no cell left",
 }
