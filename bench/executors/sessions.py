@@ -1,7 +1,7 @@
 """gradsweep's own embedded Ray sessions: bound to loopback, and ended with their driver.
 
 An embedded Ray (``gradsweep run`` without ``--address``) keeps its sessions
-under a directory of its own, :func:`temp_dir` (``/tmp/gradsweep-ray-<uid>``),
+under a directory of its own, :func:`temp_dir` (``/tmp/gradsweep-ray-<uid>/ray``),
 so that nothing else's Ray is ever mistaken for ours. Ray names each session
 directory after the driver that started it, ``session_<date>_<time>_<usec>_<pid>``;
 a session whose driver is gone is *ended*, and every process that still holds a
@@ -40,6 +40,9 @@ import psutil
 PRIVATE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 #: What ``ray._private.ray_constants`` computed from :data:`PRIVATE_ENV` at its import.
 RAY_CLUSTER_FLAG = "ENABLE_RAY_CLUSTER"
+#: Mode of this user's directory holding :data:`RAY_DIR`, Ray's temp directory.
+PRIVATE_MODE = 0o700
+RAY_DIR = "ray"
 #: Ray's session directories: ``session_<SESSION_TIME>_<driver pid>``.
 SESSION_PREFIX = "session_"
 SESSION_TIME = "%Y-%m-%d_%H-%M-%S_%f"
@@ -49,8 +52,10 @@ ENDED_MARKER = ".gradsweep-ended"
 KEEP_ENDED = 1
 #: Seconds an orphan has to exit on SIGTERM before SIGKILL (Ray's agents ignored
 #: SIGTERM for 17 s), then seconds to wait for the kill.
-TERM_GRACE_S = 2.0
+TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
+#: Seconds between checks that signalled processes are gone.
+POLL_S = 0.05
 #: Slack between a process's recorded start time and the session's name time.
 CLOCK_SLACK_S = 1.0
 #: Seconds the watchdog waits for its driver to be gone after the pipe closes.
@@ -92,20 +97,27 @@ def system_temp_dir() -> Path:
 
 
 def temp_dir() -> Path:
-    """gradsweep's Ray temp directory, ``<system temp>/gradsweep-ray-<uid>``, mode 0700.
+    """gradsweep's Ray temp directory, ``<system temp>/gradsweep-ray-<uid>/ray``.
 
-    Created when missing. Raises
+    Ray makes its temp directory world-writable (``chmod 777``, for shared
+    machines); its parent here is this user's alone (mode 0700), so no other
+    user reaches the sessions' logs or Unix sockets. Both are created when
+    missing.
+
+    Raises
     ------
     PermissionError
-        If it exists but is a symlink or belongs to another user (someone else
-        could otherwise plant processes or logs for us to trust).
+        If the parent exists but is a symlink or belongs to another user (who
+        could otherwise plant sessions or processes for us to trust).
     """
-    root = system_temp_dir() / f"gradsweep-ray-{os.getuid()}"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    root.mkdir(mode=0o700, exist_ok=True)
-    info = root.lstat()
-    if root.is_symlink() or info.st_uid != os.getuid():
-        raise PermissionError(f"{root}: not a directory of user {os.getuid()}; remove it")
+    private = system_temp_dir() / f"gradsweep-ray-{os.getuid()}"
+    private.parent.mkdir(parents=True, exist_ok=True)
+    private.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+    if private.is_symlink() or private.lstat().st_uid != os.getuid():
+        raise PermissionError(f"{private}: not a directory of user {os.getuid()}; remove it")
+    private.chmod(PRIVATE_MODE)
+    root = private / RAY_DIR
+    root.mkdir(exist_ok=True)
     return root
 
 
@@ -181,21 +193,38 @@ def session_processes(paths: list[Path]) -> dict[Path, list[psutil.Process]]:
     return found
 
 
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init, which may be slow)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` for ``procs`` to end; those still running."""
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in procs if _running(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        left = [p for p in left if _running(p)]
+    return left
+
+
 def end_processes(procs: list[psutil.Process]) -> list[int]:
     """SIGTERM ``procs``, SIGKILL what is left after :data:`TERM_GRACE_S`; the pids ended."""
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=TERM_GRACE_S)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _, stuck = psutil.wait_procs(alive, timeout=KILL_WAIT_S)
-    return sorted(p.pid for p in procs if p not in stuck)
+    left = list(procs)
+    for send, wait_s in ((psutil.Process.terminate, TERM_GRACE_S),
+                         (psutil.Process.kill, KILL_WAIT_S)):
+        for proc in left:
+            try:
+                send(proc)  # psutil checks the pid still names the same process
+            except psutil.Error:
+                pass
+        left = _wait_gone(left, wait_s)
+        if not left:
+            break
+    return sorted(p.pid for p in procs if p not in left)
 
 
 def reap_orphans(root: Path | None = None) -> list[int]:
