@@ -61,7 +61,8 @@ CLOCK_SLACK_S = 1.0
 #: Seconds the watchdog waits for its driver to be gone after the pipe closes.
 DRIVER_EXIT_WAIT_S = 10.0
 
-_WATCHDOG: list[subprocess.Popen] = []
+#: The watchdog of each driver pid (a forked child that starts Ray needs its own).
+_WATCHDOG: dict[int, subprocess.Popen] = {}
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def reap_orphans(root: Path | None = None) -> list[int]:
 
 
 @contextmanager
-def embedded(watch: bool = True) -> Iterator[Path]:
+def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
     """Around the embedded ``ray.init``: reap orphans, keep Ray on loopback, watch the driver.
 
     Sets :data:`PRIVATE_ENV` (and Ray's flag computed from it at import, should
@@ -272,14 +273,21 @@ def embedded(watch: bool = True) -> Iterator[Path]:
 
     Parameters
     ----------
+    enabled : bool
+        False: do nothing (joining a cluster or inside a Ray job), so that the
+        caller wraps every ``ray.init`` alike.
     watch : bool
         Start :func:`watch_driver` (once per process).
 
     Yields
     ------
-    Path
-        The temp directory to give ``ray.init`` as ``_temp_dir``.
+    Path or None
+        The temp directory ``ray_init_kwargs`` gives ``ray.init`` as ``_temp_dir``
+        (None when not ``enabled``).
     """
+    if not enabled:
+        yield None
+        return
     root = temp_dir()
     reap_orphans(root)
     if watch:
@@ -317,12 +325,13 @@ def watch_driver(root: Path) -> subprocess.Popen:
     when this process exits, however it dies (SIGKILL included). It then waits
     for this process to be gone and calls :func:`reap_orphans`. One per process.
     """
-    if not _WATCHDOG:
-        _WATCHDOG.append(subprocess.Popen(
-            [sys.executable, "-c", _WATCH_CODE, os.path.abspath(__file__), str(os.getpid()),
-             str(root)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True))
-    return _WATCHDOG[0]
+    pid = os.getpid()
+    if pid not in _WATCHDOG:
+        _WATCHDOG[pid] = subprocess.Popen(
+            [sys.executable, "-c", _WATCH_CODE, os.path.abspath(__file__), str(pid), str(root)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True)
+    return _WATCHDOG[pid]
 
 
 def watch_main(argv: list[str]) -> None:

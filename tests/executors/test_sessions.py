@@ -156,6 +156,9 @@ def test_embedded_sets_loopback_only_for_its_block(tmp_path, monkeypatch):
         assert ray_constants.ENABLE_RAY_CLUSTER is False
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     assert ray_constants.ENABLE_RAY_CLUSTER is before
+    with sessions.embedded(enabled=False) as root:  # joining a cluster: nothing changes
+        assert root is None and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+        assert ray_constants.ENABLE_RAY_CLUSTER is before
 
 
 # --- the real embedded Ray ---------------------------------------------------------------
