@@ -4,8 +4,8 @@ An embedded Ray (``gradsweep run`` without ``--address``) keeps its sessions
 under a directory of its own, :func:`temp_dir` (``/tmp/gradsweep-ray-<uid>/ray``),
 so that nothing else's Ray is ever mistaken for ours. Ray names each session
 directory after the driver that started it, ``session_<date>_<time>_<usec>_<pid>``;
-a session whose driver is gone is *ended*, and every process that still holds a
-file of it open (Ray's processes keep their logs there) is an orphan.
+a session whose driver is gone is *ended*, and every process that still writes to
+a file in it (Ray's processes keep their logs there) is an orphan.
 
 * :func:`embedded` wraps the driver's ``ray.init``: it reaps orphans, makes Ray
   take the loopback address as its node IP (:data:`PRIVATE_ENV`, see
@@ -43,6 +43,8 @@ RAY_CLUSTER_FLAG = "ENABLE_RAY_CLUSTER"
 #: Mode of this user's directory holding :data:`RAY_DIR`, Ray's temp directory.
 PRIVATE_MODE = 0o700
 RAY_DIR = "ray"
+#: psutil's mode of a file open only for reading.
+READ_ONLY = "r"
 #: Ray's session directories: ``session_<SESSION_TIME>_<driver pid>``.
 SESSION_PREFIX = "session_"
 SESSION_TIME = "%Y-%m-%d_%H-%M-%S_%f"
@@ -168,36 +170,36 @@ def driver_alive(session: Session) -> bool:
 
 
 def session_processes(paths: list[Path]) -> dict[Path, list[psutil.Process]]:
-    """This user's processes (not this one) holding a file of each session open.
+    """This user's processes (not this one) writing to a file of each session.
 
-    A process belongs to a session when its command line names the session
-    directory (GCS, raylet, monitors) or one of its open files lies in it (the
-    agents and workers, whose titles Ray rewrites, keep their logs there).
+    Every Ray process of a session (GCS, raylet, monitors, agents, workers)
+    keeps its logs in the session directory open for appending; that is how
+    the agents and workers are found at all, since Ray rewrites their titles.
+    A process that only reads them (``tail -f``, ``less``) is not counted.
     """
     found: dict[Path, list[psutil.Process]] = {p: [] for p in paths}
     prefixes = [(p, f"{p}{os.sep}") for p in paths]
-    for proc in psutil.process_iter(["uids", "cmdline", "status"]):
+    for proc in psutil.process_iter(["uids", "status"]):
         info = proc.info
         if (proc.pid == os.getpid() or info["uids"] is None or info["uids"].real != os.getuid()
                 or info["status"] == psutil.STATUS_ZOMBIE):
             continue
-        text = " ".join(info["cmdline"] or ())
         try:
-            files = [f.path for f in proc.open_files()]
+            written = [f.path for f in proc.open_files() if f.mode != READ_ONLY]
         except psutil.Error:
-            files = []
+            continue
         for path, prefix in prefixes:
-            if prefix in text or f"{path} " in f"{text} " or any(
-                    f.startswith(prefix) for f in files):
+            if any(f.startswith(prefix) for f in written):
                 found[path].append(proc)
                 break
     return found
 
 
 def _running(proc: psutil.Process) -> bool:
-    """Alive and not a zombie (an orphan's zombie waits for init, which may be slow)."""
+    """Alive (the same process, not a reused pid) and not a zombie (an orphan's
+    zombie waits for init, which may be slow)."""
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 

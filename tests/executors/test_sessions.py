@@ -25,10 +25,10 @@ from ray.dashboard.consts import DASHBOARD_METRIC_PORT
 
 from gradsweep.executors import sessions
 
-#: A process that holds ``argv[1]`` open and sleeps; with ``argv[2] == "stubborn"`` it
-#: ignores SIGTERM, as Ray's agents did.
+#: A process that holds ``argv[1]`` open for appending and sleeps; with ``argv[2]`` "stubborn"
+#: it ignores SIGTERM, as Ray's agents did; with "reader" it only reads (``tail -f``).
 HOLDER = ("import signal, sys, time\n"
-          "f = open(sys.argv[1], 'a')\n"
+          "f = open(sys.argv[1], 'r' if sys.argv[2] == 'reader' else 'a')\n"
           "if sys.argv[2] == 'stubborn':\n"
           "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
           "print('ready', flush=True)\n"
@@ -110,6 +110,8 @@ def test_reap_ends_only_ended_sessions(tmp_path, holders):
     orphan, stubborn = (_hold(ended / "logs" / n, m) for n, m in
                         (("agent.log", "plain"), ("env_agent.log", "stubborn")))
     holders += [orphan, stubborn]
+    reader = _hold(ended / "logs" / "agent.log", "reader")
+    holders.append(reader)
     holders.append(_hold(tmp_path / "driver.log"))
     live = _session_dir(tmp_path, holders[-1].pid)
     bystander = _hold(live / "logs" / "raylet.out")
@@ -119,7 +121,7 @@ def test_reap_ends_only_ended_sessions(tmp_path, holders):
     took_s = time.monotonic() - t0  # the stubborn one outlived SIGTERM, not SIGKILL
     assert sessions.TERM_GRACE_S <= took_s < sessions.TERM_GRACE_S + sessions.KILL_WAIT_S
     assert orphan.poll() is not None and stubborn.poll() is not None
-    assert bystander.poll() is None and live.is_dir()
+    assert bystander.poll() is None and live.is_dir() and reader.poll() is None
     assert (ended / sessions.ENDED_MARKER).exists()  # the newest ended one is kept
     assert sessions.reap_orphans(tmp_path) == []
 
