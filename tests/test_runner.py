@@ -18,7 +18,7 @@ from conftest import PLUGINS, SMALL_MEASURE
 
 from gradsweep import runner, store
 from gradsweep.cli.app import main
-from gradsweep.executors import guards, onray
+from gradsweep.executors import guards, onray, sessions
 from gradsweep.executors.local import LocalExecutor
 from gradsweep.spec import expand, load_spec
 
@@ -206,7 +206,8 @@ def embedded_ray(tmp_path_factory):
     fault_dir = tmp_path_factory.mktemp("faults")
     os.environ["GS_FAULT_DIR"] = str(fault_dir)
     os.environ.setdefault("RAY_task_oom_retries", onray.OOM_RETRIES)
-    ray.init(**onray.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
+    with sessions.embedded(watch=False):
+        ray.init(**onray.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
     try:
         yield fault_dir
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from gradsweep import env
+from gradsweep.executors import sessions
 from gradsweep.executors.auth import enable_token_auth, in_ray_job
 from gradsweep.executors.node import probe_node, ready, run_block_on_node
 from gradsweep.records import (
@@ -37,6 +38,9 @@ WAIT_POLL_S = 1.0
 #: (a hang inside C code, or a slow worker start).
 HANG_GRACE_S = 30.0
 LOOPBACK = "127.0.0.1"
+#: Ray settings of the embedded node: no metrics export (its Prometheus endpoint
+#: answers without the token, and the sampling costs CPU beside the measurements).
+EMBEDDED_SYSTEM_CONFIG = {"enable_metrics_collection": False}
 
 
 def _plugin_paths(plugins: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -99,7 +103,14 @@ def embedded_workers() -> int:
 
 
 def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int | None) -> dict:
-    """``ray.init`` arguments: inside a job, a cluster with our code shipped, or embedded."""
+    """``ray.init`` arguments: inside a job, a cluster with our code shipped, or embedded.
+
+    The embedded Ray starts a fresh local node (``address="local"``: never a
+    cluster found through ``ray_current_cluster``) with its session under
+    gradsweep's own :func:`.sessions.temp_dir`, where :func:`.sessions.reap_orphans`
+    finds what a crashed driver left. Call ``ray.init`` inside
+    :func:`.sessions.embedded`, which keeps every listening socket on loopback.
+    """
     from gradsweep.measure import MALLOC_ENV
 
     # workers start with fixed malloc thresholds: no per-process allocation history bias
@@ -114,6 +125,7 @@ def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int 
     roots, _ = _plugin_paths(plugins)
     env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *sys.path[1:]]))
     return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
+            "_temp_dir": str(sessions.temp_dir()), "_system_config": EMBEDDED_SYSTEM_CONFIG,
             "num_cpus": workers or embedded_workers(), **quiet,
             "runtime_env": {"env_vars": env_vars}}
 
@@ -192,7 +204,8 @@ class RayExecutor:
         joined = bool(address) or in_ray_job()
         workers = workers or (None if joined else embedded_workers())
         if self._owns:
-            ray.init(**ray_init_kwargs(address, plugins, workers))
+            with sessions.embedded(not address and not in_ray_job()):
+                ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))
         self._actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0,
