@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import os
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from gradsweep import api, env, measure, rank, runner, store
+from gradsweep import api, checks, env, measure, rank, runner, store
 from gradsweep.cli import views
+from gradsweep.executors.auth import in_ray_job
 from gradsweep.impls.registry import load
 from gradsweep.records import FAILED, Cell, Expansion, MeasureSettings, SweepOutcome, SweepSpec
 from gradsweep.spec import expand, load_spec
@@ -233,6 +235,15 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     """
     spec = load_spec(spec_path)
     expansion = expand(spec)
+    results = checks.check_results_dir(results, must_exist=False)
+    if dashboard:
+        checks.check_output_dir(dashboard, key="--dashboard")
+    if not local:
+        api.check_ray_address(address)
+        given = address or ("" if in_ray_job() else os.environ.get("RAY_ADDRESS", ""))
+        if given:
+            checks.check_address(given, accept=checks.RAY_INIT_SCHEMES,
+                                 key="--address" if address else "RAY_ADDRESS")
     dataset = store.resolve(results)
     if dry_run:
         print_dry_run(console, spec, expansion, default_workers(local, workers),
