@@ -438,6 +438,11 @@ class Target:
     passed: bool | None
 
 
+def at_most(value: float, limit: float) -> bool | None:
+    """``value <= limit``; None when there is no value (NaN: no member in two runs)."""
+    return None if math.isnan(value) else value <= limit
+
+
 def spec_targets(result: SpecResult, baseline: Baseline | None) -> list[Target]:
     """Reversals, ratio spreads, and (with a baseline) claims and time against today's."""
     rev, spreads, name = result.reversals, result.spreads, result.name
@@ -446,9 +451,9 @@ def spec_targets(result: SpecResult, baseline: Baseline | None) -> list[Target]:
                   f"<= {MAX_REVERSED_FRACTION:.0%}", rev.reversed_fraction
                   <= MAX_REVERSED_FRACTION),
            Target(name, "ratio-to-fastest spread, median", f"{spreads.median:.3f}x",
-                  f"<= {MAX_MEDIAN_SPREAD:.2f}x", spreads.median <= MAX_MEDIAN_SPREAD),
+                  f"<= {MAX_MEDIAN_SPREAD:.2f}x", at_most(spreads.median, MAX_MEDIAN_SPREAD)),
            Target(name, "ratio-to-fastest spread, max", f"{spreads.max:.3f}x",
-                  f"<= {MAX_MAX_SPREAD:.2f}x", spreads.max <= MAX_MAX_SPREAD)]
+                  f"<= {MAX_MAX_SPREAD:.2f}x", at_most(spreads.max, MAX_MAX_SPREAD))]
     if baseline is None:
         return out + [Target(name, "claims per run vs today's", f"{result.claims_per_run:g}",
                              ">= today's", None),
@@ -585,7 +590,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     problems = [f"spec {s}: not a file" for s in args.specs if not s.is_file()]
     problems += [f"--{n} must be >= {lo}" for n, v, lo in (
-        ("runs", args.runs, 1), ("pyperf-reruns", args.pyperf_reruns, 0),
+        ("runs", args.runs, 2), ("pyperf-reruns", args.pyperf_reruns, 0),
         ("pair-runs", args.pair_runs or 0, 0), ("workers", args.workers or 1, 1)) if v < lo]
     if not args.cwd.is_dir():
         problems.append(f"--cwd {args.cwd}: not a directory")
