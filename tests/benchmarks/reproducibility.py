@@ -24,10 +24,14 @@ table (pair.toml in the results root), interleaved with the pyperf reruns. Each
 side's ratio spread across reruns and its median time per rerun are compared.
 
 To measure today's code for ``--baseline`` (claims per run, time per sweep),
-point the runs at another checkout: ``--python /work/main/.venv/bin/python
---cwd /work/main --pythonpath ''`` and save ``--json today.json``; then run the
-new code with ``--baseline today.json``. Prints one table, the machine and the
+point the runs at a checkout of it: ``--pythonpath OLD/build/lib-own`` (a link
+tree of the old commit's worktree, /work/tools/stage_tree.sh), or another venv
+with ``--python`` and ``--cwd``; save ``--json today.json``; then run the new
+code with ``--baseline today.json``. Prints one table, the machine and the
 targets; exit code 1 when a target fails, 2 on bad input or a failed run.
+A default run (quick.toml, 5 runs, the anchor) takes 5 to 7 minutes on these
+2-core machines, half of it pyperf's; ``--pyperf-reruns 0 --pair-runs 0`` skips
+the anchor.
 """
 
 from __future__ import annotations
