@@ -1,0 +1,190 @@
+"""Reproducibility metrics of repeated sweeps: claims, reversals, ratio spreads.
+
+Pure functions over the rankings of K runs of one spec (each run a sequence of
+:class:`Standing`), used by ``reproducibility.py`` and unit-tested in
+``tests/test_repro_metrics.py``. The definitions (issue 14, item 7):
+
+- A **claim** of a run: in one group, member a holds a better (smaller)
+  place than member b ("a ahead of b"). Members sharing a place claim nothing.
+- A claim of run i is **reversed** when another run j placed b strictly ahead
+  of a. Counted per run (a claim made by three runs and reversed counts three
+  times) and per distinct claim.
+- A member's **ratio spread**: the largest over the smallest of its time
+  relative to its group's fastest member, across the runs that measured it.
+- A **pair ratio**: time(b) / time(a) of two members of one group, as pyperf's
+  ``compare_to`` reports the ratio of two benchmarks' means.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: A group: everything of a cell but its member (kernel, shape, dtype).
+Group = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One member's result in one run's ranking.
+
+    Attributes
+    ----------
+    group : tuple of str
+        (kernel, shape, dtype).
+    member : str
+        The variant or peer, e.g. ``rnn/buffers=list,wgrad=step,clip=none``.
+    place : int
+        1-based; members sharing a place are not shown to differ.
+    ratio : float
+        Time relative to the group's fastest member (>= 1).
+    """
+
+    group: Group
+    member: str
+    place: int
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """In ``group``, ``ahead`` holds a better place than ``behind``."""
+
+    group: Group
+    ahead: str
+    behind: str
+
+    @property
+    def opposite(self) -> Claim:
+        return Claim(self.group, self.behind, self.ahead)
+
+
+@dataclass(frozen=True)
+class Reversals:
+    """Claims of K runs and how many another run reversed.
+
+    Attributes
+    ----------
+    per_run : tuple of int, length K
+        Claims each run made.
+    reversed_per_run : tuple of int, length K
+        Of those, the claims some other run reversed.
+    distinct : int
+        Distinct claims over all runs (a claim and its opposite count as two).
+    reversed_distinct : int
+        Distinct claims whose opposite another run made.
+    """
+
+    per_run: tuple[int, ...]
+    reversed_per_run: tuple[int, ...]
+    distinct: int
+    reversed_distinct: int
+
+    @property
+    def made(self) -> int:
+        """Claims made, summed over runs."""
+        return sum(self.per_run)
+
+    @property
+    def reversed(self) -> int:
+        """Claims reversed by another run, summed over runs."""
+        return sum(self.reversed_per_run)
+
+    @property
+    def reversed_fraction(self) -> float:
+        """``reversed / made`` (0 when no run claims anything)."""
+        return self.reversed / self.made if self.made else 0.0
+
+
+@dataclass(frozen=True)
+class Spreads:
+    """Each member's ratio spread across runs, and their median and maximum.
+
+    Attributes
+    ----------
+    by_member : mapping of (group, member) to float
+        Max over min of the member's ratio to its group's fastest, across the
+        runs that measured it (members measured by one run only are left out).
+    median, max : float
+        Over ``by_member`` (NaN when it is empty).
+    worst : (group, member) or None
+        The member with the widest spread.
+    """
+
+    by_member: Mapping[tuple[Group, str], float]
+    median: float
+    max: float
+    worst: tuple[Group, str] | None
+
+
+def claims(run: Iterable[Standing]) -> frozenset[Claim]:
+    """Every claim of one run: ordered pairs of a group's members with place(a) < place(b)."""
+    by_group: dict[Group, list[Standing]] = defaultdict(list)
+    for s in run:
+        by_group[s.group].append(s)
+    return frozenset(Claim(g, a.member, b.member) for g, members in by_group.items()
+                     for a in members for b in members if a.place < b.place)
+
+
+def reversals(runs: Sequence[Iterable[Standing]]) -> Reversals:
+    """Claims of each run and those another run reversed (see the module docstring).
+
+    Parameters
+    ----------
+    runs : sequence of K rankings
+
+    Returns
+    -------
+    Reversals
+    """
+    made = [claims(run) for run in runs]
+    reversed_per_run = []
+    for i, mine in enumerate(made):
+        others = frozenset().union(*(c for j, c in enumerate(made) if j != i))
+        reversed_per_run.append(sum(c.opposite in others for c in mine))
+    union = frozenset().union(*made)
+    return Reversals(tuple(len(c) for c in made), tuple(reversed_per_run), len(union),
+                     sum(c.opposite in union for c in union))
+
+
+def spread(values: Sequence[float]) -> float:
+    """Largest over smallest of positive ``values`` (1 for a single value)."""
+    v = np.asarray(values, dtype=float)
+    if not v.size or np.any(~np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"spread needs positive finite values, got {list(values)!r}")
+    return float(v.max() / v.min())
+
+
+def ratio_spreads(runs: Sequence[Iterable[Standing]]) -> Spreads:
+    """Each member's spread of its ratio to the group's fastest across ``runs``.
+
+    Members seen by fewer than two runs are left out; median and max are taken
+    over the rest (NaN when none is left).
+    """
+    seen: dict[tuple[Group, str], list[float]] = defaultdict(list)
+    for run in runs:
+        for s in run:
+            seen[(s.group, s.member)].append(s.ratio)
+    by_member = {key: spread(v) for key, v in seen.items() if len(v) >= 2}
+    if not by_member:
+        return Spreads({}, float("nan"), float("nan"), None)
+    worst = max(by_member, key=by_member.__getitem__)
+    values = list(by_member.values())
+    return Spreads(by_member, float(np.median(values)), float(max(values)), worst)
+
+
+def pair_ratio(run: Iterable[Standing], group: Group, a: str, b: str) -> float | None:
+    """time(b) / time(a) in ``group`` of one run (None when either is missing)."""
+    ratio = {s.member: s.ratio for s in run if s.group == group}
+    if a not in ratio or b not in ratio:
+        return None
+    return ratio[b] / ratio[a]
+
+
+def ratios_to_fastest(times: Sequence[float]) -> list[float]:
+    """Each time over the smallest (today's rankings have times, not ratios)."""
+    t = np.asarray(times, dtype=float)
+    return list(t / t.min()) if t.size else []

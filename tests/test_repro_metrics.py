@@ -1,0 +1,134 @@
+"""The reproducibility benchmark's metrics (tests/benchmarks/repro_metrics.py)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import repro_metrics as rm
+from benchmarks.repro_metrics import Claim, Standing
+
+G = ("rnn", "N=16,T=32,D=32,H=64", "float64")
+H = ("lstm", "N=16,T=32,D=32,H=64", "float32")
+
+
+def ranking(group, places, ratios=None):
+    """Standings of one group from {member: place} (ratios default to the place)."""
+    ratios = ratios or {m: float(p) for m, p in places.items()}
+    return [Standing(group, m, p, ratios[m]) for m, p in places.items()]
+
+
+def test_claims_are_ordered_pairs_of_different_places():
+    run = ranking(G, {"a": 1, "b": 2, "c": 2, "d": 3})
+    assert rm.claims(run) == {Claim(G, "a", "b"), Claim(G, "a", "c"), Claim(G, "a", "d"),
+                              Claim(G, "b", "d"), Claim(G, "c", "d")}
+
+
+def test_ties_claim_nothing_and_groups_do_not_mix():
+    run = ranking(G, {"a": 1, "b": 1}) + ranking(H, {"a": 1, "b": 2})
+    assert rm.claims(run) == {Claim(H, "a", "b")}
+
+
+def test_identical_runs_reverse_nothing():
+    run = ranking(G, {"a": 1, "b": 2, "c": 3})
+    got = rm.reversals([run, run, run])
+    assert got.per_run == (3, 3, 3)
+    assert got.reversed == 0 and got.reversed_distinct == 0 and got.distinct == 3
+    assert got.reversed_fraction == 0.0
+
+
+def test_a_swap_in_one_run_reverses_the_claim_in_every_run_that_made_it():
+    same = ranking(G, {"a": 1, "b": 2, "c": 3})
+    swapped = ranking(G, {"b": 1, "a": 2, "c": 3})
+    got = rm.reversals([same, same, swapped])
+    # runs 1 and 2 claim a>b (reversed by run 3); run 3 claims b>a (reversed by 1 and 2)
+    assert got.per_run == (3, 3, 3)
+    assert got.reversed_per_run == (1, 1, 1)
+    assert got.made == 9 and got.reversed == 3
+    assert got.reversed_fraction == pytest.approx(1 / 3)
+    assert got.distinct == 4  # a>b, b>a, a>c, b>c
+    assert got.reversed_distinct == 2
+
+
+def test_a_tie_in_another_run_is_not_a_reversal():
+    run = ranking(G, {"a": 1, "b": 2})
+    tied = ranking(G, {"a": 1, "b": 1})
+    got = rm.reversals([run, tied])
+    assert got.per_run == (1, 0) and got.reversed == 0
+
+
+def test_a_member_missing_from_a_run_reverses_nothing():
+    full = ranking(G, {"a": 1, "b": 2, "c": 3})
+    partial = ranking(G, {"c": 1, "a": 2})
+    got = rm.reversals([full, partial])
+    assert got.reversed_per_run == (1, 1)  # a>c against c>a; a>b and b>c stand
+
+
+def test_no_runs_and_empty_runs():
+    assert rm.reversals([]).made == 0
+    got = rm.reversals([[], []])
+    assert got.per_run == (0, 0) and got.reversed_fraction == 0.0
+
+
+def brute_force_reversed(runs):
+    """Per-run claim pairs reversed, by direct definition over places."""
+    count = 0
+    for i, run in enumerate(runs):
+        place = {(s.group, s.member): s.place for s in run}
+        for (ga, a), (gb, b) in itertools.permutations(place, 2):
+            if ga != gb or not place[(ga, a)] < place[(gb, b)]:
+                continue
+            count += any(
+                (ga, a) in other and (ga, b) in other and other[(ga, b)] < other[(ga, a)]
+                for j, other in enumerate({(s.group, s.member): s.place for s in r}
+                                          for r in runs) if j != i)
+    return count
+
+
+def test_reversals_match_the_definition_over_many_random_rankings():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        k, n = rng.integers(2, 6), rng.integers(1, 6)
+        runs = []
+        for _ in range(k):
+            members = [m for m in "abcdef"[:n] if rng.random() > 0.15]
+            runs.append([Standing(G, m, int(rng.integers(1, 4)), 1.0) for m in members])
+        assert rm.reversals(runs).reversed == brute_force_reversed(runs)
+
+
+def test_spread_is_max_over_min():
+    assert rm.spread([1.2, 1.0, 1.5]) == pytest.approx(1.5)
+    assert rm.spread([2.0]) == 1.0
+    for bad in ([], [1.0, 0.0], [1.0, math.nan]):
+        with pytest.raises(ValueError, match="positive finite"):
+            rm.spread(bad)
+
+
+def test_ratio_spreads_per_member_median_max_and_worst():
+    runs = [ranking(G, {"a": 1, "b": 2, "c": 3}, {"a": 1.0, "b": 1.10, "c": 2.0}),
+            ranking(G, {"a": 1, "b": 2, "c": 3}, {"a": 1.0, "b": 1.21, "c": 2.2}),
+            ranking(G, {"a": 1, "b": 2}, {"a": 1.0, "b": 1.10}) + ranking(H, {"x": 1})]
+    got = rm.ratio_spreads(runs)
+    assert got.by_member == pytest.approx({(G, "a"): 1.0, (G, "b"): 1.1, (G, "c"): 1.1})
+    assert (H, "x") not in got.by_member  # one run only
+    assert got.median == pytest.approx(1.1) and got.max == pytest.approx(1.1)
+    assert got.worst in {(G, "b"), (G, "c")}
+
+
+def test_ratio_spreads_of_single_runs_are_nan():
+    got = rm.ratio_spreads([ranking(G, {"a": 1})])
+    assert math.isnan(got.median) and math.isnan(got.max) and got.worst is None
+
+
+def test_pair_ratio_is_b_over_a_within_the_group():
+    run = ranking(G, {"a": 1, "b": 2}, {"a": 1.0, "b": 1.5}) + ranking(H, {"a": 1, "b": 1},
+                                                                       {"a": 3.0, "b": 1.0})
+    assert rm.pair_ratio(run, G, "a", "b") == pytest.approx(1.5)
+    assert rm.pair_ratio(run, H, "a", "b") == pytest.approx(1 / 3)
+    assert rm.pair_ratio(run, G, "a", "zz") is None
+
+
+def test_ratios_to_fastest():
+    assert rm.ratios_to_fastest([4.0, 2.0, 3.0]) == pytest.approx([2.0, 1.0, 1.5])
+    assert rm.ratios_to_fastest([]) == []
