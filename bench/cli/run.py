@@ -211,8 +211,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def default_workers(local: bool, workers: int | None) -> int:
-    """Cells at once: ``--workers``, else 1 in-process, else the physical cores."""
-    return workers or (1 if local else env.physical_cores())
+    """Blocks at once: ``--workers``, else 1 in-process, else an embedded Ray's default."""
+    from gradsweep.executors.onray import embedded_workers
+
+    return workers or (1 if local else embedded_workers())
 
 
 def harness_line(outcome: SweepOutcome) -> str:
@@ -254,6 +256,10 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     for d in expansion.dropped:
         console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
     executor = api.make_executor(address, local, workers, spec.plugins)
+    if not local and not workers and not address and not in_ray_job():
+        console.print(f"embedded Ray: {executor.workers} worker(s), the cores minus one left to "
+                      "the driver and Ray; each pass of blocks in fresh processes (--workers N "
+                      "to change)", markup=False, highlight=False)
     started: list[str] = []
     try:
         with sigterm_as_interrupt(), progress_reporter(console) as (on_start, on_result):
