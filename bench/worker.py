@@ -221,12 +221,21 @@ def _prepare(member: _Member, plugins: tuple[str, ...]) -> None:
         member.prepared = prepared
 
 
+#: Warmup samples each member takes in a block, after loop calibration (which has already
+#: run it for about twice ``min_time_s``). In shuffled rounds the other members evict a
+#: member's caches between its samples, so a long per-member warmup to a steady state buys
+#: nothing there; what warmup must cover (first-call paths, page faults, the allocator's
+#: arenas) is done in a few calls. Blocks therefore take a fixed short warmup.
+BLOCK_WARMUPS = 2
+
+
 def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock) -> None:
     call = member.prepared.call
     member.first_ns = float(measure.run_sample(call, 1, clock))
     member.loops = measure.calibrate_loops(call, settings.min_time_s * NS_PER_S, clock)
-    member.warmups, member.settled = measure.warm_up(call, member.loops, settings.max_warmups,
-                                                     clock)
+    member.warmups = min(BLOCK_WARMUPS, settings.max_warmups)
+    for _ in range(member.warmups):
+        measure.run_sample(call, member.loops, clock)
 
 
 def _relayout(members: list[_Member], rng: np.random.Generator) -> None:
@@ -275,8 +284,9 @@ def _block_row(member: _Member, task: BlockTask, settings: MeasureSettings,
     samples = member.cpu_ns if settings.clock == "cpu" else member.wall_ns
     timing = measure.summarise(samples, loops=member.loops, warmups=member.warmups,
                                first_ns=member.first_ns, warmup_settled=member.settled)
-    memory = (measure.memory_pass(member.prepared.call)
-              if settings.memory and not is_peer(member.cell.variant) else None)
+    # tracemalloc sees numpy's buffers, not torch's: no peer memory; once per member (block 0)
+    wanted = settings.memory and task.block == 0 and not is_peer(member.cell.variant)
+    memory = measure.memory_pass(member.prepared.call) if wanted else None
     return ok_result(member.cell, member.err, timing, flops=member.prepared.flops,
                      memory=memory, load=load, peak=(peaks or {}).get(member.cell.dtype),
                      clock=settings.clock, cpu_ns=tuple(member.cpu_ns),
@@ -379,8 +389,9 @@ def merge_blocks(rows: Sequence[CellResult], peak: float | None = None) -> CellR
     if est is not None:
         timing = replace(timing, median_ns=est.ratio, ci_low_ns=est.low, ci_high_ns=est.high)
     first = ok[0]
-    memory = (measure.Memory(first.peak_bytes, first.retained_bytes, first.alloc_count)
-              if first.peak_bytes is not None else None)
+    measured = next((r for r in ok if r.peak_bytes is not None), None)
+    memory = (measure.Memory(measured.peak_bytes, measured.retained_bytes, measured.alloc_count)
+              if measured else None)
     merged = ok_result(
         _cell_of(first), max(r.max_rel_err or 0.0 for r in ok), timing, flops=first.flops,
         memory=memory, load=max(r.load_avg for r in ok), peak=peak,
