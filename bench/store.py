@@ -219,7 +219,10 @@ def _cells_v2_unpaired(data: pa.Table) -> pa.Table:
     clock = pa.array(["cpu" if g else "wall" for g in gate], pa.string())
     ok = pc.greater(pc.fill_null(pc.list_value_length(data["samples_ns"]), 0), 0)
     blocks = pc.if_else(ok, pa.scalar(1, pa.int64()), pa.scalar(None, pa.int64()))
-    return _set(_set(data, "clock", clock), "blocks", blocks)
+    for name, values in (("clock", clock), ("blocks", blocks)):
+        if name in data.column_names:  # a projection may leave them out
+            data = _set(data, name, values)
+    return data
 
 
 def needs(table: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -130,6 +131,29 @@ def test_readers_migrate_version_1_rows(tmp_path):
     # a projection that names only the new column still migrates
     only = store.read(ds, "cells", columns=["n_samples"])
     assert sorted(only["n_samples"]) == [0, 3, 5, 5]
+
+
+def test_old_rows_become_one_unpaired_block_on_their_clock(tmp_path):
+    """v1/v2 cells lift to v3: one block (when they have samples), no rounds, wall clock
+    (cpu for the gate's rows, whose cpu-clock warning says so); the ranking is unpaired."""
+    from gradsweep import rank
+
+    ds = v1_dataset(tmp_path)
+    gate_row = {**cell_row("gate", 1.0, samples_ns=[1.0] * 5),
+                "warnings": ["cpu-clock: samples are CPU time"], "schema_version": 2}
+    table = store.to_table("cells", [gate_row])
+    table = table.set_column(table.schema.get_field_index("schema_version"),
+                             "schema_version", pa.array([2], pa.int32()))
+    store.write_arrow(ds, "cells", OLD_SWEEP, table)
+    frame = store.read(ds, "cells").set_index("cell_id")
+    assert (frame["schema_version"] == 3).all()
+    assert frame.loc["gate", "clock"] == "cpu"
+    assert set(frame.drop(index="gate")["clock"]) == {"wall"}
+    with_samples = frame["n_samples"] > 0
+    assert (frame.loc[with_samples, "blocks"] == 1).all()
+    assert frame.loc[~with_samples, "blocks"].isna().all()
+    ranked = rank.rank(frame.reset_index())
+    assert len(ranked) and not ranked["paired"].any()
 
 
 def test_compaction_rewrites_old_rows_at_the_current_version(tmp_path):
