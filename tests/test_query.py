@@ -1,5 +1,6 @@
 """Queries over the results dataset: listing, filters, SQL, exports and the results CLI."""
 
+import io
 import json
 
 import pandas as pd
@@ -178,12 +179,23 @@ def test_cli_show_with_a_corrupt_file_prints_rows_and_exits_2(dataset, results, 
     assert "torn.parquet" in capsys.readouterr().err
 
 
+class Terminal(io.StringIO):
+    """Standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_cli_compact_and_delete(dataset, results, capsys, monkeypatch):
     assert main(["results", "compact"]) == 0
     assert "cells/sweep_id=s1: 2 files -> 1 (5 rows)" in capsys.readouterr().out
     assert len(list((results / "cells" / "sweep_id=s1").glob("*.parquet"))) == 1
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))  # not a terminal: never asks
+    assert main(["results", "delete", "s1"]) == 2
+    assert "pass --yes" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert main(["results", "delete", "s1"]) == 1  # declined
+    assert "aborted" in capsys.readouterr().err
     assert (results / "cells" / "sweep_id=s1").is_dir()
     assert main(["results", "delete", "s1", "--yes"]) == 0
     assert not (results / "cells" / "sweep_id=s1").exists()
