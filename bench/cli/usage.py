@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from typer._click.core import ParameterSource
 from typer._click.exceptions import (
     BadParameter,
     MissingParameter,
@@ -59,11 +60,31 @@ def value_label(param) -> str:
     return TYPE_LABELS.get(_annotation(param), "VALUE")
 
 
-def _label_params(command) -> None:
-    """Give every option that takes a value a readable metavar, in place."""
+def _keep_default(param) -> None:
+    """Take ``param``'s default as declared when the command line leaves it unset.
+
+    typer coerces every value, defaults included, through a pydantic adapter that
+    it builds on first use (~70 ms of imports): a default is already of its
+    declared type, so ``gradsweep list`` need not pay for it.
+    """
+    coerce = param.process_value
+
+    def process_value(ctx, value):
+        if param.required or ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
+            return coerce(ctx, value)
+        if value is None and (param.multiple or param.nargs == -1):
+            value = ()
+        return param.callback(ctx, param, value) if param.callback is not None else value
+
+    param.process_value = process_value
+
+
+def _prepare_params(command) -> None:
+    """Readable metavars for options that take a value; defaults kept as declared."""
     for param in command.params:
         if param.param_type_name == "option" and not (param.is_flag or param.count):
             param.metavar = value_label(param)
+        _keep_default(param)
 
 
 def _argument_piece(param) -> str:
@@ -75,6 +96,13 @@ def _argument_piece(param) -> str:
 
 class _Readable:
     """Help layout shared by commands and groups: readable labels, plain usage pieces."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and self._help_kept is not option:  # made on first use
+            _keep_default(option)
+            self._help_kept = option
+        return option
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -101,19 +129,23 @@ class _Readable:
 class Command(_Readable, TyperCommand):
     """A gradsweep command: plain help with readable value labels."""
 
+    _help_kept = None
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs["rich_markup_mode"] = None
         super().__init__(*args, **kwargs)
-        _label_params(self)
+        _prepare_params(self)
 
 
 class Group(_Readable, TyperGroup):
     """A group of commands: an unknown command is a usage error listing the commands."""
 
+    _help_kept = None
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs["rich_markup_mode"] = None
         super().__init__(*args, **kwargs)
-        _label_params(self)
+        _prepare_params(self)
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         return [*_Readable.collect_usage_pieces(self, ctx), self.subcommand_metavar]
