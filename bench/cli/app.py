@@ -174,7 +174,7 @@ def verify(kernel: Annotated[str | None, typer.Argument(
 SpecArg = Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec (TOML).")]
 
 
-@command(epilog=examples(
+@command(short_help="Run a sweep: verify, time and measure every cell; rank.", epilog=examples(
     "gradsweep run jobs/quick.toml --dry-run       # the cells and an estimate",
     "gradsweep run jobs/quick.toml --local          # in this process, no Ray",
     "gradsweep run jobs/bptt.toml --workers 2 --dashboard site/",
@@ -285,7 +285,8 @@ def logs(job: JobArg, address: AddressOpt = None,
         print(printable_log(jobs.logs(address, job)), end="")
 
 
-@command(epilog=examples("gradsweep cancel JOB", "gradsweep run SPEC --resume SWEEP"))
+@command(short_help="Stop a job; its finished cells stay stored.",
+         epilog=examples("gradsweep cancel JOB", "gradsweep run SPEC --resume SWEEP"))
 def cancel(job: JobArg, address: AddressOpt = None) -> None:
     """Stop a job; its finished cells stay stored (resume with run --resume)."""
     address = _job_address(address)
@@ -302,7 +303,7 @@ ShapeOpt = Annotated[str | None, typer.Option(
     metavar="SHAPE", help='Only this shape, e.g. "N=16,T=32,D=32,H=64".')]
 
 
-@command(epilog=examples(
+@command(short_help="Rank a sweep's variants: speed-ups, memory, Pareto front.", epilog=examples(
     "gradsweep report                        # the latest sweep",
     "gradsweep report SWEEP --kernel lstm --dtype float32",
     'gradsweep report --shape "N=16,T=32,D=32,H=64" --format md > report.md',
@@ -331,7 +332,7 @@ def report(sweep: SweepArg = "latest",
         views.print_report(out(), rep)
 
 
-@command(epilog=examples(
+@command(short_help="Write the static HTML dashboard; print its path.", epilog=examples(
     "gradsweep dashboard                     # the latest sweep, to dashboards/site",
     "gradsweep dashboard SWEEP1 SWEEP2 -o site/   # with each cell's history",
     "xdg-open $(gradsweep dashboard)"))
@@ -373,8 +374,9 @@ def _emit(frame, fmt: str, output: str | None = None) -> None:
         sys.stdout.write(text)
 
 
-@results_command("list", epilog=examples("gradsweep results list",
-                                         "gradsweep results list --format json | jq ."))
+@results_command("list", short_help="The sweeps: name, start, status, cell counts, git.",
+                 epilog=examples("gradsweep results list",
+                                 "gradsweep results list --format json | jq ."))
 def results_list(fmt: ListFormatOpt = "table", results: ResultsOpt = None) -> None:
     """Sweeps: name, start, status (incomplete when never finished), cell counts, git."""
     from gradsweep import query
@@ -402,7 +404,8 @@ def _check_output(fmt: str, output: str | None) -> None:
         checks.check_output_file(output, key="--output")
 
 
-@results_command("show", epilog=examples(
+@results_command("show", short_help="One sweep's cells: medians, CIs, memory, status.",
+                 epilog=examples(
     "gradsweep results show                  # the latest sweep",
     'gradsweep results show SWEEP --kernel lstm --where "H >= 128 and N == 16"',
     "gradsweep results show --variant wgrad=batched --format csv",
@@ -439,7 +442,8 @@ def results_show(
         raise BadInput(f"{listing.corrupt[0]}; its rows are missing above")
 
 
-@results_command("sql", epilog=examples(
+@results_command("sql", short_help="DuckDB SQL over the tables.",
+                 epilog=examples(
     'gradsweep results sql "select variant, median(median_ns) from cells group by 1"',
     "gradsweep results sql \"select * from sweeps where status = 'finished'\" --format csv"))
 def results_sql(sql: Annotated[str, typer.Argument(
@@ -482,8 +486,9 @@ def results_compact(sweep: Annotated[str | None, typer.Argument(
         raise BadInput(f"{bad[0]}; that partition was not compacted")
 
 
-@results_command("delete", epilog=examples("gradsweep results delete SWEEP",
-                                           "gradsweep results delete SWEEP --yes   # no question"))
+@results_command("delete", short_help="Remove a sweep from every table.",
+                 epilog=examples("gradsweep results delete SWEEP",
+                                 "gradsweep results delete SWEEP --yes   # no question"))
 def results_delete(sweep: Annotated[str, typer.Argument(
                        metavar="SWEEP", help="Sweep id, or latest (always named: nothing "
                                              "is deleted by default).")],
@@ -504,9 +509,9 @@ def results_delete(sweep: Annotated[str, typer.Argument(
     say(f"deleted sweep {sweep_id}: {removed} files")
 
 
-@results_command("history", epilog=examples("gradsweep results history 3f2a9c1e",
-                                            "gradsweep results history 3f2a   # a unique "
-                                            "prefix is enough"))
+@results_command("history", short_help="One cell's median in every sweep, with its steps.",
+                 epilog=examples("gradsweep results history 3f2a9c1e",
+                                 "gradsweep results history 3f2a   # a unique prefix"))
 def results_history(cell_id: Annotated[str, typer.Argument(
                         metavar="CELL", help="A cell id (16 hex digits, as results show "
                                              "prints 8), or a unique prefix of one.")],
@@ -520,7 +525,7 @@ def results_history(cell_id: Annotated[str, typer.Argument(
     views.print_history(out(), frame, history.history_steps(frame))
 
 
-@command(epilog=examples(
+@command(short_help="Scalene line profile of one cell: hot lines, CPU, memory.", epilog=examples(
     "gradsweep profile lstm/buffers=list,wgrad=step,clip=none --shape N=32,T=64",
     "gradsweep profile rnn/buffers=list,wgrad=batched,clip=none --dtype float32 --cpu-only",
     "gradsweep profile VARIANT --store       # keep the lines in the profiles table"))
@@ -567,14 +572,14 @@ JunitOpt = Annotated[Path | None, typer.Option(
     metavar="FILE", help="Write JUnit XML here: a testcase per cell, a failure per regression.")]
 
 
-@command(epilog=examples(
-    "gradsweep compare BASE latest",
+@command(short_help="Regression alerts: a candidate sweep against a base sweep.", epilog=examples(
+    "gradsweep compare BASE                  # against the latest sweep",
     "gradsweep compare BASE CANDIDATE --candidate-results ../other/results",
     "gradsweep compare BASE latest --threshold 0.1 --markdown cmp.md --junit cmp.xml"))
 def compare(base: Annotated[str, typer.Argument(metavar="BASE",
                                                 help="Base sweep id, or latest.")],
             candidate: Annotated[str, typer.Argument(
-                metavar="CANDIDATE", help="Candidate sweep id, or latest.")],
+                metavar="CANDIDATE", help="Candidate sweep id, or latest.")] = "latest",
             candidate_results: Annotated[str | None, typer.Option(
                 metavar="PATH|URI",
                 help="Dataset of the candidate sweep (default: the same as --results).")
@@ -595,7 +600,8 @@ def compare(base: Annotated[str, typer.Argument(metavar="BASE",
     raise typer.Exit(code)
 
 
-@command(epilog=examples("gradsweep ci --base origin/main",
+@command(short_help="Paired A/B of a git revision against the working tree.",
+         epilog=examples("gradsweep ci --base origin/main",
                          "gradsweep ci --base HEAD~1 --clock wall --junit ci.xml"))
 def ci(base: Annotated[str, typer.Option(
            "--base", metavar="REV",
