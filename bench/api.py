@@ -83,11 +83,15 @@ def read_cells(results: str | os.PathLike | None = None, sweep: str = "latest",
     return store.read(dataset, "cells", [store.resolve_sweep(dataset, sweep)], columns=columns)
 
 
-def load_report(results: str | os.PathLike | None = None, sweep: str = "latest") -> Report:
-    """The rankings of ``sweep``: per kernel, dtype and shape, and overall."""
+def load_report(results: str | os.PathLike | None = None, sweep: str = "latest", *,
+                kernel: str | None = None, shape: str | None = None,
+                dtype: str | None = None) -> Report:
+    """The rankings of ``sweep``: per kernel, dtype and shape, and overall (optionally only
+    one kernel, shape and/or dtype)."""
     from gradsweep import report
 
-    return report.load_report(open_results(results), sweep)
+    return report.load_report(open_results(results), sweep, kernel=kernel, shape=shape,
+                              dtype=dtype)
 
 
 __all__ = ["BadInput", "check_ray_address", "load_report", "make_executor", "open_results",

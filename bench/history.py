@@ -49,8 +49,9 @@ MIN_EFFECT = stats.MIN_EFFECT
 #: precise.
 NOISE_FLOOR = 0.005
 #: Columns of :func:`cell_history`.
-HISTORY_COLUMNS = ("sweep_id", "started_at", "name", "role", "ci_run", "git_commit", "status",
-                   "median_ns", "ci_low_ns", "ci_high_ns", "variant", "shape", "dtype", "host")
+HISTORY_COLUMNS = ("sweep_id", "cell_id", "started_at", "name", "role", "ci_run", "git_commit",
+                   "status", "median_ns", "ci_low_ns", "ci_high_ns", "variant", "shape", "dtype",
+                   "host")
 
 
 @dataclass(frozen=True)

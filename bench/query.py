@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -37,6 +37,13 @@ LIST_COLUMNS = ("sweep_id", "name", "started_at", "status", "ok", "failed", "cel
                 "git_commit")
 FORMATS = ("table", "csv", "json", "parquet")
 TABLES = tuple(store.SCHEMAS)
+#: Hex digits of the short cell id that tables print (of a cell_id's 16); any unique
+#: prefix finds its cell (``results history``).
+SHORT_CELL_ID_HEX = 8
+#: Cell columns that ``--kernel``, ``--shape`` and ``--dtype`` select on.
+CHOICE_COLUMNS = ("kernel", "shape", "dtype")
+#: Valid choices an error line names at most.
+MAX_CHOICES_SHOWN = 12
 
 OPERATORS: dict[str, Callable] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -154,12 +161,89 @@ def check_dims(conditions: tuple[Condition, ...]) -> None:
                            key="--where")
 
 
+def _listed(values: Iterable[str]) -> str:
+    """``a, b, c`` (at most :data:`MAX_CHOICES_SHOWN`, then how many more)."""
+    values = list(values)
+    shown = ", ".join(values[:MAX_CHOICES_SHOWN])
+    more = len(values) - MAX_CHOICES_SHOWN
+    return f"{shown}, ... ({more} more)" if more > 0 else shown
+
+
+def check_choices(present: Mapping[str, Iterable[str]], wanted: Mapping[str, str | None]
+                  ) -> None:
+    """BadInput (exit 2) naming the valid choices when a wanted value is not present.
+
+    Parameters
+    ----------
+    present : mapping
+        Column -> the values the sweep's cells hold (``kernel``, ``shape``, ``dtype``).
+    wanted : mapping
+        Column -> the value asked for (``--kernel lstm``), or None for any.
+    """
+    for column, value in wanted.items():
+        if value is None:
+            continue
+        valid = sorted({str(v) for v in present[column]})
+        if value not in valid:
+            choices = _listed(valid) if valid else "none: the sweep has no cells"
+            raise BadInput(f"no cell has {column} {value!r} (valid: {choices})",
+                           key=f"--{column}")
+
+
+def normal_shape(shape: str | None) -> str | None:
+    """A shape as the cells store it: ``"N=16, T=32"`` -> ``"N=16,T=32"``."""
+    return None if shape is None else "".join(shape.split())
+
+
+def filter_cells(frame: pd.DataFrame, kernel: str | None = None, shape: str | None = None,
+                 dtype: str | None = None) -> pd.DataFrame:
+    """The rows of ``frame`` (one sweep's cells) with this kernel, shape and dtype.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Cells with columns ``kernel``, ``shape`` and ``dtype`` (e.g. ``store.read``).
+    kernel, shape, dtype : str, optional
+        Exact values; None selects all. Spaces in ``shape`` are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The matching rows, index kept.
+
+    Raises
+    ------
+    BadInput
+        A value that no row holds, naming the values the frame does hold
+        (``--kernel: no cell has kernel 'lstmm' (valid: gru, lstm)``).
+    """
+    wanted = dict(zip(CHOICE_COLUMNS, (kernel, normal_shape(shape), dtype)))
+    check_choices({c: frame[c].dropna().unique() for c, v in wanted.items() if v is not None},
+                  wanted)
+    keep = pd.Series(True, index=frame.index)
+    for column, value in wanted.items():
+        if value is not None:
+            keep &= frame[column] == value
+    return frame[keep]
+
+
 def select_cells(dataset: store.Dataset, sweep_id: str, filt: CellFilter) -> Listing:
-    """The cells of one sweep that pass ``filt``, sorted, :data:`SHOW_COLUMNS` only."""
+    """The cells of one sweep that pass ``filt``, sorted, :data:`SHOW_COLUMNS` only.
+
+    A kernel, shape or dtype that no cell of the sweep has is BadInput naming the
+    valid ones (checked when nothing matched, so the common case reads once).
+    """
     check_dims(filt.where)
+    filt = CellFilter(filt.kernel, filt.variant, filt.dtype, normal_shape(filt.shape),
+                      filt.where)
     loaded = store.read_table(dataset, "cells", [sweep_id], list(SHOW_COLUMNS),
                               filt.expression())
     frame = loaded.table.to_pandas()
+    if not len(frame):
+        wanted = {"kernel": filt.kernel, "shape": filt.shape, "dtype": filt.dtype}
+        if any(v is not None for v in wanted.values()):
+            present = store.read(dataset, "cells", [sweep_id], columns=list(CHOICE_COLUMNS))
+            check_choices({c: present[c] for c in CHOICE_COLUMNS}, wanted)
     if filt.variant is not None and (frame["variant"] == filt.variant).any():
         frame = frame[frame["variant"] == filt.variant]
     frame = frame.sort_values(["kernel", "shape", "dtype", "median_ns"], kind="stable")
@@ -243,6 +327,51 @@ def compaction_summary(done: Sequence[store.Compacted]) -> CompactionSummary:
     if aside:
         total += f"; {len(aside)} unreadable file(s) moved aside, their rows are missing"
     return CompactionSummary((*lines, total), aside)
+
+
+def short_cell_id(cell_id: str) -> str:
+    """The first :data:`SHORT_CELL_ID_HEX` hex digits of a cell id, as tables print it."""
+    return str(cell_id)[:SHORT_CELL_ID_HEX]
+
+
+def match_cell_id(cell_ids: Iterable[str], prefix: str) -> str | None:
+    """The one id of ``cell_ids`` equal to or starting with ``prefix``; None when none.
+
+    Raises
+    ------
+    BadInput
+        When ``prefix`` is empty or starts several ids (naming some of them).
+    """
+    if not prefix:
+        raise BadInput("empty cell id (expected a cell id or a unique prefix of one)",
+                       key="CELL")
+    ids = set(cell_ids)
+    if prefix in ids:
+        return prefix
+    found = sorted(i for i in ids if i.startswith(prefix))
+    if len(found) > 1:
+        raise BadInput(f"{prefix!r} starts {len(found)} cell ids ({_listed(found)}): give "
+                       "more digits", key="CELL")
+    return found[0] if found else None
+
+
+def resolve_cell_id(dataset: store.Dataset, prefix: str) -> str:
+    """The cell id of ``dataset`` that ``prefix`` names (the id itself or a unique prefix,
+    such as the :data:`SHORT_CELL_ID_HEX` digits that tables print), in any sweep.
+
+    Raises
+    ------
+    BadInput
+        When no stored cell id starts with ``prefix``, or several do.
+    """
+    ids = [str(i) for i in
+           store.read(dataset, "cells", columns=["cell_id"])["cell_id"].dropna().unique()]
+    text = prefix.strip()
+    found = match_cell_id(ids, text) or match_cell_id(ids, text.lower())
+    if found is None:
+        raise BadInput(f"no sweep in {dataset.uri} holds a cell whose id starts with "
+                       f"{prefix!r} (results show prints cell ids)", key="CELL")
+    return found
 
 
 def resolve_any(dataset: store.Dataset, sweep: str) -> str:

@@ -23,7 +23,7 @@ from itertools import groupby
 
 import pandas as pd
 
-from gradsweep import rank, store
+from gradsweep import query, rank, store
 from gradsweep.errors import BadInput
 from gradsweep.impls.registry import Registry
 from gradsweep.spec import registry_for
@@ -214,8 +214,10 @@ def build(cells: pd.DataFrame, registry: Registry | None = None, *, sweep_id: st
 
 def plugins_of(spec_text: str | None) -> tuple[str, ...]:
     """The ``plugins`` list of a stored spec's TOML text (empty if unreadable)."""
+    if not isinstance(spec_text, str):  # null in the store (read as None or NaN)
+        return ()
     try:
-        plugins = tomllib.loads(spec_text or "").get("plugins", [])
+        plugins = tomllib.loads(spec_text).get("plugins", [])
     except tomllib.TOMLDecodeError:
         return ()
     return tuple(p for p in plugins if isinstance(p, str)) if isinstance(plugins, list) else ()
@@ -228,12 +230,15 @@ def sweep_row(dataset: store.Dataset, sweep_id: str) -> dict:
     return rows.iloc[-1].to_dict() if len(rows) else {}
 
 
-def load_report(dataset: store.Dataset, sweep: str) -> Report:
-    """The report of ``sweep`` (an id or ``latest``) in ``dataset``; BadInput if unknown."""
+def load_report(dataset: store.Dataset, sweep: str, *, kernel: str | None = None,
+                shape: str | None = None, dtype: str | None = None) -> Report:
+    """The report of ``sweep`` (an id or ``latest``) in ``dataset``, optionally only the
+    cells of one kernel, shape and/or dtype; BadInput for an unknown sweep or value."""
     sweep_id = store.resolve_sweep(dataset, sweep)
     row = sweep_row(dataset, sweep_id)
     registry, notes = registry_for(plugins_of(row.get("spec")), fallback=True)
-    cells = store.read(dataset, "cells", [sweep_id])
+    cells = query.filter_cells(store.read(dataset, "cells", [sweep_id]), kernel=kernel,
+                               shape=shape, dtype=dtype)
     return build(cells, registry, sweep_id=sweep_id, name=str(row.get("name") or ""),
                  status=str(row.get("status") or ""), notes=notes)
 

@@ -148,7 +148,7 @@ def fill(value, places: dict[str, str]):
 
 def check_function(dotted: str):
     module, name = dotted.rsplit(".", 1)
-    return getattr(importlib.import_module(f"bench.{module}"), name)
+    return getattr(importlib.import_module(f"gradsweep.{module}"), name)
 
 
 def case_names(case, places) -> str:

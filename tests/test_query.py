@@ -1,5 +1,6 @@
 """Queries over the results dataset: listing, filters, SQL, exports and the results CLI."""
 
+import io
 import json
 
 import pandas as pd
@@ -178,12 +179,23 @@ def test_cli_show_with_a_corrupt_file_prints_rows_and_exits_2(dataset, results, 
     assert "torn.parquet" in capsys.readouterr().err
 
 
+class Terminal(io.StringIO):
+    """Standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_cli_compact_and_delete(dataset, results, capsys, monkeypatch):
     assert main(["results", "compact"]) == 0
     assert "cells/sweep_id=s1: 2 files -> 1 (5 rows)" in capsys.readouterr().out
     assert len(list((results / "cells" / "sweep_id=s1").glob("*.parquet"))) == 1
-    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))  # not a terminal: never asks
+    assert main(["results", "delete", "s1"]) == 2
+    assert "pass --yes" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert main(["results", "delete", "s1"]) == 1  # declined
+    assert "aborted" in capsys.readouterr().err
     assert (results / "cells" / "sweep_id=s1").is_dir()
     assert main(["results", "delete", "s1", "--yes"]) == 0
     assert not (results / "cells" / "sweep_id=s1").exists()
@@ -206,3 +218,64 @@ def test_compaction_summary_names_the_files_moved_aside(dataset, results):
 def test_cli_file_uri_results(dataset, results, capsys):
     assert main(["results", "list", "--results", f"file://{results}", "--format", "json"]) == 0
     assert {r["sweep_id"] for r in json.loads(capsys.readouterr().out)} == {"s1", "s2"}
+
+
+# --- finding cells: filters with valid choices, short ids --------------------------------------
+
+def frame_of(*rows):
+    return pd.DataFrame([cell(i, variant=v, dtype=d, H=h) for i, v, d, h in rows])
+
+
+def test_filter_cells_selects_exact_values():
+    frame = frame_of(("a", LSTM, "float64", 64), ("b", LSTM, "float32", 128),
+                     ("c", BILSTM, "float64", 64))
+    assert list(query.filter_cells(frame)["cell_id"]) == ["a", "b", "c"]
+    assert list(query.filter_cells(frame, kernel="lstm")["cell_id"]) == ["a", "b"]
+    assert list(query.filter_cells(frame, kernel="lstm", dtype="float64")["cell_id"]) == ["a"]
+    assert list(query.filter_cells(frame, shape="N=16, T=32, D=32, H=128")["cell_id"]) == ["b"]
+    assert query.filter_cells(frame, kernel="bilstm", dtype="float32").empty  # each value exists
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kernel": "lstmm"}, "--kernel: no cell has kernel 'lstmm' (valid: bilstm, lstm)"),
+    ({"dtype": "float16"}, "--dtype: no cell has dtype 'float16' (valid: float32, float64)"),
+    ({"kernel": "lstm", "shape": "N=1"}, "--shape: no cell has shape 'N=1' (valid: N=16,T=32"),
+])
+def test_filter_cells_unknown_value_names_the_valid_ones(kwargs, message):
+    frame = frame_of(("a", LSTM, "float64", 64), ("b", BILSTM, "float32", 128))
+    with pytest.raises(BadInput) as exc:
+        query.filter_cells(frame, **kwargs)
+    assert str(exc.value).startswith(message)
+
+
+def test_check_choices_shortens_long_lists_and_empty_sweeps():
+    many = {"shape": [f"N={n}" for n in range(40)]}
+    with pytest.raises(BadInput, match=rf"\.\.\. \({40 - query.MAX_CHOICES_SHOWN} more\)"):
+        query.check_choices(many, {"shape": "N=99"})
+    with pytest.raises(BadInput, match="the sweep has no cells"):
+        query.check_choices({"kernel": []}, {"kernel": "lstm"})
+
+
+def test_match_cell_id_by_prefix():
+    ids = ["ab12ffff00000000", "ab34ffff00000000", "ab"]
+    assert query.match_cell_id(ids, "ab1") == "ab12ffff00000000"
+    assert query.match_cell_id(ids, "ab") == "ab"  # an exact id wins over longer ones
+    assert query.match_cell_id(ids, "cd") is None
+    with pytest.raises(BadInput, match="'ab3' starts|give more digits") as exc:
+        query.match_cell_id(ids + ["ab35"], "ab3")
+    assert "ab34ffff00000000, ab35" in str(exc.value)
+    with pytest.raises(BadInput, match="empty cell id"):
+        query.match_cell_id(ids, "")
+
+
+def test_resolve_cell_id_across_sweeps(dataset):
+    assert query.resolve_cell_id(dataset, "e") == "e"
+    with pytest.raises(BadInput, match="no sweep in .* holds a cell whose id starts with 'z'"):
+        query.resolve_cell_id(dataset, "z")
+    assert query.short_cell_id("0123456789abcdef") == "01234567"
+
+
+def test_cli_show_unknown_kernel_is_exit_2_with_choices(dataset, capsys):
+    assert main(["results", "show", "s1", "--kernel", "lstmm"]) == 2
+    err = capsys.readouterr().err
+    assert "--kernel: no cell has kernel 'lstmm' (valid: bilstm, lstm)" in err

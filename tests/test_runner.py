@@ -182,14 +182,15 @@ def test_sigterm_stores_finished_cells_and_marks_the_sweep_cancelled(write_spec,
     env = {**os.environ, "PYTHONPATH": str(PLUGINS), "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "gradsweep", "run", str(path), "--local",
                                "--results", str(results)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+                              stderr=subprocess.PIPE, text=True)
     try:
         sweep_id = driver.stdout.readline().strip()
         _wait_for_batch(results, sweep_id)
         time.sleep(0.5)  # a few more cells in the unwritten batch
     finally:
         driver.send_signal(signal.SIGTERM)
-        out, _ = driver.communicate(timeout=60)
+        out, errors = driver.communicate(timeout=60)
+    out += errors  # progress and the resume hint go to stderr
     assert driver.returncode == 130 and f"--resume {sweep_id}" in out
     sweeps = store.sweeps(store.resolve(results)).set_index("sweep_id")
     assert sweeps.loc[sweep_id, "status"] == "cancelled"

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from gradsweep import api, checks, env, measure, rank, runner, store
 from gradsweep.cli import views
+from gradsweep.cli.views import text
+from gradsweep.errors import printable
 from gradsweep.executors.auth import in_ray_job
 from gradsweep.impls.registry import load
 from gradsweep.records import FAILED, Cell, Expansion, MeasureSettings, SweepOutcome, SweepSpec
@@ -110,26 +112,34 @@ def estimate(spec: SweepSpec, expansion: Expansion, workers: int, *, ray: bool =
                     sum(s > budget for s in sizes))
 
 
+def print_dropped(console: Console, expansion: Expansion) -> None:
+    """One line per grid point the expansion dropped, and why."""
+    for d in expansion.dropped:
+        console.print(printable(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}"),
+                      markup=False, highlight=False)
+
+
 def print_dry_run(console: Console, spec: SweepSpec, expansion: Expansion, workers: int, *,
-                  ray: bool = True, dataset: store.Dataset | None = None) -> None:
-    """The cells with their estimated time and memory; the sweep's totals; what was dropped."""
+                  ray: bool = True, dataset: store.Dataset | None = None,
+                  errors: Console | None = None) -> None:
+    """The cells with their estimated time and memory and the sweep's totals (on
+    ``console``); what was dropped (on ``errors``, default ``console``)."""
     est = estimate(spec, expansion, workers, ray=ray, dataset=dataset)
-    table = Table(title=f"{spec.name}: cells")
+    table = Table(title=text(f"{spec.name}: cells"))
     for col in ("cell_id", "variant", "shape", "dtype", "est. s", "est. MiB"):
         table.add_column(col, overflow="fold")
     for c, s, b in zip(expansion.cells, est.seconds, est.nbytes):
-        table.add_row(c.cell_id, c.variant, c.shape_text, c.dtype, f"{s:.2g}" if s else "skip",
-                      f"{b / BYTES_PER_MIB:.3g}")
+        table.add_row(c.cell_id, text(c.variant), text(c.shape_text), text(c.dtype),
+                      f"{s:.2g}" if s else "skip", f"{b / BYTES_PER_MIB:.3g}")
     console.print(table)
-    for d in expansion.dropped:
-        console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
+    print_dropped(errors or console, expansion)
     mib = [b / BYTES_PER_MIB for b in est.nbytes] or [0.0]
-    console.print(
+    console.print(printable(
         f"{len(expansion.cells)} cells, {len(expansion.dropped)} dropped, {est.over_budget} "
         f"over memory_budget_mb {spec.measure.memory_budget_mb:g} (skipped); estimated "
         f"{est.wall_s:.0f} s on {workers} worker(s) ({est.measured} cells timed from earlier "
         f"runs); peak {max(mib):.3g} MiB per cell, {est.concurrent_bytes / BYTES_PER_MIB:.3g} "
-        f"MiB for {workers} cells at once", markup=False, highlight=False)
+        f"MiB for {workers} cells at once"), markup=False, highlight=False)
 
 
 class _Tally:
@@ -167,7 +177,6 @@ def progress_reporter(console: Console) -> Iterator:
     task = bar.add_task("cells", total=None, failed=0, left="?") if bar else None
 
     def on_start(sweep_id: str, n: int) -> None:
-        console.print(sweep_id, markup=False, highlight=False)
         tally.total, tally.t0 = n, time.monotonic()
         if bar:
             bar.update(task, total=n, left=n)
@@ -178,10 +187,10 @@ def progress_reporter(console: Console) -> Iterator:
             bar.update(task, advance=1, failed=tally.failed, left=tally.remaining)
             return
         eta = tally.eta_s()
-        console.print(f"[{tally.done}/{tally.total}] {result.status:9} {result.variant} "
-                      f"{result.shape} {result.dtype}  failed {tally.failed} remaining "
-                      f"{tally.remaining} eta {'?' if eta is None else f'{eta:.0f}s'}",
-                      markup=False, highlight=False)
+        console.print(printable(
+            f"[{tally.done}/{tally.total}] {result.status:9} {result.variant} {result.shape} "
+            f"{result.dtype}  failed {tally.failed} remaining {tally.remaining} "
+            f"eta {'?' if eta is None else f'{eta:.0f}s'}"), markup=False, highlight=False)
 
     with bar if bar else _nothing():
         yield on_start, on_result
@@ -229,12 +238,15 @@ def harness_line(outcome: SweepOutcome) -> str:
 def run_command(spec_path: str, *, address: str | None = None, local: bool = False,
                 workers: int | None = None, dry_run: bool = False, resume: str | None = None,
                 results: str | None = None, dashboard: str | None = None,
-                console: Console) -> int:
+                console: Console, errors: Console | None = None) -> int:
     """Everything ``gradsweep run`` does; returns the exit code (0 ok, 1 a cell failed).
 
-    With ``dashboard``, also writes the static dashboard of the sweep there and
-    prints the path of its ``index.html``.
+    Results (the dry run's cells, the ranking, the last line) go to ``console``;
+    progress, dropped cells and notes to ``errors`` (default: ``console``). With
+    ``dashboard``, also writes the static dashboard of the sweep there and prints
+    the path of its ``index.html``.
     """
+    errors = errors or console
     spec = load_spec(spec_path)
     expansion = expand(spec)
     results = checks.check_results_dir(results, must_exist=False)
@@ -249,12 +261,11 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     dataset = store.resolve(results)
     if dry_run:
         print_dry_run(console, spec, expansion, default_workers(local, workers),
-                      ray=not local, dataset=dataset)
+                      ray=not local, dataset=dataset, errors=errors)
         return 0
     if resume:
         runner.resume_plan(dataset, spec, resume, expansion.cells)  # bad input before Ray
-    for d in expansion.dropped:
-        console.print(f"dropped: grid[{d.grid}] {d.kernel} {d.shape}: {d.reason}", markup=False)
+    print_dropped(errors, expansion)
     executor = api.make_executor(address, local, workers, spec.plugins)
     if not local and not workers and not address and not in_ray_job():
         console.print(f"embedded Ray: {executor.workers} worker(s), the cores minus one left to "
@@ -262,16 +273,20 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
                       "to change)", markup=False, highlight=False)
     started: list[str] = []
     try:
-        with sigterm_as_interrupt(), progress_reporter(console) as (on_start, on_result):
-            outcome = runner.run_sweep(
-                spec, dataset, executor, resume=resume, on_result=on_result,
-                on_start=lambda sweep_id, n: (started.append(sweep_id), on_start(sweep_id, n)),
-                expansion=expansion)
+        with sigterm_as_interrupt(), progress_reporter(errors) as (on_start, on_result):
+            def begin(sweep_id: str, n: int) -> None:  # the id: the first line of results
+                started.append(sweep_id)
+                console.print(printable(sweep_id), markup=False, highlight=False)
+                on_start(sweep_id, n)
+
+            outcome = runner.run_sweep(spec, dataset, executor, resume=resume,
+                                       on_result=on_result, on_start=begin,
+                                       expansion=expansion)
     except KeyboardInterrupt:
         sweep_id = started[0] if started else "SWEEP_ID"
-        console.print(f"interrupted: finished cells are stored in {dataset.uri}; finish with "
-                      f"gradsweep run {spec_path} --resume {sweep_id}", markup=False,
-                      highlight=False)
+        errors.print(printable(f"interrupted: finished cells are stored in {dataset.uri}; "
+                               f"finish with gradsweep run {spec_path} --resume {sweep_id}"),
+                     markup=False, highlight=False)
         return INTERRUPTED
     finally:
         executor.close()
@@ -280,14 +295,14 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
                         title=f"{spec.name} ({outcome.sweep_id})")
     views.print_failures(console, cells)
     for line in outcome.profile_errors:
-        console.print(f"not profiled: {line}", markup=False, highlight=False)
+        errors.print(printable(f"not profiled: {line}"), markup=False, highlight=False)
     if dashboard:
         from gradsweep.dashboards.render import write_site
 
         index = write_site(dataset, [outcome.sweep_id], dashboard)
-        console.print(f"dashboard: {index}", markup=False, highlight=False)
+        console.print(printable(f"dashboard: {index}"), markup=False, highlight=False)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
-    console.print(harness_line(outcome), markup=False, highlight=False)
-    console.print(f"sweep {outcome.sweep_id}: {counts}; results in {dataset.uri}",
+    errors.print(harness_line(outcome), markup=False, highlight=False)
+    console.print(printable(f"sweep {outcome.sweep_id}: {counts}; results in {dataset.uri}"),
                   markup=False, highlight=False)
     return 1 if outcome.failed else 0

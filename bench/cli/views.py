@@ -1,13 +1,18 @@
-"""Terminal tables (rich) for the CLI: kernels, verification, cells, rankings, jobs, history."""
+"""Terminal tables (rich) for the CLI: kernels, verification, cells, rankings, jobs, history.
+
+Every value that comes from the user or the dataset (names, variants, errors,
+warnings) is shown through :func:`text`: control characters escaped
+(:func:`gradsweep.errors.printable`) and rich markup escaped, so a sweep named
+``\x1b[2J`` or ``[red]`` prints as what it is. pandas is imported only by the
+functions that need it, so importing this module stays light.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -15,28 +20,54 @@ from gradsweep.errors import printable
 from gradsweep.impls.registry import Registry
 from gradsweep.units import NS_PER_MS
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+
+    from gradsweep.impls.registry import Registry
+
 BYTES_PER_MIB = 2**20
+
+
+def missing(value) -> bool:
+    """None, NaN, NaT or NA (without importing pandas: each of those differs from itself,
+    and NA's comparisons are NA, which has no truth value)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA
+        return True
+    except ValueError:  # an array: a value, not missing
+        return False
+
+
+def plain(value) -> str:
+    """Any cell value as plain text ("" when missing)."""
+    return "" if missing(value) else str(value)
+
+
+def text(value) -> str:
+    """A value from the user or the dataset, safe in a rich table: "" when missing,
+    control characters escaped (:func:`~gradsweep.errors.printable`), markup escaped."""
+    return escape(printable(plain(value)))
 
 
 def fmt_ms(ns: float | None) -> str:
     """Nanoseconds as milliseconds with 3 significant digits ("" when missing)."""
-    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+    if missing(ns):
         return ""
     return f"{ns / NS_PER_MS:.3g}"
 
 
 def fmt_num(x: float | None, spec: str = ".3g") -> str:
     """A number with ``spec`` ("" when missing)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return format(x, spec)
+    return "" if missing(x) else format(x, spec)
 
 
 def fmt_mib(n: float | None) -> str:
     """Bytes as MiB ("" when missing)."""
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return ""
-    return f"{n / BYTES_PER_MIB:.3g}"
+    return "" if missing(n) else f"{n / BYTES_PER_MIB:.3g}"
 
 
 def print_kernels(console: Console, registry: Registry) -> None:
@@ -47,10 +78,11 @@ def print_kernels(console: Console, registry: Registry) -> None:
     for k in registry.kernels.values():
         dims = " ".join(f"{d.name}={d.default}(≥{d.minimum})" for d in k.dims)
         axes = "; ".join(f"{a.name}: {', '.join(a.values)}" for a in k.axes)
-        table.add_row(escape(k.name), dims, escape(axes), escape(k.baseline), str(len(k.variants)))
+        table.add_row(text(k.name), text(dims), text(axes), text(k.baseline),
+                      str(len(k.variants)))
     console.print(table)
     for k in registry.kernels.values():
-        console.print(f"[bold]{escape(k.name)}[/]: " + ", ".join(map(escape, k.variants)))
+        console.print(f"[bold]{text(k.name)}[/]: " + ", ".join(map(text, k.variants)))
 
 
 def print_verification(console: Console, report) -> None:
@@ -60,8 +92,9 @@ def print_verification(console: Console, report) -> None:
         table.add_column(col)
     for c in report.checks:
         style = {"ok": "green", "skipped": "yellow"}.get(c.status, "red")
-        table.add_row(escape(c.variant), c.dtype, c.shape, f"[{style}]{c.status}[/]",
-                      fmt_num(c.max_rel_err, ".2e"), escape(c.detail))
+        table.add_row(text(c.variant), text(c.dtype), text(c.shape),
+                      f"[{style}]{text(c.status)}[/]", fmt_num(c.max_rel_err, ".2e"),
+                      text(c.detail))
     console.print(table)
 
 
@@ -105,17 +138,18 @@ def print_failures(console: Console, cells: pd.DataFrame) -> None:
     for col in ("variant", "shape", "dtype", "status", "error"):
         table.add_column(col, overflow="fold")
     for r in bad.itertuples(index=False):
-        table.add_row(escape(r.variant), r.shape, r.dtype, r.status, escape(str(r.error or "")))
+        table.add_row(text(r.variant), text(r.shape), text(r.dtype), text(r.status),
+                      text(r.error))
     console.print(table)
 
 
 def _report_table(title: str, headers, rows) -> Table:
     """A rich table of plain-text rows (every value escaped)."""
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=text(title), title_justify="left")
     for col in headers:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*(escape(row[h]) for h in headers))
+        table.add_row(*(text(row[h]) for h in headers))
     return table
 
 
@@ -170,13 +204,6 @@ def print_report(console: Console, report) -> None:
         console.print(f"note: {note}", markup=False, highlight=False)
 
 
-def _text(value) -> str:
-    """Any cell value as plain text ("" when missing)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return ""
-    return str(value)
-
-
 def print_sweeps(console: Console, sweeps: pd.DataFrame) -> None:
     """``results list``: one row per sweep, oldest first."""
     table = Table(title="sweeps")
@@ -185,37 +212,41 @@ def print_sweeps(console: Console, sweeps: pd.DataFrame) -> None:
     styles = {"finished": "green", "running": "cyan", "incomplete": "yellow"}
     for r in sweeps.itertuples(index=False):
         style = styles.get(r.status, "red")
-        started = "" if r.started_at is pd.NaT else f"{r.started_at:%Y-%m-%d %H:%M:%S}"
-        table.add_row(escape(r.sweep_id), escape(_text(r.name)), started,
-                      f"[{style}]{escape(_text(r.status))}[/]", str(r.ok), str(r.failed),
-                      str(r.cells), escape(_text(r.git_commit))[:12])
+        started = "" if missing(r.started_at) else f"{r.started_at:%Y-%m-%d %H:%M:%S}"
+        table.add_row(text(r.sweep_id), text(r.name), started,
+                      f"[{style}]{text(r.status)}[/]", str(r.ok), str(r.failed),
+                      str(r.cells), text(plain(r.git_commit)[:12]))
     console.print(table)
 
 
 def print_cells(console: Console, cells: pd.DataFrame, title: str) -> None:
-    """``results show``: cells with median, CI, peak memory, GFLOP/s, status, warnings."""
-    table = Table(title=title)
-    for col in ("kernel", "variant", "shape", "dtype", "median ms", "95% CI ms", "peak MiB",
-                "GFLOP/s", "status", "warnings"):
+    """``results show``: cells with their short id, median, CI, peak memory, GFLOP/s,
+    status and warnings."""
+    from gradsweep.query import short_cell_id
+
+    table = Table(title=text(title))
+    for col in ("cell", "kernel", "variant", "shape", "dtype", "median ms", "95% CI ms",
+                "peak MiB", "GFLOP/s", "status", "warnings"):
         table.add_column(col, overflow="fold")
     for r in cells.itertuples(index=False):
         ci = f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}" if fmt_ms(r.ci_low_ns) else ""
         warnings = r.warnings if r.warnings is not None else []
         codes = ", ".join(dict.fromkeys(str(w).split(":")[0] for w in warnings))
-        status = r.status if r.status == "ok" else f"{r.status}: {_text(r.error)}"
-        table.add_row(escape(r.kernel), escape(r.variant.split("/", 1)[-1]), r.shape, r.dtype,
+        status = r.status if r.status == "ok" else f"{r.status}: {plain(r.error)}"
+        table.add_row(text(short_cell_id(r.cell_id)), text(r.kernel),
+                      text(r.variant.split("/", 1)[-1]), text(r.shape), text(r.dtype),
                       fmt_ms(r.median_ns), ci, fmt_mib(r.peak_bytes), fmt_num(r.gflops),
-                      escape(status), escape(codes))
+                      text(status), text(codes))
     console.print(table)
 
 
 def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None) -> None:
     """Any frame (``results sql``) as a table, every value as text."""
-    table = Table(title=title)
+    table = Table(title=text(title) if title else None)
     for col in frame.columns:
-        table.add_column(escape(str(col)), overflow="fold")
+        table.add_column(text(col), overflow="fold")
     for row in frame.itertuples(index=False):
-        table.add_row(*(escape(_text(v)) for v in row))
+        table.add_row(*(text(v) for v in row))
     console.print(table)
 
 
@@ -226,12 +257,13 @@ PROFILE_CODE_WIDTH = 56
 def print_profile(console: Console, profile, top: int = 15) -> None:
     """``gradsweep profile``: the hottest lines of a cell's variant code (``bench.profile``)."""
     cell = profile.cell
-    console.print(f"{cell.variant} {cell.shape_text} {cell.dtype} threads={cell.threads} "
-                  f"(cell {cell.cell_id}): {profile.calls} calls in {profile.elapsed_s:.2f} s "
-                  f"under scalene, {profile.ms_per_call:.3g} ms/call profiled",
-                  markup=False, highlight=False)
-    table = Table(title=f"hot lines of {', '.join(profile.files) or 'the variant'} "
-                        "(% of the profiled CPU time)")
+    console.print(printable(
+        f"{cell.variant} {cell.shape_text} {cell.dtype} threads={cell.threads} "
+        f"(cell {cell.cell_id}): {profile.calls} calls in {profile.elapsed_s:.2f} s "
+        f"under scalene, {profile.ms_per_call:.3g} ms/call profiled"),
+        markup=False, highlight=False)
+    table = Table(title=text(f"hot lines of {', '.join(profile.files) or 'the variant'} "
+                             "(% of the profiled CPU time)"))
     for col in ("line", "function", "CPU %", "Python %", "native %", "system %", "peak MB",
                 "MB/call", "code"):
         table.add_column(col, overflow="ellipsis", no_wrap=True,
@@ -240,10 +272,10 @@ def print_profile(console: Console, profile, top: int = 15) -> None:
                          justify="left" if col in ("line", "function", "code") else "right")
     shown = profile.lines[:top]
     for r in shown:
-        table.add_row(f"{escape(r.file)}:{r.line}", escape(r.function), f"{r.cpu_percent:.1f}",
+        table.add_row(f"{text(r.file)}:{r.line}", text(r.function), f"{r.cpu_percent:.1f}",
                       f"{r.cpu_percent_python:.1f}", f"{r.cpu_percent_native:.1f}",
                       f"{r.cpu_percent_system:.1f}", fmt_num(r.peak_mb or None, ".3g"),
-                      fmt_num(r.alloc_mb or None, ".3g"), escape(r.code.strip()))
+                      fmt_num(r.alloc_mb or None, ".3g"), text(r.code.strip()))
     console.print(table)
     total = sum(r.cpu_percent for r in profile.lines)
     console.print(f"{len(shown)} of {len(profile.lines)} lines shown, holding "
@@ -258,23 +290,22 @@ def _when(ms: int | None) -> str:
     return "" if not ms else f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
 
 
-def jobs_table(jobs: list):
+def jobs_table(jobs: list) -> Table:
     """A rich table of jobs: id, status, sweep name, start, end, message."""
-    from rich.table import Table
-
     table = Table(title="Ray jobs")
     for col in ("job", "status", "name", "started", "ended", "message"):
         table.add_column(col, overflow="fold")
     for j in jobs:
         meta = j.metadata or {}
-        table.add_row(j.submission_id or j.job_id or "", str(j.status),
-                      meta.get("gradsweep_name", ""), _when(j.start_time), _when(j.end_time),
-                      (j.message or "").splitlines()[0] if j.message else "")
+        table.add_row(text(j.submission_id or j.job_id), text(j.status),
+                      text(meta.get("gradsweep_name")), _when(j.start_time), _when(j.end_time),
+                      text((j.message or "").splitlines()[0] if j.message else ""))
     return table
 
 
 def status_lines(job) -> list[str]:
-    """``gradsweep status``: the job's status, message, entrypoint and results."""
+    """``gradsweep status``: the job's status, message, entrypoint and results (plain
+    text: print each through :func:`~gradsweep.errors.printable`)."""
     meta = job.metadata or {}
     lines = [f"{job.submission_id}: {job.status}", f"entrypoint: {job.entrypoint}"]
     if meta.get("gradsweep_results"):
@@ -286,33 +317,30 @@ def status_lines(job) -> list[str]:
     return lines
 
 
-def print_history(console, history: pd.DataFrame, steps: Sequence) -> None:
+def print_history(console: Console, history: pd.DataFrame, steps: Sequence) -> None:
     """The sweeps of one cell with their medians, then the detected steps."""
-    from rich.markup import escape
-    from rich.table import Table
-
     first = history.iloc[0]
-    table = Table(title=f"{first['variant']} {first['shape']} {first['dtype']}")
+    table = Table(title=text(f"{first['variant']} {first['shape']} {first['dtype']} "
+                             f"(cell {first['cell_id']})"))
     for col in ("sweep", "started", "name", "role", "commit", "status", "median ms",
                 "95% CI ms", "step"):
         table.add_column(col, overflow="fold")
     at = {s.index: s for s in steps}
     for i, r in history.iterrows():
         step = f"{at[i].ratio:.2f}x" if i in at else ""
-        ci = (f"{r.ci_low_ns / 1e6:.3g}–{r.ci_high_ns / 1e6:.3g}"
-              if pd.notna(r.ci_low_ns) else "")
-        table.add_row(r.sweep_id, f"{r.started_at:%Y-%m-%d %H:%M}" if pd.notna(r.started_at)
-                      else "", escape(str(r["name"])), str(r.role or ""),
-                      str(r.git_commit or "")[:10], r.status,
-                      f"{r.median_ns / 1e6:.3g}" if pd.notna(r.median_ns) else "", ci,
+        ci = "" if missing(r.ci_low_ns) else f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}"
+        started = "" if missing(r.started_at) else f"{r.started_at:%Y-%m-%d %H:%M}"
+        table.add_row(text(r.sweep_id), started, text(r["name"]), text(r.role),
+                      text(plain(r.git_commit)[:10]), text(r.status), fmt_ms(r.median_ns), ci,
                       f"[bold]{step}[/]" if step else "")
     console.print(table)
     for s in steps:
         before = history.loc[:s.index - 1]
         prev = before[before["status"] == "ok"].iloc[-1]["sweep_id"] if len(before) else "?"
-        console.print(f"step at {history.loc[s.index, 'sweep_id']} (after {prev}): "
-                      f"{s.before / 1e6:.3g} ms -> {s.after / 1e6:.3g} ms, {s.ratio:.2f}x",
-                      markup=False, highlight=False)
+        console.print(printable(
+            f"step at {history.loc[s.index, 'sweep_id']} (after {prev}): "
+            f"{s.before / NS_PER_MS:.3g} ms -> {s.after / NS_PER_MS:.3g} ms, {s.ratio:.2f}x"),
+            markup=False, highlight=False)
     if not steps:
         console.print(f"no step in {int((history['status'] == 'ok').sum())} ok sweep(s)",
                       markup=False, highlight=False)

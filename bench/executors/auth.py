@@ -50,3 +50,14 @@ def enable_token_auth() -> bool:
         Config.initialize("")
     return True
 
+
+#: The logger of Ray's "Token authentication is enabled" notice (Ray 2.60).
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_token_notice() -> None:
+    """Silence Ray's "Token authentication is enabled" warning, printed by every
+    ``ray.init`` (auth is on, as intended); errors of that logger still show."""
+    import logging
+
+    logging.getLogger(TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from gradsweep import env
 from gradsweep.executors import sessions
-from gradsweep.executors.auth import enable_token_auth, in_ray_job
+from gradsweep.executors.auth import enable_token_auth, in_ray_job, quiet_token_notice
 from gradsweep.executors.node import probe_node, ready, run_block_on_node
 from gradsweep.records import (
     BlockOutcome,
@@ -204,6 +204,7 @@ class RayExecutor:
         joined = bool(address) or in_ray_job()
         workers = workers or (None if joined else embedded_workers())
         if self._owns:
+            quiet_token_notice()
             with sessions.embedded(not address and not in_ray_job()):
                 ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))

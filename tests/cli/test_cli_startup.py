@@ -1,0 +1,41 @@
+"""A command line that starts at once: help and version load no numeric or Ray library.
+
+``python -X importtime`` lists every module a process imports (one line each, on
+stderr), so these tests read what a real ``python -m gradsweep`` loaded rather
+than timing it: timings on a shared machine are noise, imports are not.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+#: Libraries that cost tenths of a second to import and are needed only by some commands.
+HEAVY = ("pandas", "pyarrow", "ray", "numpy", "scipy", "duckdb", "plotly", "torch")
+#: What a help page does not need either: rich (typer's boxes) and pydantic (typer's
+#: coercion of values, built only when a value is given).
+NOT_FOR_HELP = (*HEAVY, "rich", "pydantic")
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+
+
+def imported(*argv: str) -> set[str]:
+    """Top-level packages a ``python -m gradsweep ARGV`` process imported."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "gradsweep", *argv],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {name.split(".")[0] for name in IMPORTED.findall(proc.stderr)}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--version"], ["run", "--help"],
+                                  ["results", "show", "--help"]], ids=" ".join)
+def test_help_and_version_import_nothing_heavy(argv):
+    loaded = imported(*argv)
+    assert "typer" in loaded  # the probe works
+    assert not loaded & set(NOT_FOR_HELP), loaded & set(NOT_FOR_HELP)
+
+
+def test_list_imports_numpy_for_the_kernels_but_no_table_library():
+    loaded = imported("list")
+    assert "numpy" in loaded and "rich" in loaded
+    assert not loaded & {"pandas", "pyarrow", "ray", "scipy", "duckdb", "pydantic"}
