@@ -12,6 +12,7 @@ by the geometric mean of normalised times. Every function is pure.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -296,9 +297,28 @@ def _unpaired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str,
     return cols
 
 
-def _fmt_interval(point: float, low: float, high: float) -> str:
-    return (f"{point:.2f}x" if not np.isfinite(low) else
-            f"{point:.2f}x [{low:.2f}, {high:.2f}]")
+#: Time ratios within this of 1 read "same" (the printed precision).
+SAME = 0.005
+
+
+def relative(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A time ratio (this / reference) in the one convention of every output.
+
+    ``1.37x faster [1.31, 1.44]`` (reference / this, with its 95% interval) or
+    ``1.05x slower [1.01, 1.09]`` (this / reference); ``same`` within 0.5%;
+    "" when unknown. An interval is shown when known (paired sweeps).
+    """
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return ""
+    if abs(ratio - 1.0) < SAME and (low is None or high is None or low == high):
+        return "same"
+    known = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
+    if ratio < 1.0:
+        text, lo, hi = f"{1.0 / ratio:.2f}x faster", (1.0 / high if known else None), (
+            1.0 / low if known else None)
+    else:
+        text, lo, hi = f"{ratio:.2f}x slower", low, high
+    return f"{text} [{lo:.2f}, {hi:.2f}]" if known else text
 
 
 def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
@@ -311,14 +331,14 @@ def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
     name = variants[i].split("/", 1)[-1]
     sp = (cols["speedup"][i], cols["speedup_low"][i], cols["speedup_high"][i])
     if np.isfinite(sp[0]) and sp[0] != 1.0:
-        return f"fastest: {name}, {_fmt_interval(*sp)} faster than the baseline"
+        return f"fastest: {name}, {relative(1 / sp[0], 1 / sp[2], 1 / sp[1])} than the baseline"
     others = [j for j in range(len(variants)) if j != i]
     if not others:
         return f"fastest: {name} (alone)"
     j = min(others, key=lambda k: cols["ratio_fastest"][k])
     nxt = (cols["ratio_fastest"][j], cols["ratio_low"][j], cols["ratio_high"][j])
-    return (f"fastest: {name}, ahead of {variants[j].split('/', 1)[-1]} which is "
-            f"{_fmt_interval(*nxt)} slower")
+    return (f"fastest: {name} (the baseline), ahead of {variants[j].split('/', 1)[-1]}: "
+            f"{relative(*nxt)}")
 
 
 def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:

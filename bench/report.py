@@ -143,7 +143,7 @@ def _float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def _ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
+def ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
     """Ranked rows as records ordered by kernel, dtype, problem size, shape, place."""
     size = ranked.groupby(list(rank.GROUP_KEYS))["flops"].transform("min")
     ordered = ranked.assign(_size=size.fillna(0)).sort_values(
@@ -208,7 +208,7 @@ def build(cells: pd.DataFrame, registry: Registry | None = None, *, sweep_id: st
     """
     ranked = rank.rank(cells, registry)
     return Report(sweep_id=sweep_id, name=name, status=status,
-                  cells=_ranked_records(ranked), overall=_overall_records(rank.overall(ranked)),
+                  cells=ranked_records(ranked), overall=_overall_records(rank.overall(ranked)),
                   failed=_failed_records(cells), notes=tuple(notes))
 
 
@@ -256,9 +256,8 @@ def varying_names(variants: Sequence[str]) -> dict[str, str]:
     its ``peer=torch``. Full names stay in csv, json and Markdown."""
     parsed = {v: dict(p.split("=", 1) for p in short(v).split(",") if "=" in p)
               for v in variants}
-    keys = {k for axes in parsed.values() for k in axes}
     varying = [k for k in dict.fromkeys(k for axes in parsed.values() for k in axes)
-               if k in keys and len({axes.get(k) for axes in parsed.values()}) > 1]
+               if len({axes[k] for axes in parsed.values() if k in axes}) > 1]
     return {v: ",".join(f"{k}={axes[k]}" for k in varying if k in axes) or short(v)
             for v, axes in parsed.items()}
 
@@ -273,28 +272,7 @@ def codes(warnings: Sequence[str]) -> str:
     return ", ".join(dict.fromkeys(w.split(":", 1)[0] for w in warnings))
 
 
-#: Time ratios within this of 1 read "same" (the printed precision).
-SAME = 0.005
-
-
-def relative(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
-    """A time ratio (this / reference) in the one convention of every output.
-
-    ``1.37x faster [1.31, 1.44]`` (reference / this, with its 95% interval) or
-    ``1.05x slower [1.01, 1.09]`` (this / reference); ``same`` within 0.5%;
-    "" when unknown. An interval is shown when known (paired sweeps).
-    """
-    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
-        return ""
-    if abs(ratio - 1.0) < SAME and (low is None or high is None or low == high):
-        return "same"
-    known = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
-    if ratio < 1.0:
-        text, lo, hi = f"{1.0 / ratio:.2f}x faster", (1.0 / high if known else None), (
-            1.0 / low if known else None)
-    else:
-        text, lo, hi = f"{ratio:.2f}x slower", low, high
-    return f"{text} [{lo:.2f}, {hi:.2f}]" if known else text
+relative = rank.relative
 
 
 def _inverse(x: float | None) -> float | None:

@@ -98,34 +98,34 @@ def print_verification(console: Console, report) -> None:
     console.print(table)
 
 
+#: Columns of ``run``'s ranking: each ratio carries its interval ("1.37x faster [1.31, 1.44]").
+RANKING_COLUMNS = ("place", "variant", "median ms", "vs fastest", "vs baseline", "vs torch")
+
+
 def print_ranking(console: Console, ranked: pd.DataFrame, title: str = "ranking") -> None:
     """Per kernel, shape and dtype: the one-line answer, then each member's place, time
-    and its time relative to the group's fastest and to the baseline, with 95% intervals."""
+    and its time relative to the group's fastest, the baseline and torch, with 95%
+    intervals. Variants show only the axes that vary, with a space after each comma so a
+    narrow terminal wraps between axes, never inside a name or a number."""
     from gradsweep import report as rp
 
     console.print(f"[bold]{escape(printable(title))}[/]")
-    for _, group in ranked.groupby(["kernel", "shape", "dtype"], sort=False):
-        first = group.iloc[0]
-        console.print(f"\n[bold]{escape(first['kernel'])} {escape(first['shape'])} "
-                      f"{first['dtype']}[/]: {escape(str(first['answer'] or ''))}",
-                      highlight=False)
-        names = rp.varying_names(list(group["variant"]))
+    groups: dict[tuple, list] = {}
+    for c in rp.ranked_records(ranked):
+        groups.setdefault((c.kernel, c.shape, c.dtype), []).append(c)
+    for (kernel, shape, dtype), cells in groups.items():
+        console.print(f"\n[bold]{text(kernel)} {text(shape)} {dtype}[/]: "
+                      f"{text(cells[0].answer)}", highlight=False)
+        names = rp.varying_names([c.variant for c in cells])
+        longest = max(len(axis) for n in names.values() for axis in n.split(","))
         table = Table(box=None, pad_edge=False, show_edge=False)
-        for col, justify in (("place", "right"), ("variant", "left"), ("ms", "right"),
-                             ("vs fastest", "left"), ("vs baseline", "left")):
-            table.add_column(col, justify=justify, no_wrap=col != "variant",
-                             overflow="fold")
-        for r in group.itertuples(index=False):
-            c = rp.RankedCell(r.kernel, r.shape, r.dtype, int(r.place), r.variant, r.median_ns,
-                              None, None, rp._float(r.speedup), None, None, None, False, None,
-                              None, None, (), str(r.cell_id),
-                              ratio_fastest=rp._float(r.ratio_fastest),
-                              ratio_low=rp._float(r.ratio_low), ratio_high=rp._float(r.ratio_high),
-                              speedup_low=rp._float(r.speedup_low),
-                              speedup_high=rp._float(r.speedup_high))
+        for col in RANKING_COLUMNS:
+            table.add_column(col, justify="right" if col in ("place", "median ms") else "left",
+                             overflow="fold", min_width=longest if col == "variant" else None)
+        for c in sorted(cells, key=lambda c: (c.place, c.median_ns)):
             fields = rp.cell_fields(c)
-            table.add_row(fields["place"], escape(names[r.variant]), fields["median ms"],
-                          fields["vs fastest"], fields["vs baseline"])
+            table.add_row(*[text(names[c.variant].replace(",", ", ")) if col == "variant"
+                            else text(fields[col]) for col in RANKING_COLUMNS])
         console.print(table)
 
 
@@ -150,6 +150,28 @@ def _report_table(title: str, headers, rows) -> Table:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(text(row[h]) for h in headers))
+    return table
+
+
+#: Columns of the rich report's shape tables (all columns: --format md or csv).
+REPORT_COLUMNS = ("place", "variant", "cell", "median ms", "vs fastest", "vs baseline",
+                  "vs torch", "peak MiB", "warnings")
+
+
+def _ranking_table(title: str, cells) -> Table:
+    """A shape's ranking under its one-line answer: variants by the axes that vary (a space
+    after each comma, so a narrow terminal wraps between axes), ratios with intervals."""
+    from gradsweep import report as rp
+
+    names = rp.varying_names([c.variant for c in cells])
+    longest = max(len(axis) for n in names.values() for axis in n.split(","))
+    caption = f"{title}: {cells[0].answer}" if cells[0].answer else title
+    table = Table(title=text(caption), title_justify="left")
+    for col in REPORT_COLUMNS:
+        table.add_column(col, overflow="fold", min_width=longest if col == "variant" else None)
+    for c in cells:
+        fields = {**rp.cell_fields(c), "variant": names[c.variant].replace(",", ", ")}
+        table.add_row(*(text(fields[h]) for h in REPORT_COLUMNS))
     return table
 
 
@@ -179,11 +201,7 @@ def print_report(console: Console, report) -> None:
         key = (kernel, dtype)
         if len(cells) <= budget[key] or budget[key] == REPORT_MAX_ROWS // len(budget):
             budget[key] -= len(cells)
-            if cells[0].answer:
-                console.print(f"{kernel} · {dtype} · {shape}: {cells[0].answer}", markup=False,
-                              highlight=False)
-            console.print(_report_table(f"{kernel} · {dtype} · {shape}", rp.CELL_HEADERS,
-                                        [rp.cell_fields(c) for c in cells]))
+            console.print(_ranking_table(f"{kernel} · {dtype} · {shape}", cells))
         else:
             omitted[key] = omitted.get(key, 0) + 1
         if i + 1 == len(groups) or groups[i + 1][0][:2] != key:
