@@ -237,25 +237,62 @@ def print_sweeps(console: Console, sweeps: pd.DataFrame) -> None:
     console.print(table)
 
 
+def _codes(warnings) -> list[str]:
+    return list(dict.fromkeys(str(w).split(":")[0] for w in (warnings if warnings is not None
+                                                             else [])))
+
+
+def common_warnings(rows) -> list[str]:
+    """Warning codes every row carries (``high-load`` on a loaded machine): said once in a
+    summary line rather than on each row."""
+    sets = [set(_codes(r.warnings)) for r in rows]
+    return sorted(set.intersection(*sets)) if len(sets) > 1 else []
+
+
+def summary_line(codes: list[str], n: int) -> str:
+    """One line for warnings that every one of ``n`` cells carries."""
+    what = {"high-load": "the machine was loaded (load average above its cores)",
+            "descheduled": "samples were descheduled (wall time > 1.1 x CPU time)"}
+    said = "; ".join(what.get(c, c) for c in codes)
+    return f"warning: in all {n} cells {said}: absolute times are suspect, ratios less so"
+
+
 def print_cells(console: Console, cells: pd.DataFrame, title: str) -> None:
     """``results show``: cells with their short id, median, CI, peak memory, GFLOP/s,
-    status and warnings."""
+    status and warnings. A column with one value for every cell (kernel, shape, dtype) goes
+    into the title; names and shapes wrap between axes, never inside a name or a number;
+    warnings every cell carries are said once, after the table."""
     from gradsweep.query import short_cell_id
 
-    table = Table(title=text(title))
-    for col in ("cell", "kernel", "variant", "shape", "dtype", "median ms", "95% CI ms",
-                "peak MiB", "GFLOP/s", "status", "warnings"):
-        table.add_column(col, overflow="fold")
-    for r in cells.itertuples(index=False):
+    rows = list(cells.itertuples(index=False))
+    common = common_warnings(rows)
+    constant = [c for c in ("kernel", "shape", "dtype")
+                if rows and len({getattr(r, c) for r in rows}) == 1]
+    heading = " · ".join([title, *(str(getattr(rows[0], c)) for c in constant)])
+    shown = [c for c in ("cell", "kernel", "variant", "shape", "dtype", "median ms",
+                         "95% CI ms", "peak MiB", "GFLOP/s", "status", "warnings")
+             if c not in constant]
+    longest = {c: max((len(t) for r in rows for t in str(getattr(r, c)).replace("/", ",")
+                       .split(",")), default=1) for c in ("variant", "shape")}
+    table = Table(title=text(heading), title_justify="left", box=None, pad_edge=False)
+    for col in shown:
+        width = longest.get(col)  # the longest axis and its comma, on one line
+        table.add_column(col, overflow="fold", min_width=width + 1 if width else None,
+                         no_wrap=col in ("cell", "median ms", "95% CI ms", "peak MiB",
+                                         "GFLOP/s", "dtype"))
+    for r in rows:
         ci = f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}" if fmt_ms(r.ci_low_ns) else ""
-        warnings = r.warnings if r.warnings is not None else []
-        codes = ", ".join(dict.fromkeys(str(w).split(":")[0] for w in warnings))
-        status = r.status if r.status == "ok" else f"{r.status}: {plain(r.error)}"
-        table.add_row(text(short_cell_id(r.cell_id)), text(r.kernel),
-                      text(r.variant.split("/", 1)[-1]), text(r.shape), text(r.dtype),
-                      fmt_ms(r.median_ns), ci, fmt_mib(r.peak_bytes), fmt_num(r.gflops),
-                      text(status), text(codes))
+        values = {"cell": short_cell_id(r.cell_id), "kernel": r.kernel,
+                  "variant": r.variant.split("/", 1)[-1].replace(",", ", "),
+                  "shape": str(r.shape).replace(",", ", "), "dtype": r.dtype,
+                  "median ms": fmt_ms(r.median_ns), "95% CI ms": ci,
+                  "peak MiB": fmt_mib(r.peak_bytes), "GFLOP/s": fmt_num(r.gflops),
+                  "status": r.status if r.status == "ok" else f"{r.status}: {plain(r.error)}",
+                  "warnings": ", ".join(c for c in _codes(r.warnings) if c not in common)}
+        table.add_row(*(text(values[c]) for c in shown))
     console.print(table)
+    if common:
+        console.print(text(summary_line(common, len(rows))), highlight=False)
 
 
 def print_frame(console: Console, frame: pd.DataFrame, title: str | None = None) -> None:

@@ -92,3 +92,18 @@ def test_report_never_splits_a_name_or_a_number(ranked, width):
     for r in ranked.itertuples():
         if r.ratio_fastest != 1.0:
             assert f"{r.ratio_fastest:.2f}" in shown
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_results_show_never_splits_a_name_or_a_number(width):
+    cells = blocked_cells().assign(ci_low_ns=1.23e6, ci_high_ns=2.34e6, gflops=1.5,
+                                   cell_id=lambda f: f["cell_id"], error=None,
+                                   warnings=[["high-load: 3 > 2 cores"]] * len(VARIANTS))
+    out = rendered(lambda c: views.print_cells(c, cells, "s1: 5 cells"), width)
+    lines = out.splitlines()
+    for token in {t for v in VARIANTS for t in v.split("/")[1].split(",")}:
+        assert any(token in line for line in lines), (token, out)
+    for number in ("1.23–2.34", "1.5"):
+        assert any(number in line for line in lines), (number, out)
+    assert sum("high-load" in line for line in lines) == 0  # said once, in words
+    assert "machine was loaded" in out.replace("\n", " ")
