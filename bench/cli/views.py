@@ -98,6 +98,9 @@ def print_verification(console: Console, report) -> None:
     console.print(table)
 
 
+#: Columns never wrapped: ids, times and numbers (names and messages wrap instead).
+UNBROKEN = {"sweep", "job", "started", "started (UTC)", "ended", "commit", "git", "status",
+            "ok", "failed", "cells", "median ms", "95% CI ms", "step", "role", "name"}
 #: Columns of ``run``'s ranking: each ratio carries its interval ("1.37x faster [1.31, 1.44]").
 RANKING_COLUMNS = ("place", "variant", "median ms", "vs fastest", "vs baseline", "vs torch")
 
@@ -224,9 +227,9 @@ def print_report(console: Console, report) -> None:
 
 def print_sweeps(console: Console, sweeps: pd.DataFrame) -> None:
     """``results list``: one row per sweep, oldest first."""
-    table = Table(title="sweeps")
+    table = Table(title="sweeps", box=None, title_justify="left")
     for col in ("sweep", "name", "started (UTC)", "status", "ok", "failed", "cells", "git"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in UNBROKEN)
     styles = {"finished": "green", "running": "cyan", "incomplete": "yellow"}
     for r in sweeps.itertuples(index=False):
         style = styles.get(r.status, "red")
@@ -349,7 +352,7 @@ def jobs_table(jobs: list) -> Table:
     """A rich table of jobs: id, status, sweep name, start, end, message."""
     table = Table(title="Ray jobs")
     for col in ("job", "status", "name", "started", "ended", "message"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in UNBROKEN)
     for j in jobs:
         meta = j.metadata or {}
         table.add_row(text(j.submission_id or j.job_id), text(j.status),
@@ -375,16 +378,17 @@ def status_lines(job) -> list[str]:
 def print_history(console: Console, history: pd.DataFrame, steps: Sequence) -> None:
     """The sweeps of one cell with their medians, then the detected steps."""
     first = history.iloc[0]
-    table = Table(title=text(f"{first['variant']} {first['shape']} {first['dtype']} "
+    table = Table(box=None, title_justify="left",
+                  title=text(f"{first['variant']} {first['shape']} {first['dtype']} "
                              f"(cell {first['cell_id']})"))
     for col in ("sweep", "started", "name", "role", "commit", "status", "median ms",
                 "95% CI ms", "step"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in UNBROKEN)
     at = {s.index: s for s in steps}
     for i, r in history.iterrows():
         step = f"{at[i].ratio:.2f}x" if i in at else ""
         ci = "" if missing(r.ci_low_ns) else f"{fmt_ms(r.ci_low_ns)}–{fmt_ms(r.ci_high_ns)}"
-        started = "" if missing(r.started_at) else f"{r.started_at:%Y-%m-%d %H:%M}"
+        started = "" if missing(r.started_at) else f"{r.started_at:%m-%d %H:%M}"
         table.add_row(text(r.sweep_id), started, text(r["name"]), text(r.role),
                       text(plain(r.git_commit)[:10]), text(r.status), fmt_ms(r.median_ns), ci,
                       f"[bold]{step}[/]" if step else "")
