@@ -169,12 +169,18 @@ def _ranking_table(title: str, cells) -> Table:
     names = rp.varying_names([c.variant for c in cells])
     longest = max(len(axis) for n in names.values() for axis in n.split(","))
     caption = f"{title}: {cells[0].answer}" if cells[0].answer else title
-    table = Table(title=text(caption), title_justify="left")
+    common = set(common_warnings(cells))
+    table = Table(title=text(caption), title_justify="left", box=None, pad_edge=False)
     for col in REPORT_COLUMNS:
-        table.add_column(col, overflow="fold", min_width=longest if col == "variant" else None)
+        table.add_column(col, overflow="fold", no_wrap=col in UNBROKEN | {"cell", "peak MiB"},
+                         min_width=longest + 1 if col == "variant" else None)
     for c in cells:
-        fields = {**rp.cell_fields(c), "variant": names[c.variant].replace(",", ", ")}
+        fields = {**rp.cell_fields(c), "variant": names[c.variant].replace(",", ", "),
+                  "warnings": ", ".join(w for w in _codes(c.warnings) if w not in common)}
         table.add_row(*(text(fields[h]) for h in REPORT_COLUMNS))
+    if common:
+        table.caption = text(summary_line(sorted(common), len(cells)))
+        table.caption_justify = "left"
     return table
 
 
