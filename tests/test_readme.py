@@ -42,7 +42,7 @@ def readme_commands() -> list[list[str]]:
         if not line.startswith("$ gradsweep "):
             continue
         argv = shlex.split(line[2:].split(" #")[0])[1:]
-        if argv and argv[0] in RUNNABLE and "delete" not in argv:
+        if argv and argv[0] in RUNNABLE and not {"delete", "history"} & set(argv):
             found.append(argv)
     return found
 
