@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser lint clean
+.PHONY: demo test install browser valgrind lint clean
 
 # The package folders: adding or removing a module changes their mtime and reinstalls.
 PACKAGE_DIRS := bench bench/cli bench/executors bench/gate impls dashboards dashboards/templates
@@ -29,7 +29,13 @@ browser:
 	  { (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || \
 	    echo "note: could not install chromium; the browser test will skip"; }
 
-test: $(STAMP) browser
+# valgrind (Debian) for the CI gate's instruction-count clock and its test.
+valgrind:
+	@command -v valgrind >/dev/null || \
+	  { (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null 2>&1 || \
+	    echo "note: could not install valgrind; the instruction-count test will skip"; }
+
+test: $(STAMP) browser valgrind
 	$(VENV)/bin/lint-imports
 	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -p no:cacheprovider
 
