@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import shutil
@@ -94,6 +95,20 @@ def shipped_modules(plugins: tuple[str, ...]) -> list[str]:
     module (Ray ships a directory, a package, or a single ``.py`` file alike)."""
     return list(dict.fromkeys([package_dir(), *_plugin_paths(plugins)[1]]))
 
+
+
+def is_loopback(address: str | None) -> bool:
+    """Whether a Ray address (``HOST:PORT``, ``ray://HOST:PORT``) names this machine's
+    loopback interface."""
+    import ipaddress
+
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def embedded_workers() -> int:
@@ -205,7 +220,9 @@ class RayExecutor:
         workers = workers or (None if joined else embedded_workers())
         if self._owns:
             quiet_token_notice()
-            with sessions.embedded(not address and not in_ray_job()):
+            embedded = not address and not in_ray_job()
+            with (sessions.embedded() if embedded else sessions.loopback_only()
+                  if is_loopback(address) else contextlib.nullcontext()):
                 ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))

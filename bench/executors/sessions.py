@@ -294,6 +294,20 @@ def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
     reap_orphans(root)
     if watch:
         watch_driver(root)
+    with loopback_only():
+        yield root
+
+
+@contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray's single-host mode for the ``ray.init`` inside: the node IP is loopback.
+
+    Needed to start an embedded Ray on loopback (:func:`embedded`), and to join
+    one at a loopback address from another driver (``run --address 127.0.0.1:...``):
+    a driver in Ray's cluster mode looks for its raylet at the machine's own
+    address and never connects. Sets :data:`PRIVATE_ENV` and Ray's flag computed
+    from it at import, for the block only.
+    """
     saved = {key: os.environ.get(key) for key in PRIVATE_ENV}
     os.environ.update(PRIVATE_ENV)
     from ray._private import ray_constants
@@ -302,7 +316,7 @@ def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
     if flag is not None:
         setattr(ray_constants, RAY_CLUSTER_FLAG, False)
     try:
-        yield root
+        yield
     finally:
         if flag is not None:
             setattr(ray_constants, RAY_CLUSTER_FLAG, flag)
