@@ -139,26 +139,26 @@ def run_sequential(n_cells: int, measure: Callable[[int, list[int]], None],
         failed cell's is ``inconclusive`` (the caller reports its status).
     """
     clock = Clock(started=now(), now=now)
+    known: dict[int, RatioEstimate | None] = {}
+
+    def looked(final: bool) -> list[str]:
+        found = [None if failed(i) else known.setdefault(i, estimate(i)) for i in range(n_cells)]
+        judged = verdicts(found, rule, final)
+        return [INCONCLUSIVE if failed(i) else v for i, v in enumerate(judged)]
+
     todo = list(range(n_cells))
     pair = 0
     while todo:
         started = now()
         measure(pair, todo)
         clock.record(now() - started, len(todo))
+        for i in todo:
+            known.pop(i, None)
         pair += 1
         if pair < rule.min_pairs:
             todo = [i for i in todo if not failed(i)]
             continue
-        judged = _looked(n_cells, estimate, rule, failed, final=False)
-        todo = [i for i, v in enumerate(judged) if v == UNDECIDED]
+        todo = [i for i, v in enumerate(looked(final=False)) if v == UNDECIDED]
         if pair >= rule.max_pairs or (todo and not clock.fits(len(todo), rule.budget_s)):
             break
-    return _looked(n_cells, estimate, rule, failed, final=True)
-
-
-def _looked(n_cells: int, estimate: Callable[[int], RatioEstimate | None], rule: Rule,
-            failed: Callable[[int], bool], final: bool) -> list[str]:
-    """Verdicts of every cell (a failed cell has no estimate)."""
-    found = [None if failed(i) else estimate(i) for i in range(n_cells)]
-    judged = verdicts(found, rule, final)
-    return [INCONCLUSIVE if failed(i) else v for i, v in enumerate(judged)]
+    return looked(final=True)
