@@ -3,25 +3,36 @@
 A cell's cost is counted, not timed: valgrind's cachegrind counts the
 instructions (event ``Ir``) a process executes, which does not depend on the
 machine's load, and repeats from run to run where a clock spreads by percent.
-One counted process cannot count the backward alone (cachegrind 3.19 has no
-start/stop requests), so two processes run :mod:`bench.gate.count_target`,
-identical but for the number of backward calls, ``k`` and ``2k``::
 
-    per_call = (I_2k - I_k) / k
+cachegrind 3.19 cannot start and stop counting inside a process, so counts are
+taken by difference. One process under cachegrind (:mod:`bench.gate.count_target`)
+imports everything once; for each cell it builds and verifies the case, then
+forks two children from that same state, one calling the backward ``k`` times
+and the other ``2k`` times. valgrind writes each child's total to its own file,
+so::
 
-Start-up, imports, building and verifying the case cancel; so do the first
-``k`` calls, whose cost can differ from later ones (caches and allocator
-pools filling). The count is checked: ``per_call`` and the start-up it implies
-(``I_k - k * per_call``) must both be positive.
+    per_call = (I_2k - I_k - offset) / k
 
-What makes two counted runs of the same program agree (measured: to a few
-hundred instructions in ~1e9; see tests/gate): both run with one BLAS thread,
-``PYTHONHASHSEED=0``, the gate's fixed glibc malloc thresholds, numpy's
-import-time seed entropy drawn from a fixed seed (``count_target.fixed_entropy``)
-and the same bytecode caches. A native run of the same target (0 calls) goes
-first: it verifies the cell quickly, compiles everything imported into a
-private bytecode cache (``PYTHONPYCACHEPREFIX``) that the counted runs then
-read, and reports the SIMD features and BLAS core the timed path uses.
+where everything before the fork (start-up, imports, building and verifying
+the case) cancels exactly, and so do the first ``k`` calls, whose cost can
+differ from later ones (caches and allocator pools filling). ``offset`` is the
+parent's own steps between its two forks (~1,700 instructions), measured by
+pairs of children that make no call; the spread of the last few such pairs
+bounds its error, and a count whose offset spread exceeds
+:data:`MAX_OFFSET_SHARE` of the ``k`` calls, or whose ``per_call`` is not
+positive, is refused as unstable.
+
+Two counts of the same cell in two processes agree to the instruction when the
+processes are identical: both run with one BLAS thread, ``PYTHONHASHSEED=0``,
+the gate's fixed glibc malloc thresholds, numpy's import-time seed entropy
+drawn from a fixed seed (``count_target.fixed_entropy``) and the same bytecode
+caches. A native run of the same target (no calls) goes first: it verifies the
+cells quickly, compiles everything imported into a private bytecode cache
+(``PYTHONPYCACHEPREFIX``) that the counted run then reads, and reports the SIMD
+features and BLAS core the timed path uses. What still moves a per-call count
+is the heap the calls find (array alignment changes numpy's loop peeling): a
+different tree path, or other cells counted before, moved it by up to ~2e-4
+on a tiny cell.
 
 The counted path is not always the timed one: valgrind emulates no AVX-512, so
 numpy dispatches its AVX2 loops and OpenBLAS picks its Haswell kernels where a
@@ -39,12 +50,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,22 +68,32 @@ VALGRIND: tuple[str, ...] = ("valgrind",)
 CACHEGRIND_ARGS = ("--tool=cachegrind", "--cache-sim=no", "--branch-sim=no")
 #: The event counted: instructions executed.
 EVENT = "Ir"
+#: Each process's output file in the output directory (``%p``: the pid, so that
+#: forked children write their own).
+OUT_PATTERN = "cg.%p"
 #: The program valgrind runs.
 TARGET = Path(__file__).with_name("count_target.py")
-#: Backward calls of the shorter counted run (the longer makes twice as many).
-DEFAULT_CALLS = 8
-#: Seconds one counted process may take (a numpy process runs ~50x slower under valgrind).
-COUNT_TIMEOUT_S = 1200.0
-#: Seconds the native pre-flight run may take.
-NATIVE_TIMEOUT_S = 300.0
-#: Counted processes run at once by default (counts do not depend on the load).
-DEFAULT_JOBS = 2
-#: Environment of every counted process: one BLAS thread, fixed hashing and malloc
-#: thresholds, no bytecode written (both runs must see the same caches, see _environment).
+#: Backward calls of the shorter child (the longer makes twice as many).
+DEFAULT_CALLS = 4
+#: Offset pairs used (the last ones forked; the first few run colder code).
+OFFSET_USED = 3
+#: Largest offset spread allowed, as a share of the k calls' instructions.
+MAX_OFFSET_SHARE = 1e-3
+#: Seconds the counted process may take: its start-up, plus this much per cell
+#: (a numpy process runs ~50x slower under valgrind).
+COUNT_STARTUP_S = 300.0
+COUNT_PER_CELL_S = 600.0
+#: Seconds the native run may take, per cell on top of its start-up.
+NATIVE_STARTUP_S = 120.0
+NATIVE_PER_CELL_S = 60.0
+#: Environment of the counted process: one BLAS thread, fixed hashing and malloc
+#: thresholds, no bytecode written (it reads the native run's, see _environment).
 COUNT_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
              "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", **MALLOC_ENV}
 #: First bytes of an ELF executable (what valgrind can run without losing the client).
 ELF_MAGIC = b"\x7fELF"
+#: Exit code of a counted child whose backward raised (count_target.CHILD_FAILED).
+CHILD_FAILED = 3
 #: Hidden CPU features named in a SimdNote's text (the rest are counted).
 NOTE_FEATURES = 3
 #: Characters of a failing process's stderr quoted in an error.
@@ -85,7 +105,7 @@ class InstructionCountError(BadInput):
 
 
 class CellNotCounted(Exception):
-    """The cell itself failed (``status`` incorrect, error or skipped): one line."""
+    """The cell itself failed (``status`` incorrect, error, crashed or skipped): one line."""
 
     def __init__(self, status: str, error: str, max_rel_err: float | None = None):
         super().__init__(f"{status}: {error}")
@@ -137,35 +157,54 @@ class SimdNote:
 
 @dataclass(frozen=True)
 class InstructionCount:
-    """A cell's instructions per backward call, from two counted runs.
+    """A cell's instructions per backward call, from two forked children.
 
     Attributes
     ----------
     cell_id : str
     calls : int
-        ``k``: backward calls of the shorter run (the longer made ``2k``).
+        ``k``: backward calls of the shorter child (the longer made ``2k``).
     total_k, total_2k : int
-        Instructions (Ir) of each whole counted process.
+        Instructions (Ir) of each child, everything before its fork included.
+    offset : float
+        The parent's instructions between two forks (median of the last
+        :data:`OFFSET_USED` pairs of children that made no call).
+    offset_spread : int
+        Range of those pairs' offsets: ``per_call`` is within
+        ``offset_spread / calls`` of the offset's part.
     per_call : float
-        ``(total_2k - total_k) / k``.
-    startup : float
-        ``total_k - k * per_call``: the process's instructions outside the loop.
+        ``(total_2k - total_k - offset) / calls``.
     max_rel_err : float
-        The cell's verification error (native run).
+        The cell's verification error under valgrind.
     simd : SimdNote
     wall_s : float
-        Seconds the whole count took.
+        Seconds the counted process spent on this cell (build, verify, both children).
     """
 
     cell_id: str
     calls: int
     total_k: int
     total_2k: int
+    offset: float
+    offset_spread: int
     per_call: float
-    startup: float
     max_rel_err: float
     simd: SimdNote
     wall_s: float
+
+
+@dataclass(frozen=True)
+class NotCounted:
+    """A cell that could not be counted: its status, one-line error and max_rel_err."""
+
+    cell_id: str
+    status: str
+    error: str
+    max_rel_err: float | None = None
+
+    def exception(self) -> CellNotCounted:
+        """This failure as the exception :func:`count_instructions` raises."""
+        return CellNotCounted(self.status, self.error, self.max_rel_err)
 
 
 # --------------------------------------------------------------------------- cachegrind output
@@ -259,17 +298,20 @@ def _check_valgrind() -> None:
                                     "needs it; on Debian: apt-get install valgrind)")
 
 
-def _request(tmp: str, name: str, cell: Cell, plugins: Sequence[str], calls: int,
+def _request(tmp: str, name: str, cells: Sequence[Cell], plugins: Sequence[str], calls: int,
              tree: str) -> tuple[str, str]:
     """Write the target's request; (request path, outcome path)."""
     import bench
 
     harness = str(Path(bench.__file__).resolve().parent.parent)
     request, outcome = os.path.join(tmp, f"{name}.json"), os.path.join(tmp, f"{name}.outcome")
-    record = asdict(cell)
-    record["shape"] = [list(item) for item in cell.shape]
+    records = []
+    for cell in cells:
+        record = asdict(cell)
+        record["shape"] = [list(item) for item in cell.shape]
+        records.append(record)
     with open(request, "w") as f:
-        json.dump({"cell": record, "plugins": list(plugins), "calls": calls, "tree": tree,
+        json.dump({"cells": records, "plugins": list(plugins), "calls": calls, "tree": tree,
                    "harness": harness, "outcome": outcome}, f)
     return request, outcome
 
@@ -279,11 +321,10 @@ def _environment(tree: str, pythonpath: Sequence[str] | None, pycache: str,
     """A target process's environment: ``tree`` first on PYTHONPATH, bytecode in ``pycache``.
 
     The native run writes the bytecode of everything imported into ``pycache``
-    (``PYTHONPYCACHEPREFIX``); the counted runs (COUNT_ENV) read it and write
-    nothing. So both counted runs, and the counts of two trees, start from the
-    same caches whatever ``__pycache__`` the trees hold: loading a module from
-    source instead of bytecode leaves a different heap, which moved a per-call
-    count by 8e-4.
+    (``PYTHONPYCACHEPREFIX``); the counted run (COUNT_ENV) reads it and writes
+    nothing. So the counts of two trees start from the same kind of caches
+    whatever ``__pycache__`` the trees hold: a process that compiled its modules
+    from source left a different heap, which moved a per-call count by 8e-4.
     """
     if pythonpath is None:
         pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -294,15 +335,7 @@ def _environment(tree: str, pythonpath: Sequence[str] | None, pycache: str,
 
 def _run(argv: list[str], env: dict[str, str], cwd: str, timeout_s: float, what: str,
          outcome: str) -> dict:
-    """Run one process of the target; its outcome (status ok), or raise.
-
-    Raises
-    ------
-    InstructionCountError
-        The process failed, timed out or wrote no outcome.
-    CellNotCounted
-        The cell was incorrect, raised or was skipped.
-    """
+    """Run the target; its outcome. InstructionCountError if it fails, times out or is mute."""
     try:
         done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True,
                               timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -310,40 +343,22 @@ def _run(argv: list[str], env: dict[str, str], cwd: str, timeout_s: float, what:
         raise InstructionCountError(f"cannot run {argv[0]}: not found") from None
     except subprocess.TimeoutExpired:
         raise InstructionCountError(f"the {what} did not finish within {timeout_s:.0f} s "
-                                    "(fewer calls or a smaller cell?)") from None
+                                    "(fewer calls or smaller cells?)") from None
     try:
         with open(outcome) as f:
-            result = json.load(f)
+            return json.load(f)
     except (OSError, json.JSONDecodeError):
         raise InstructionCountError(
             f"the {what} exited with {done.returncode} and wrote no outcome: "
             f"{_tail(done.stderr) or _tail(done.stdout) or 'no output'}") from None
-    if result["status"] != "ok":
-        raise CellNotCounted(result["status"], result["error"], result.get("max_rel_err"))
-    return result
 
 
-def _counted(tmp: str, cell: Cell, plugins: Sequence[str], calls: int, tree: str,
-             env: dict[str, str], timeout_s: float) -> tuple[int, dict]:
-    """One process under cachegrind making ``calls`` backward calls: (Ir, outcome)."""
-    name = f"counted-{calls}"
-    request, outcome = _request(tmp, name, cell, plugins, calls, tree)
-    out = os.path.join(tmp, f"{name}.cachegrind")
-    argv = [*VALGRIND, *CACHEGRIND_ARGS, f"--cachegrind-out-file={out}", real_interpreter(),
-            str(TARGET), request]
-    result = _run(argv, env, tree, timeout_s, f"counted run ({calls} calls)", outcome)
-    if not os.path.exists(out):
-        raise InstructionCountError(f"valgrind wrote no {out} (did the interpreter exec "
-                                    "another program, e.g. through a launcher script?)")
-    return read_cachegrind(out), result
-
-
-def _native(tmp: str, cell: Cell, plugins: Sequence[str], tree: str,
+def _native(tmp: str, cells: Sequence[Cell], plugins: Sequence[str], tree: str,
             env: dict[str, str]) -> dict:
-    """The target run natively with 0 calls: verifies the cell, reports the timed path."""
-    request, outcome = _request(tmp, "native", cell, plugins, 0, tree)
-    result = _run([real_interpreter(), str(TARGET), request], env, tree, NATIVE_TIMEOUT_S,
-                  "native run", outcome)
+    """The target run natively with no calls: verifies the cells, reports the timed path."""
+    request, outcome = _request(tmp, "native", cells, plugins, 0, tree)
+    result = _run([real_interpreter(), str(TARGET), request], env, tree,
+                  NATIVE_STARTUP_S + NATIVE_PER_CELL_S * len(cells), "native run", outcome)
     where = os.path.realpath(result["impls"])
     if not where.startswith(os.path.realpath(tree) + os.sep):
         raise InstructionCountError(f"the counted process imported impls from {where}, "
@@ -351,73 +366,192 @@ def _native(tmp: str, cell: Cell, plugins: Sequence[str], tree: str,
     return result
 
 
+def _counted(tmp: str, cells: Sequence[Cell], plugins: Sequence[str], calls: int, tree: str,
+             env: dict[str, str], timeout_s: float) -> tuple[dict, str]:
+    """The target under cachegrind: (its outcome, the directory of the children's counts)."""
+    request, outcome = _request(tmp, "counted", cells, plugins, calls, tree)
+    out_dir = os.path.join(tmp, "cachegrind")
+    os.mkdir(out_dir)
+    argv = [*VALGRIND, *CACHEGRIND_ARGS, f"--cachegrind-out-file={out_dir}/{OUT_PATTERN}",
+            real_interpreter(), str(TARGET), request]
+    return _run(argv, env, tree, timeout_s, "counted run", outcome), out_dir
+
+
+def child_total(out_dir: str, pid: int) -> int:
+    """Instructions counted for the process ``pid`` (its file in ``out_dir``)."""
+    path = os.path.join(out_dir, OUT_PATTERN.replace("%p", str(pid)))
+    if not os.path.exists(path):
+        raise InstructionCountError(f"valgrind wrote no {path} (did the interpreter exec "
+                                    "another program, e.g. through a launcher script?)")
+    return read_cachegrind(path)
+
+
 # --------------------------------------------------------------------------- the count
 
 
-def count_instructions(cell: Cell, *, tree: str | None = None, plugins: Sequence[str] = (),
-                       calls: int = DEFAULT_CALLS, pythonpath: Sequence[str] | None = None,
-                       jobs: int = DEFAULT_JOBS,
-                       timeout_s: float = COUNT_TIMEOUT_S) -> InstructionCount:
-    """Instructions per backward call of ``cell`` with the kernels of ``tree``.
+def offset_of(pairs: Sequence[tuple[int, int]]) -> tuple[float, int]:
+    """The offset (median of the last OFFSET_USED pairs' differences) and their range.
 
     Parameters
     ----------
-    cell : Cell
-        Must have ``threads == 1`` (BLAS threads spin while they wait: counts
-        of several threads do not repeat).
-    tree : str, optional
-        The source tree whose ``impls`` and plugins are counted (a revision's
-        worktree); by default the tree holding this ``bench`` package. The case
-        is built and verified by this ``bench`` (the harness) either way.
-    plugins : sequence of str
-        The spec's plugin modules.
-    calls : int >= 1
-        ``k``: the counted runs make ``k`` and ``2k`` backward calls.
-    pythonpath : sequence of str, optional
-        PYTHONPATH entries after ``tree`` (e.g. a plugin directory mapped into
-        the tree); by default the current PYTHONPATH.
-    jobs : int >= 1
-        Counted processes run at once.
-    timeout_s : float
-        Seconds each counted process may take.
+    pairs : sequence of (int, int)
+        Totals of the first and second child of each pair that made no call, in
+        the order forked.
+    """
+    if len(pairs) < OFFSET_USED:
+        raise InstructionCountError(f"{len(pairs)} offset pairs, expected at least "
+                                    f"{OFFSET_USED}")
+    diffs = [second - first for first, second in pairs[-OFFSET_USED:]]
+    return float(statistics.median(diffs)), max(diffs) - min(diffs)
+
+
+def per_call_of(total_k: int, total_2k: int, offset: float, offset_spread: int,
+                calls: int, what: str) -> float:
+    """``(total_2k - total_k - offset) / calls``, checked positive and stable.
 
     Raises
     ------
     InstructionCountError
-        valgrind missing or failing, or a count that is not positive.
-    CellNotCounted
-        The cell is incorrect, raises or is skipped.
+        When the result is not positive, or the offset's spread exceeds
+        :data:`MAX_OFFSET_SHARE` of the ``calls`` calls' instructions.
+    """
+    per_call = (total_2k - total_k - offset) / calls
+    if per_call <= 0 or offset_spread > MAX_OFFSET_SHARE * calls * per_call:
+        raise InstructionCountError(
+            f"unstable count for {what}: {total_k} instructions with {calls} calls, "
+            f"{total_2k} with {2 * calls}, offset {offset:.0f} (spread {offset_spread}), "
+            f"per call {per_call:.0f}")
+    return per_call
+
+
+def _child_failure(cell: Cell, exits: list[int]) -> NotCounted:
+    status = "error" if CHILD_FAILED in exits else "crashed"
+    return NotCounted(cell.cell_id, status, f"a counted child of {cell.variant} exited with "
+                      f"{' and '.join(map(str, exits))} (its backward raised or it died)")
+
+
+def _result(cell: Cell, entry: dict, out_dir: str, offset: tuple[float, int], calls: int,
+            simd: SimdNote) -> InstructionCount | NotCounted:
+    """One cell's record from the counted process's outcome entry."""
+    if entry["status"] != "ok":
+        return NotCounted(cell.cell_id, entry["status"], entry["error"],
+                          entry.get("max_rel_err"))
+    if any(entry["exits"]):
+        return _child_failure(cell, entry["exits"])
+    total_k, total_2k = (child_total(out_dir, pid) for pid in entry["pids"])
+    per_call = per_call_of(total_k, total_2k, *offset, calls, cell.variant)
+    return InstructionCount(cell.cell_id, calls, total_k, total_2k, offset[0], offset[1],
+                            per_call, entry["max_rel_err"], simd, entry["wall_s"])
+
+
+def _check_cells(cells: Sequence[Cell], calls: int) -> None:
+    for cell in cells:
+        if cell.threads != 1:
+            raise InstructionCountError(f"instruction counts need threads = 1, {cell.variant} "
+                                        f"has {cell.threads} (BLAS threads spin: counts "
+                                        "would not repeat)", key="threads")
+    if calls < 1:
+        raise InstructionCountError(f"calls must be >= 1, got {calls}", key="calls")
+
+
+def _counted_results(tmp: str, cells: Sequence[Cell], plugins: Sequence[str], calls: int,
+                     tree: str, env: dict[str, str], timeout_s: float,
+                     native: dict) -> list[InstructionCount | NotCounted]:
+    """Count ``cells`` (all verified natively) in one process under cachegrind."""
+    counted, out_dir = _counted(tmp, cells, plugins, calls, tree, env, timeout_s)
+    simd = SimdNote(tuple(native["simd"]), tuple(counted["simd"]), native["blas"],
+                    counted["blas"])
+    pairs = [tuple(child_total(out_dir, pid) for pid in pair["pids"])
+             for pair in counted["offsets"]]
+    offset = offset_of(pairs)
+    return [_result(cell, entry, out_dir, offset, calls, simd)
+            for cell, entry in zip(cells, counted["cells"])]
+
+
+def count_cells(cells: Sequence[Cell], *, tree: str | None = None,
+                plugins: Sequence[str] = (), calls: int = DEFAULT_CALLS,
+                pythonpath: Sequence[str] | None = None,
+                timeout_s: float | None = None) -> tuple[InstructionCount | NotCounted, ...]:
+    """Instructions per backward call of each cell, with the kernels of ``tree``.
+
+    One native run verifies every cell; one process under cachegrind then
+    counts those that passed (its start-up is paid once).
+
+    Parameters
+    ----------
+    cells : sequence of Cell
+        Each must have ``threads == 1`` (BLAS threads spin while they wait:
+        counts of several threads do not repeat).
+    tree : str, optional
+        The source tree whose ``impls`` and plugins are counted (a revision's
+        worktree); by default the tree holding this ``bench`` package. The cases
+        are built and verified by this ``bench`` (the harness) either way.
+    plugins : sequence of str
+        The spec's plugin modules.
+    calls : int >= 1
+        ``k``: each cell's two children make ``k`` and ``2k`` backward calls.
+    pythonpath : sequence of str, optional
+        PYTHONPATH entries after ``tree`` (e.g. a plugin directory mapped into
+        the tree); by default the current PYTHONPATH.
+    timeout_s : float, optional
+        Seconds the counted process may take; by default COUNT_STARTUP_S plus
+        COUNT_PER_CELL_S per cell.
+
+    Returns
+    -------
+    tuple of InstructionCount or NotCounted
+        One per cell, in order; a cell that is incorrect, raises, is skipped or
+        whose child dies is a NotCounted.
+
+    Raises
+    ------
+    InstructionCountError
+        valgrind missing or failing, or a count that is not positive or stable.
     """
     import bench
 
-    if cell.threads != 1:
-        raise InstructionCountError(f"instruction counts need threads = 1, the cell has "
-                                    f"{cell.threads} (BLAS threads spin: counts would not "
-                                    "repeat)", key="threads")
-    if calls < 1 or jobs < 1:
-        raise InstructionCountError(f"calls and jobs must be >= 1, got {calls} and {jobs}")
+    _check_cells(cells, calls)
     _check_valgrind()
     tree = os.path.abspath(tree or Path(bench.__file__).resolve().parent.parent)
-    t0 = time.perf_counter()
+    results: list[InstructionCount | NotCounted | None] = [None] * len(cells)
     with tempfile.TemporaryDirectory(prefix="gradsweep-count-") as tmp:
         pycache = os.path.join(tmp, "pycache")
-        native = _native(tmp, cell, plugins, tree, _environment(tree, pythonpath, pycache,
-                                                                   False))
-        env = _environment(tree, pythonpath, pycache, True)
-        with ThreadPoolExecutor(max_workers=min(jobs, 2)) as pool:
-            runs = list(pool.map(lambda n: _counted(tmp, cell, plugins, n, tree, env,
-                                                    timeout_s), (calls, 2 * calls)))
-    (total_k, counted), (total_2k, _) = runs
-    per_call = (total_2k - total_k) / calls
-    startup = total_k - calls * per_call
-    if per_call <= 0 or startup <= 0:
-        raise InstructionCountError(
-            f"unstable count for {cell.variant}: {total_k} instructions with {calls} calls, "
-            f"{total_2k} with {2 * calls} (per call {per_call:.0f}, start-up {startup:.0f})")
-    simd = SimdNote(tuple(native["simd"]), tuple(counted["simd"]), native["blas"],
-                    counted["blas"])
-    return InstructionCount(cell.cell_id, calls, total_k, total_2k, per_call, startup,
-                            native["max_rel_err"], simd, time.perf_counter() - t0)
+        native = _native(tmp, cells, plugins, tree,
+                         _environment(tree, pythonpath, pycache, counted=False))
+        todo = []
+        for i, (cell, entry) in enumerate(zip(cells, native["cells"])):
+            if entry["status"] == "ok":
+                todo.append(i)
+            else:
+                results[i] = NotCounted(cell.cell_id, entry["status"], entry["error"],
+                                        entry.get("max_rel_err"))
+        if todo:
+            timeout = timeout_s or COUNT_STARTUP_S + COUNT_PER_CELL_S * len(todo)
+            env = _environment(tree, pythonpath, pycache, counted=True)
+            counted = _counted_results(tmp, [cells[i] for i in todo], plugins, calls, tree,
+                                       env, timeout, native)
+            for i, result in zip(todo, counted):
+                results[i] = result
+    return tuple(results)
+
+
+def count_instructions(cell: Cell, *, tree: str | None = None, plugins: Sequence[str] = (),
+                       calls: int = DEFAULT_CALLS, pythonpath: Sequence[str] | None = None,
+                       timeout_s: float | None = None) -> InstructionCount:
+    """Instructions per backward call of one cell (see :func:`count_cells`).
+
+    Raises
+    ------
+    CellNotCounted
+        The cell is incorrect, raises, is skipped or its counted child died.
+    InstructionCountError
+        As :func:`count_cells`.
+    """
+    (result,) = count_cells([cell], tree=tree, plugins=plugins, calls=calls,
+                            pythonpath=pythonpath, timeout_s=timeout_s)
+    if isinstance(result, NotCounted):
+        raise result.exception()
+    return result
 
 
 def compare_counts(base: InstructionCount, candidate: InstructionCount) -> float:
