@@ -1,13 +1,13 @@
 """The program valgrind counts for ``gradsweep ci --clock instructions``: cells' backwards.
 
-Usage (by :mod:`bench.gate.instructions`, never by hand)::
+Usage (by :mod:`gradsweep.gate.instructions`, never by hand)::
 
     valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=DIR/cg.%p \\
-        PYTHON bench/gate/count_target.py REQUEST.json
+        PYTHON <harness>/gate/count_target.py REQUEST.json
 
 The request (JSON) names the cells, plugins, ``calls`` (``k``), the source
-``tree`` whose kernels are counted, the ``harness`` (the directory holding the
-``bench`` package that builds and verifies the cases) and where to write the
+``tree`` whose kernels are counted, the ``harness`` (the directory of the
+``gradsweep`` package that builds and verifies the cases) and where to write the
 ``outcome``. For each cell this process builds and verifies the case, then
 forks two children from the same state: one calls the backward ``k`` times,
 the other ``2k`` times, and each exits at once. valgrind follows a fork and
@@ -17,10 +17,12 @@ constant: the parent's own steps between the two forks, measured first by a
 few pairs of children that make no call (the *offset*). With ``calls = 0`` (the
 native run) nothing is forked: the cells are only verified.
 
-Which code runs (as in ``bench/abworker.py``): ``bench`` is bound to the
-harness, then the tree goes first on ``sys.path`` so ``impls`` and the
-plugins are the tree's. This file imports nothing from ``bench`` at module
-level, so the path is arranged before any import. A cell's failure is written
+Which code runs (as in a side of the timed gate, ``gate/side.py``, whose
+``arrange_path`` this uses): ``gradsweep`` is bound to the harness, the tree goes
+first on ``sys.path`` so ``impls`` and the plugins are the tree's, and
+``gradsweep.impls`` is an alias of the tree's ``impls``. This file imports
+nothing from ``gradsweep`` at module level, so the path is arranged before any
+import. A cell's failure is written
 to the outcome as a status and one line, never raised.
 """
 
@@ -55,19 +57,20 @@ def fixed_entropy() -> None:
 
 
 def arrange_path(tree: str, harness: str) -> None:
-    """Bind ``bench`` to ``harness``, then put ``tree`` first for everything else.
+    """Bind ``gradsweep`` to ``harness`` and ``impls`` (and plugins) to ``tree``.
 
-    The script's own directory leaves ``sys.path`` first (run by path, Python puts it
-    there, and it would shadow top-level modules).
+    Done by ``gate/side.py``'s ``arrange_path``, loaded by path; the script's own
+    directory first leaves ``sys.path`` (run by path, Python puts it there, and it
+    would shadow top-level modules).
     """
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path
-                   if p not in ("", tree, harness) and os.path.abspath(p) != here]
-    sys.path.insert(0, harness)
-    import bench  # noqa: F401  (the package object now points at the harness)
+    import importlib.util
 
-    sys.path.remove(harness)
-    sys.path.insert(0, tree)
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+    spec = importlib.util.spec_from_file_location("_gate_side", os.path.join(here, "side.py"))
+    side = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(side)
+    side.arrange_path(tree, harness)
 
 
 def simd_features() -> list[str]:
@@ -79,7 +82,7 @@ def simd_features() -> list[str]:
 
 def blas() -> str:
     """numpy's BLAS and the core type it chose, e.g. ``openblas 0.3.31 Haswell``."""
-    from bench import measure
+    from gradsweep import measure
 
     return measure.describe_blas(measure.numpy_blas(measure.blas_libraries()))
 
@@ -108,7 +111,7 @@ def fork_pair(call, first: int, second: int) -> list[int]:
 
 def counted_pair(call, calls: int) -> dict:
     """Fork the ``calls`` and ``2 * calls`` children with GC paused, wait for both."""
-    from bench import measure
+    from gradsweep import measure
 
     with measure.gc_paused():
         pids = fork_pair(call, calls, 2 * calls)
@@ -117,7 +120,7 @@ def counted_pair(call, calls: int) -> dict:
 
 
 def _cell(record: dict):
-    from bench.spec import Cell
+    from gradsweep.records import Cell
 
     fields = dict(record)
     fields["shape"] = tuple((k, int(v)) for k, v in fields["shape"])
@@ -129,10 +132,10 @@ def count_cell(record: dict, plugins: tuple[str, ...], calls: int) -> dict:
     import math
     import time
 
-    from bench import measure
-    from bench.worker import _error_text, prepare
-    from impls.base import SkipCell
-    from impls.gradcheck import TOLERANCE
+    from gradsweep import measure
+    from gradsweep.impls.base import SkipCell
+    from gradsweep.impls.gradcheck import TOLERANCE
+    from gradsweep.worker import error_text, prepare
 
     cell, t0 = _cell(record), time.perf_counter()
     try:
@@ -148,7 +151,7 @@ def count_cell(record: dict, plugins: tuple[str, ...], calls: int) -> dict:
     except SkipCell as exc:
         return {"status": "skipped", "error": str(exc)}
     except Exception as exc:  # the cell's failure, reported to the driver
-        return {"status": "error", "error": _error_text(exc)}
+        return {"status": "error", "error": error_text(exc)}
     return {"status": "ok", "max_rel_err": err, "build_s": t1 - t0,
             "wall_s": time.perf_counter() - t0, **pair}
 
@@ -162,10 +165,10 @@ def main(argv: list[str]) -> int:
     calls, plugins = int(request["calls"]), tuple(request["plugins"])
     offsets = [counted_pair(lambda: None, 0) for _ in range(OFFSET_PAIRS if calls else 0)]
     cells = [count_cell(record, plugins, calls) for record in request["cells"]]
-    import impls
+    import gradsweep.impls
 
     outcome = {"offsets": offsets, "cells": cells, "simd": simd_features(), "blas": blas(),
-               "impls": impls.__file__}
+               "impls": gradsweep.impls.__file__}
     with open(request["outcome"], "w") as f:
         json.dump(outcome, f)
     return 0

@@ -5,7 +5,7 @@ instructions (event ``Ir``) a process executes, which does not depend on the
 machine's load, and repeats from run to run where a clock spreads by percent.
 
 cachegrind 3.19 cannot start and stop counting inside a process, so counts are
-taken by difference. One process under cachegrind (:mod:`bench.gate.count_target`)
+taken by difference. One process under cachegrind (:mod:`gradsweep.gate.count_target`)
 imports everything once; for each cell it builds and verifies the case, then
 forks two children from that same state, one calling the backward ``k`` times
 and the other ``2k`` times. valgrind writes each child's total to its own file,
@@ -58,9 +58,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.errors import BadInput
-from bench.measure import MALLOC_ENV
-from bench.spec import Cell
+from gradsweep.errors import BadInput
+from gradsweep.measure import MALLOC_ENV
+from gradsweep.records import Cell
 
 #: How valgrind is started; tests replace it to simulate a missing valgrind.
 VALGRIND: tuple[str, ...] = ("valgrind",)
@@ -298,12 +298,17 @@ def _check_valgrind() -> None:
                                     "needs it; on Debian: apt-get install valgrind)")
 
 
+def _harness() -> str:
+    """The directory of this ``gradsweep`` package (both counted processes load it)."""
+    import gradsweep
+
+    return str(Path(gradsweep.__file__).resolve().parent)
+
+
 def _request(tmp: str, name: str, cells: Sequence[Cell], plugins: Sequence[str], calls: int,
              tree: str) -> tuple[str, str]:
     """Write the target's request; (request path, outcome path)."""
-    import bench
-
-    harness = str(Path(bench.__file__).resolve().parent.parent)
+    harness = _harness()
     request, outcome = os.path.join(tmp, f"{name}.json"), os.path.join(tmp, f"{name}.outcome")
     records = []
     for cell in cells:
@@ -484,8 +489,8 @@ def count_cells(cells: Sequence[Cell], *, tree: str | None = None,
         counts of several threads do not repeat).
     tree : str, optional
         The source tree whose ``impls`` and plugins are counted (a revision's
-        worktree); by default the tree holding this ``bench`` package. The cases
-        are built and verified by this ``bench`` (the harness) either way.
+        worktree); by default the tree holding this ``gradsweep`` package. The cases
+        are built and verified by this ``gradsweep`` (the harness) either way.
     plugins : sequence of str
         The spec's plugin modules.
     calls : int >= 1
@@ -508,11 +513,9 @@ def count_cells(cells: Sequence[Cell], *, tree: str | None = None,
     InstructionCountError
         valgrind missing or failing, or a count that is not positive or stable.
     """
-    import bench
-
     _check_cells(cells, calls)
     _check_valgrind()
-    tree = os.path.abspath(tree or Path(bench.__file__).resolve().parent.parent)
+    tree = os.path.abspath(tree or Path(_harness()).parent)
     results: list[InstructionCount | NotCounted | None] = [None] * len(cells)
     with tempfile.TemporaryDirectory(prefix="gradsweep-count-") as tmp:
         pycache = os.path.join(tmp, "pycache")

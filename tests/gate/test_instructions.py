@@ -2,7 +2,7 @@
 
 The fixtures in tests/fixtures/cachegrind are real cachegrind 3.19 outputs, trimmed:
 ``rnn-tiny-counted.out`` is the first 40 lines and the summary of a counted run of
-``bench/gate/count_target.py`` (rnn N=T=D=H=2, float64, 2 calls, ``--cache-sim=no``);
+``gate/count_target.py`` (rnn N=T=D=H=2, float64, 2 calls, ``--cache-sim=no``);
 ``python-pass-cache-sim.out`` the first 30 lines and the summary of ``python -c pass``
 with the cache and branch simulations on (13 events).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.gate import instructions as ins
-from bench.spec import Cell
+from gradsweep.gate import instructions as ins
+from gradsweep.records import Cell
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "cachegrind"
 PLUGINS = Path(__file__).parent.parent / "plugins"
@@ -198,8 +198,8 @@ def test_no_output_file_is_explained(fake_valgrind):
 
 
 FLAKY = """
-from impls import rnn
-from impls.base import Variant
+from gradsweep.impls import rnn
+from gradsweep.impls.base import Variant
 
 _copy = rnn.make_backward("prealloc", "batched", "none")
 _calls = []
@@ -239,10 +239,10 @@ def test_failing_cells_are_reported_and_the_rest_counted(fake_valgrind, tmp_path
 def test_kernels_come_from_the_given_tree(fake_valgrind, tmp_path):
     import shutil
 
-    import impls
+    import gradsweep.impls
 
     tree = tmp_path / "tree"
-    shutil.copytree(Path(impls.__file__).parent, tree / "impls",
+    shutil.copytree(Path(gradsweep.impls.__file__).resolve().parent, tree / "impls",
                     ignore=shutil.ignore_patterns("__pycache__"))
     c = ins.count_instructions(rnn_cell(), tree=str(tree), calls=1)
     assert c.per_call == 3000
