@@ -292,7 +292,8 @@ def _tail(text: str) -> str:
     return " ".join(lines[-2:])[-STDERR_TAIL_CHARS:]
 
 
-def _check_valgrind() -> None:
+def check_valgrind() -> None:
+    """InstructionCountError unless valgrind is on PATH."""
     if not valgrind_available():
         raise InstructionCountError(f"{VALGRIND[0]} is not installed (the instruction clock "
                                     "needs it; on Debian: apt-get install valgrind)")
@@ -449,7 +450,8 @@ def _result(cell: Cell, entry: dict, out_dir: str, offset: tuple[float, int], ca
                             per_call, entry["max_rel_err"], simd, entry["wall_s"])
 
 
-def _check_cells(cells: Sequence[Cell], calls: int) -> None:
+def check_cells(cells: Sequence[Cell], calls: int) -> None:
+    """InstructionCountError unless every cell has one thread and calls >= 1."""
     for cell in cells:
         if cell.threads != 1:
             raise InstructionCountError(f"instruction counts need threads = 1, {cell.variant} "
@@ -513,8 +515,8 @@ def count_cells(cells: Sequence[Cell], *, tree: str | None = None,
     InstructionCountError
         valgrind missing or failing, or a count that is not positive or stable.
     """
-    _check_cells(cells, calls)
-    _check_valgrind()
+    check_cells(cells, calls)
+    check_valgrind()
     tree = os.path.abspath(tree or Path(_harness()).parent)
     results: list[InstructionCount | NotCounted | None] = [None] * len(cells)
     with tempfile.TemporaryDirectory(prefix="gradsweep-count-") as tmp:
