@@ -8,6 +8,7 @@ from gradsweep.errors import BadInput
 from gradsweep.gate import counts
 from gradsweep.gate.pairs import CLOCKS, DEFAULT_SPEC, CellRows, Look, default_rule, run_ab
 from gradsweep.gate.sequential import BUDGET_S
+from gradsweep.gate.sequential import THRESHOLD as GATE_THRESHOLD
 from gradsweep.gate.trees import gate_trees, repository_root, resolve_revision
 from gradsweep.regress import (
     ALPHA,
@@ -93,7 +94,7 @@ def _progress(console, total: int):
 
 
 def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = None,
-               alpha: float = regress.ALPHA, threshold: float = regress.THRESHOLD,
+               alpha: float = regress.ALPHA, threshold: float | None = None,
                markdown: str | None = None, junit: str | None = None, clock: str = "cpu",
                budget_s: float = BUDGET_S, console) -> int:
     """Everything ``gradsweep ci`` does; returns the exit code.
@@ -103,7 +104,9 @@ def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = Non
     (exit 2) for a bad revision, spec or setting. With ``clock="instructions"``
     the cells are timed on CPU time and then counted (docs/gate.md): the
     instruction verdicts gate, the time verdicts are shown beside them.
+    ``threshold`` None is the gate's own default (``sequential.THRESHOLD``, 3%).
     """
+    threshold = GATE_THRESHOLD if threshold is None else threshold
     _check_ci_settings(alpha, threshold, clock, budget_s)
     repo = repository_root()
     commit = resolve_revision(repo, base)

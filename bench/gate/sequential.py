@@ -28,6 +28,12 @@ from gradsweep import stats
 from gradsweep.defaults import ALPHA, MIN_EFFECT
 from gradsweep.stats import INCONCLUSIVE, UNDECIDED, RatioEstimate
 
+#: The gate's default threshold (``gradsweep ci``): a true change of the threshold is
+#: flagged about half the time (``stats.gate_verdict``), so a gate that should catch
+#: +5% changes needs a threshold below 5%. At 3% a +5% change is flagged once its
+#: interval excludes 1, and A/A false alarms do not depend on it (they need the
+#: interval to exclude 1); the price is more pairs before a cell is "unchanged".
+THRESHOLD = 0.03
 #: Process pairs every cell gets before the first look.
 MIN_PAIRS = 3
 #: Most process pairs a cell gets (the looks the false-alarm rate was simulated at).

@@ -180,9 +180,22 @@ def set_constant(path: Path, name: str, value: str) -> None:
     path.write_text(text)
 
 
+def link_tree(repo: Path) -> Path:
+    """``repo/build/lib-own/gradsweep``: the copy's package as the ``gradsweep`` import name
+    (symlinks to its bench/*, impls and dashboards, as /work/tools/stage_tree.sh makes)."""
+    out = repo / "build" / "lib-own" / "gradsweep"
+    if not out.exists():
+        out.mkdir(parents=True)
+        for entry in (repo / "bench").iterdir():
+            (out / entry.name).symlink_to(entry)
+        for name in ("impls", "dashboards"):
+            (out / name).symlink_to(repo / name)
+    return out.parent
+
+
 def run_ci(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests' / 'plugins'}",
-               "RAY_USAGE_STATS_ENABLED": "0"}
+    path = os.pathsep.join([str(link_tree(repo)), str(repo / "tests" / "plugins")])
+    environ = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
     environ.pop("GITHUB_STEP_SUMMARY", None)
     return subprocess.run([sys.executable, "-m", "gradsweep", "ci", *args], cwd=repo, env=environ,
                           capture_output=True, text=True, timeout=300)
