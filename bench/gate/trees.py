@@ -3,17 +3,16 @@
 Both sides run from a temporary directory: ``<tmp>/base`` is a detached git
 worktree of the base revision, ``<tmp>/cand`` one of ``HEAD`` with the working
 tree's uncommitted changes copied over (modified and untracked files, deletions),
-so its git state records the candidate as HEAD plus a dirty flag. Why not run
-the candidate from the working tree itself: in an A/A gate (``--base HEAD``)
-the candidate came out faster in 33 of 45 cells. The two sides then differed in
-every way a process can see without running different code: the path of the
-tree (its length moves everything after it in ``sys.path``, the environment
-and argv, hence the initial stack and heap), whether the kernels' bytecode was
-already cached (the working tree's) or compiled at import (the fresh
-worktree's, leaving a different heap behind), and which side started first.
-Here the paths have equal length, every tree's bytecode is compiled into one
-private cache before any side starts (``PYTHONPYCACHEPREFIX``), and the order
-of the sides alternates (see :mod:`.pairs`).
+so its git state records the candidate as HEAD plus a dirty flag. The two sides
+then differ in nothing a process sees before it runs the kernels: the trees'
+paths have equal length (a path's length moves everything after it in
+``sys.path``, the environment and argv, hence the initial stack and heap), and
+every module of both trees and of the harness is compiled into one private
+bytecode cache before any side starts (``PYTHONPYCACHEPREFIX``), so no side
+compiles at import, which leaves a different heap behind. (An earlier gate ran
+the candidate from the working tree and found it faster in 33 of 45 A/A cells;
+measured since, neither the path, the bytecode nor which side starts moved the
+ratio by more than ~1%: docs/gate.md, "Are the two sides alike?".)
 """
 
 from __future__ import annotations
