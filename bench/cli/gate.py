@@ -136,6 +136,12 @@ def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = Non
                           markup=False, highlight=False)
             found = counts.count_both(cells, trees, repo, sweep_spec.plugins)
             report = counts.join(cells, found, comparison)
+    return _report(console, comparison, report, outcome.failed("candidate"), markdown, junit)
+
+
+def _report(console, comparison: Comparison, report: counts.CountReport | None, failed: int,
+            markdown: str | None, junit: str | None) -> int:
+    """Print and write the gate's results; its exit code."""
     print_comparison(console, comparison)
     gated = comparison.exit_code
     if report is None:
@@ -144,10 +150,9 @@ def ci_command(base: str, *, spec: str = DEFAULT_SPEC, results: str | None = Non
         print_counts(console, report)
         _write_count_reports(comparison, report, markdown, junit)
         gated = 1 if report.regressions else 0
-    if outcome.failed("candidate"):
-        console.print(f"{outcome.failed('candidate')} candidate cell(s) failed",
-                      markup=False, highlight=False)
-    return max(gated, 1 if outcome.failed("candidate") else 0)
+    if failed:
+        console.print(f"{failed} candidate cell(s) failed", markup=False, highlight=False)
+    return max(gated, 1 if failed else 0)
 
 
 def _check_ci_settings(alpha: float, threshold: float, clock: str, budget_s: float) -> None:
