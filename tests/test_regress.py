@@ -321,3 +321,19 @@ def test_cli_compare_exit_codes_and_reports(tmp_path, capsys):
     assert main(["compare", "20260101T000000Z-aaaa", "latest", "--results", ds.root,
                  "--alpha", "2"]) == 2
     assert "gradsweep: error:" in capsys.readouterr().err
+
+
+def test_compare_command_gates_unpaired_sweeps_only_when_asked(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradsweep.cli.gate import compare_command
+
+    ds = stored_pair(tmp_path, 2.0, ci_run=("r1", "r2"))
+    out = StringIO()
+    args = ("20260101T000000Z-aaaa", "latest")
+    assert compare_command(*args, results=ds.root, console=Console(file=out, width=200)) == 0
+    assert out.getvalue().startswith("warning: unpaired:")
+    assert compare_command(*args, results=ds.root, unpaired=True,
+                           console=Console(file=StringIO())) == 1
