@@ -303,6 +303,32 @@ def power_table(found: dict[float, Tally], injections: list[Injection]) -> str:
     return "\n".join(lines)
 
 
+#: Bins of true effect for the power summary: (low, high, label).
+TRUTH_BINS = ((1.0, 1.035, "true +0 to +3.5%"), (1.035, 1.075, "true +3.5 to +7.5% (~5%)"),
+              (1.075, 9.0, "true +7.5% or more (~10%)"))
+
+
+def power_by_truth(found: dict[float, Tally], injections: list[Injection]) -> str:
+    """Detections binned by each injected cell's measured true effect."""
+    truth = {(i.kind, i.dtype, i.level): i.true_ratio for i in injections}
+    rows = []
+    for level, t in found.items():
+        for c in t.cells:
+            kind = re.search(r"inject-(\w+)", c.variant).group(1)
+            if kind != "none":
+                rows.append((truth[(kind, c.dtype, level)], c))
+    lines = ["| true effect (measured in one process) | cells | detected | rate | median true | "
+             "median gate ratio |", "|---|---:|---:|---:|---:|---:|"]
+    for low, high, label in TRUTH_BINS:
+        sel = [(x, c) for x, c in rows if low <= x < high]
+        hits = sum(c.verdict == regress.REGRESSION for _, c in sel)
+        if sel:
+            lines.append(f"| {label} | {len(sel)} | {hits} | {100 * hits / len(sel):.0f}% | "
+                         f"{np.median([x for x, _ in sel]):.3f} | "
+                         f"{np.median([c.ratio for _, c in sel]):.3f} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- instructions
 
 
@@ -440,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"x{level:g}", args)
             set_units(repo, {})
             print(power_table(power, injections), flush=True)
+            print(power_by_truth(power, injections), flush=True)
         if "instructions" in parts:
             print(instruction_runs(repo, levels, injections, args), flush=True)
         print(f"\nload average before: {load[0]:.2f}, after: {os.getloadavg()[0]:.2f} on "
