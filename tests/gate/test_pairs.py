@@ -201,6 +201,47 @@ def run_ci(repo: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+SMALL_SPEC = """
+name = "small"
+plugins = ["gs_slow"]
+[measure]
+repeats = 2
+samples = 6
+min_time_s = 0.001
+max_warmups = 2
+memory = false
+[[grid]]
+kernel = "rnn"
+variants = { buffers = ["slowed"], wgrad = ["batched"], clip = ["none"] }
+shape = { N = [4], T = [4], D = [8], H = [8] }
+"""
+
+
+def test_a_small_ci_run_end_to_end_in_process(project, tmp_path, monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradsweep.cli.gate import ci_command
+
+    (tmp_path / "small.toml").write_text(SMALL_SPEC)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PYTHONPATH", str(project / "tests" / "plugins"))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    md, printed = tmp_path / "small.md", StringIO()
+    code = ci_command("HEAD", spec=str(tmp_path / "small.toml"), results=str(tmp_path / "r"),
+                      markdown=str(md), budget_s=4.0, console=Console(file=printed, width=200))
+    out = printed.getvalue()
+    assert code == 0, out
+    assert "pair 1: 1 of 1 cell(s)" in out and "pair 2:" in out
+    assert "process pairs (random effects)" in out and "threshold 3%" in out
+    line = next(x for x in md.read_text().splitlines() if "buffers=slowed" in x)
+    verdict, pairs = line.split("|")[1].strip(), int(line.split("|")[8])
+    assert verdict in ("unchanged", ":white_circle: inconclusive") and pairs >= 2
+    assert len(subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True,
+                              text=True).stdout.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_ci_flags_a_two_fold_slowdown_in_the_working_tree(project):
     base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
