@@ -1,21 +1,37 @@
 """Regression alerts: compare two sweeps cell by cell, decide, and report.
 
 A candidate sweep is compared with a base sweep cell by cell (joined on
-``cell_id``). When both sweeps share a ``ci_run`` (the paired A B B A gate of
-``gradsweep ci``) sample i of one side was taken next to sample i of the
-other, so the comparison is paired: the ratio is ``exp(median(log(c_i/b_i)))``
-with a paired bootstrap interval and a Wilcoxon signed-rank p-value on the
-log-ratios. Otherwise it is unpaired: the ratio of medians with an
-independent bootstrap interval and a Mann-Whitney U p-value. A cell
-*regressed* when p < alpha and the candidate is slower by more than the
-threshold (ratio > 1 + threshold); it *improved* when p < alpha and ratio <
-1 - threshold (DESIGN.md, Statistics).
+``cell_id``), in one of three ways (``CellComparison.method``):
+
+- ``random-effects`` (the gate's): both sweeps share a ``ci_run`` and carry
+  blocks (schema 3), so block ``p`` of both sides is process pair ``p`` of
+  ``gradsweep ci`` and sample ``(p, r)`` of one side was taken next to sample
+  ``(p, r)`` of the other. ``stats.paired_estimate`` gives the ratio and its
+  interval over pairs (DerSimonian-Laird, modified Hartung-Knapp): a process
+  pair's own bias is between-pair variance, part of the interval.
+- ``wilcoxon``: a shared ``ci_run`` without blocks (older gate runs): paired by
+  sample index, ``exp(median(log(c_i/b_i)))``, paired bootstrap interval,
+  Wilcoxon signed-rank p-value.
+- ``mann-whitney``: no shared ``ci_run``: ratio of medians, independent
+  bootstraps, Mann-Whitney U. Separate runs differ by process effects
+  (PLATFORM.md: unpaired A/A differed by more than 5% in 9 of 10 pairs), which
+  these samples cannot show; such a comparison says so first and its verdicts
+  are advisory (exit 0) unless ``unpaired_ok`` (``compare --unpaired``).
+
+The p-values of all compared cells are adjusted together by Benjamini-Hochberg
+(a false discovery rate at alpha). A cell *regressed* when its adjusted p <
+alpha and the candidate is slower by more than the threshold (ratio > 1 +
+threshold), *improved* when adjusted p < alpha and ratio < 1 - threshold. With
+random effects it is *unchanged* only when its ``1 - alpha`` interval lies
+inside ``1 +- threshold`` and *inconclusive* otherwise (``stats.gate_verdict``);
+the other methods call everything else unchanged (DESIGN.md, Statistics).
 
 Outputs: a rich table, Markdown (also appended to ``$GITHUB_STEP_SUMMARY``)
 and JUnit XML (one testcase per cell, a failure per regression).
 
 References
 ----------
+Benjamini, Y. & Hochberg, Y. (1995). Controlling the false discovery rate. JRSS B 57(1), 289-300.
 Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics Bull. 1(6), 80-83.
 Mann, H. B. & Whitney, D. R. (1947). Ann. Math. Statist. 18(1), 50-60.
 Efron, B. & Tibshirani, R. J. (1993). *An Introduction to the Bootstrap*. Chapman & Hall.
@@ -30,16 +46,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gradsweep import stats, store
-from gradsweep.defaults import ALPHA, MIN_EFFECT
+from gradsweep.defaults import ALPHA, CONFIDENCE, MIN_EFFECT
 from gradsweep.errors import BadInput
+from gradsweep.records import CellResult
 from gradsweep.report import md_escape
+from gradsweep.stats import IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED, RatioEstimate
 
 #: Minimum effect: the candidate must be this fraction slower (or faster).
 THRESHOLD = MIN_EFFECT
-from gradsweep.stats import IMPROVEMENT, REGRESSION, UNCHANGED  # noqa: E402
+#: ``CellComparison.method`` values.
+RANDOM_EFFECTS, WILCOXON, MANN_WHITNEY = "random-effects", "wilcoxon", "mann-whitney"
+#: The first thing an unpaired comparison says (its verdicts are advisory unless asked).
+UNPAIRED_WARNING = (
+    "unpaired: these sweeps were not measured side by side (no shared ci_run), and separate "
+    "runs differ by process effects the samples cannot show (the same code in two processes "
+    "differed by more than 5% in 9 of 10 runs on a shared machine)")
+ADVISORY = "verdicts are advisory and the exit code is 0; pass --unpaired to gate on them"
+GATED_UNPAIRED = "gating on them anyway (--unpaired)"
 
 #: Cell columns that describe the machine; a difference between the sides is warned about.
 MACHINE_FIELDS = ("host", "cpu", "blas", "numpy_version", "python_version", "threads")
@@ -58,18 +85,25 @@ class CellComparison:
     ----------
     cell_id, kernel, variant, shape, dtype : str
     paired : bool
-        Whether samples were paired by index.
+        Whether samples were paired (by block and round, or by index).
     n_base, n_candidate : int
         Samples on each side.
     base_median_ns, candidate_median_ns : float
     ratio : float
-        Candidate over base: the paired ratio or the ratio of medians; > 1 is slower.
+        Candidate over base: the random-effects or paired ratio, or the ratio of
+        medians; > 1 is slower.
     ci_low, ci_high : float
-        95% percentile-bootstrap interval of ``ratio``.
+        95% interval of ``ratio`` (random effects: t over pairs; else bootstrap).
     p_value : float
-        Wilcoxon signed-rank (paired) or Mann-Whitney U (unpaired), two-sided.
+        Two-sided: the random-effects t-test, Wilcoxon signed-rank or Mann-Whitney U.
     verdict : str
-        ``regression``, ``improvement`` or ``unchanged``.
+        ``regression``, ``improvement``, ``unchanged`` or ``inconclusive``.
+    method : str
+        :data:`RANDOM_EFFECTS`, :data:`WILCOXON` or :data:`MANN_WHITNEY`.
+    blocks : int
+        Process pairs (random effects), else 1.
+    p_adjusted : float
+        ``p_value`` adjusted by Benjamini-Hochberg across the compared cells.
     """
 
     cell_id: str
@@ -87,6 +121,9 @@ class CellComparison:
     ci_high: float
     p_value: float
     verdict: str
+    method: str = MANN_WHITNEY
+    blocks: int = 1
+    p_adjusted: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -114,6 +151,7 @@ class Comparison:
     cells: tuple[CellComparison, ...]
     uncompared: tuple[Uncompared, ...] = ()
     warnings: tuple[str, ...] = ()
+    advisory: bool = False
 
     @property
     def regressions(self) -> tuple[CellComparison, ...]:
@@ -126,9 +164,14 @@ class Comparison:
         return tuple(c for c in self.cells if c.verdict == IMPROVEMENT)
 
     @property
+    def inconclusive(self) -> tuple[CellComparison, ...]:
+        """Cells neither flagged nor shown unchanged (the gate's budget ran out)."""
+        return tuple(c for c in self.cells if c.verdict == INCONCLUSIVE)
+
+    @property
     def exit_code(self) -> int:
-        """1 when any cell regressed, else 0."""
-        return 1 if self.regressions else 0
+        """1 when any cell regressed and the verdicts are not advisory, else 0."""
+        return 1 if self.regressions and not self.advisory else 0
 
 
 # --------------------------------------------------------------------------- statistics
@@ -196,18 +239,130 @@ def decide(ratio: float, p_value: float, alpha: float = ALPHA,
     return UNCHANGED
 
 
+@dataclass(frozen=True)
+class BlockSamples:
+    """One side's samples of a cell with the block (process pair) and round of each.
+
+    Attributes
+    ----------
+    samples, blocks, rounds : tuple, each of shape (n,)
+    """
+
+    samples: tuple[float, ...]
+    blocks: tuple[int, ...]
+    rounds: tuple[int, ...]
+
+
+def merged_samples(rows: Sequence[CellResult]) -> BlockSamples:
+    """The samples of one side's rows (one per block), with their blocks and rounds."""
+    return BlockSamples(tuple(t for r in rows for t in r.samples_ns),
+                        tuple(b for r in rows for b in r.sample_block),
+                        tuple(k for r in rows for k in r.sample_round))
+
+
+def block_grids(base: BlockSamples, candidate: BlockSamples) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as arrays (blocks, rounds) on one grid, NaN where a sample is missing.
+
+    Rows are the blocks either side has, in order; equal indices are a pair.
+    """
+    ids = sorted({*base.blocks, *candidate.blocks})
+    row = {b: i for i, b in enumerate(ids)}
+    width = 1 + max((*base.rounds, *candidate.rounds), default=-1)
+    grids = []
+    for side in (base, candidate):
+        grid = np.full((len(ids), width), np.nan)
+        for t, b, r in zip(side.samples, side.blocks, side.rounds):
+            grid[row[b], r] = t
+        grids.append(grid)
+    return grids[0], grids[1]
+
+
+def paired_block_estimate(base: BlockSamples, candidate: BlockSamples,
+                          confidence: float = CONFIDENCE) -> RatioEstimate | None:
+    """Candidate over base, random effects over blocks (``stats.paired_estimate``);
+    None when no block has ``stats.MIN_ROUNDS`` complete pairs."""
+    b, c = block_grids(base, candidate)
+    return stats.paired_estimate(c, b, confidence=confidence)
+
+
+def _block_samples(row: pd.Series) -> BlockSamples | None:
+    """The row's samples with blocks and rounds, or None when it has none (schema < 3)."""
+    samples = row.get("samples_ns")
+    blocks, rounds = row.get("sample_block"), row.get("sample_round")
+    if blocks is None or rounds is None or not isinstance(blocks, (list, tuple, np.ndarray)):
+        return None
+    if len(blocks) != len(samples) or len(rounds) != len(samples) or not len(samples):
+        return None
+    return BlockSamples(tuple(float(x) for x in samples), tuple(int(x) for x in blocks),
+                        tuple(int(x) for x in rounds))
+
+
+@dataclass(frozen=True)
+class _Stats:
+    """One cell's statistics before the verdict (which needs every cell's p-value)."""
+
+    method: str
+    ratio: float
+    low: float
+    high: float
+    p: float
+    blocks: int = 1
+    estimate: RatioEstimate | None = None
+
+
+def cell_statistics(base: pd.Series, candidate: pd.Series, paired: bool) -> _Stats:
+    """The method that fits the two rows (module docstring) and its ratio, interval, p."""
+    if paired:
+        b, c = _block_samples(base), _block_samples(candidate)
+        est = paired_block_estimate(b, c) if b is not None and c is not None else None
+        if est is not None:
+            return _Stats(RANDOM_EFFECTS, est.ratio, est.low, est.high, est.p_value,
+                          est.blocks, est)
+    bs = [float(x) for x in base["samples_ns"]]
+    cs = [float(x) for x in candidate["samples_ns"]]
+    by_index = paired and len(bs) == len(cs)
+    ratio, low, high, p = ratio_statistics(bs, cs, by_index)
+    return _Stats(WILCOXON if by_index else MANN_WHITNEY, ratio, low, high, p)
+
+
+def _verdict(found: _Stats, p_adjusted: float, alpha: float, threshold: float) -> str:
+    if found.estimate is not None:
+        return stats.gate_verdict(found.estimate, threshold, True, alpha=alpha,
+                                  p_value=p_adjusted)
+    return decide(found.ratio, p_adjusted, alpha, threshold)
+
+
+def compare_cells(pairs: Sequence[tuple[pd.Series, pd.Series]], paired: bool,
+                  alpha: float = ALPHA, threshold: float = THRESHOLD) -> list[CellComparison]:
+    """Compare ok cells ``(base row, candidate row)``, p-values BH-adjusted across them."""
+    found = [cell_statistics(b, c, paired) for b, c in pairs]
+    if not found:
+        return []
+    adjusted = stats.fdr_adjusted([f.p for f in found])
+    out = []
+    for (b, c), f, p_adj in zip(pairs, found, adjusted):
+        bs, cs = b["samples_ns"], c["samples_ns"]
+        out.append(CellComparison(
+            **{k: str(c[k]) for k in IDENTITY}, paired=f.method != MANN_WHITNEY,
+            n_base=len(bs), n_candidate=len(cs), base_median_ns=_centre(b),
+            candidate_median_ns=_centre(c), ratio=f.ratio, ci_low=f.low, ci_high=f.high,
+            p_value=f.p, verdict=_verdict(f, float(p_adj), alpha, threshold),
+            method=f.method, blocks=f.blocks, p_adjusted=float(p_adj)))
+    return out
+
+
+def _centre(row: pd.Series) -> float:
+    """The row's time: its stored ``median_ns`` (over blocks) or the samples' median."""
+    value = row.get("median_ns")
+    if value is not None and not pd.isna(value):
+        return float(value)
+    return stats.median([float(x) for x in row["samples_ns"]])
+
+
 def compare_cell(base: pd.Series, candidate: pd.Series, paired: bool,
                  alpha: float = ALPHA, threshold: float = THRESHOLD) -> CellComparison:
-    """Compare one ok cell's samples; pairs only when both sides have as many samples."""
-    b = [float(x) for x in base["samples_ns"]]
-    c = [float(x) for x in candidate["samples_ns"]]
-    paired = paired and len(b) == len(c)
-    ratio, low, high, p = ratio_statistics(b, c, paired)
-    return CellComparison(
-        **{k: str(candidate[k]) for k in IDENTITY}, paired=paired, n_base=len(b),
-        n_candidate=len(c), base_median_ns=stats.median(b), candidate_median_ns=stats.median(c),
-        ratio=ratio, ci_low=low, ci_high=high, p_value=p,
-        verdict=decide(ratio, p, alpha, threshold))
+    """Compare one ok cell alone (no other cells to adjust its p-value with)."""
+    return compare_cells([(base, candidate)], paired, alpha, threshold)[0]
 
 
 def _status(frame: pd.DataFrame, cell_id: str) -> str:
@@ -234,7 +389,8 @@ def _usable(frame: pd.DataFrame, cell_id: str) -> bool:
 
 def compare_frames(base: pd.DataFrame, candidate: pd.DataFrame, *, paired: bool,
                    alpha: float = ALPHA, threshold: float = THRESHOLD,
-                   base_sweep: str = "base", candidate_sweep: str = "candidate") -> Comparison:
+                   base_sweep: str = "base", candidate_sweep: str = "candidate",
+                   unpaired_ok: bool = False) -> Comparison:
     """Compare two sweeps' ``cells`` rows, matched by ``cell_id``.
 
     Parameters
@@ -243,31 +399,39 @@ def compare_frames(base: pd.DataFrame, candidate: pd.DataFrame, *, paired: bool,
         Rows of the ``cells`` table (at least the identity columns, status,
         error, samples_ns and the machine fields).
     paired : bool
-        Pair samples by index (the sweeps share a ``ci_run``).
+        The sweeps share a ``ci_run``: pair samples by block and round (or by index).
     alpha, threshold : float
     base_sweep, candidate_sweep : str
         Names for the report.
+    unpaired_ok : bool
+        Gate on an unpaired comparison (else its verdicts are advisory: exit 0).
 
     Returns
     -------
     Comparison
         Cells ok on both sides compared (in the candidate's order, then the
-        base's), the others listed as :class:`Uncompared`.
+        base's), the others listed as :class:`Uncompared`; an unpaired
+        comparison's first warning says it is unpaired.
     """
     check_settings(alpha, threshold)
     b, c = base.set_index("cell_id", drop=False), candidate.set_index("cell_id", drop=False)
     order = list(dict.fromkeys([*c.index, *b.index]))
-    compared, skipped = [], []
+    usable, skipped = [], []
     for cell_id in order:
         if _usable(b, cell_id) and _usable(c, cell_id):
-            compared.append(compare_cell(b.loc[cell_id], c.loc[cell_id], paired, alpha,
-                                         threshold))
+            usable.append((b.loc[cell_id], c.loc[cell_id]))
         else:
             row = c.loc[cell_id] if cell_id in c.index else b.loc[cell_id]
             skipped.append(_uncompared(cell_id, row, b, c))
+    warnings = machine_differences(base, candidate)
+    if not paired:
+        warnings = (f"{UNPAIRED_WARNING}; {GATED_UNPAIRED if unpaired_ok else ADVISORY}",
+                    *warnings)
     return Comparison(base_sweep=base_sweep, candidate_sweep=candidate_sweep, paired=paired,
-                      alpha=alpha, threshold=threshold, cells=tuple(compared),
-                      uncompared=tuple(skipped), warnings=machine_differences(base, candidate))
+                      alpha=alpha, threshold=threshold,
+                      cells=tuple(compare_cells(usable, paired, alpha, threshold)),
+                      uncompared=tuple(skipped), warnings=warnings,
+                      advisory=not paired and not unpaired_ok)
 
 
 def _values(frame: pd.DataFrame, column: str) -> list[str]:
@@ -312,11 +476,13 @@ def shared_ci_run(base_sweeps: pd.DataFrame, base_id: str, candidate_sweeps: pd.
 
 
 def compare_sweeps(base_ds: store.Dataset, base: str, candidate_ds: store.Dataset,
-                   candidate: str, alpha: float = ALPHA,
-                   threshold: float = THRESHOLD) -> Comparison:
+                   candidate: str, alpha: float = ALPHA, threshold: float = THRESHOLD,
+                   unpaired_ok: bool = False) -> Comparison:
     """Read two sweeps (ids or ``latest``) and compare them; BadInput for unknown ids.
 
-    ``latest`` on both sides of one dataset names the newest sweep twice; use ids.
+    Paired when both share a ``ci_run`` (see :func:`compare_frames`, also for
+    ``unpaired_ok``). ``latest`` on both sides of one dataset names the newest
+    sweep twice; use ids.
     """
     check_settings(alpha, threshold)
     base_id = store.resolve_sweep(base_ds, base)
@@ -331,7 +497,8 @@ def compare_sweeps(base_ds: store.Dataset, base: str, candidate_ds: store.Datase
         empty = base_id if not len(b) else candidate_id
         raise BadInput(f"sweep {empty} has no cells")
     return compare_frames(b, c, paired=run is not None, alpha=alpha, threshold=threshold,
-                          base_sweep=base_id, candidate_sweep=candidate_id)
+                          base_sweep=base_id, candidate_sweep=candidate_id,
+                          unpaired_ok=unpaired_ok)
 
 
 # --------------------------------------------------------------------------- text
@@ -351,38 +518,58 @@ def _ms(ns: float) -> str:
     return f"{ns / NS_PER_MS:.3g}"
 
 
+def mode_text(c: Comparison) -> str:
+    """How the cells were compared, e.g. ``paired over process pairs (random effects)``."""
+    methods = {x.method for x in c.cells}
+    if RANDOM_EFFECTS in methods:
+        pairs = sorted({x.blocks for x in c.cells if x.method == RANDOM_EFFECTS})
+        span = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
+        return f"paired over {span} process pairs (random effects)"
+    if WILCOXON in methods:
+        return "paired by sample (one process per side)"
+    return "unpaired" + (", advisory" if c.advisory else "")
+
+
 def summary_line(c: Comparison) -> str:
-    """One line: counts of regressions, improvements and cells compared."""
-    mode = "paired" if c.paired else "unpaired"
-    return (f"{len(c.regressions)} regression(s), {len(c.improvements)} improvement(s) in "
-            f"{len(c.cells)} cell(s) compared ({mode}, alpha {c.alpha:g}, threshold "
-            f"{100 * c.threshold:g}%); {len(c.uncompared)} not compared")
+    """One line: counts per verdict, how the cells were compared, the settings."""
+    counts = (f"{len(c.regressions)} regression(s), {len(c.improvements)} improvement(s)"
+              f"{f', {len(c.inconclusive)} inconclusive' if c.inconclusive else ''}")
+    return (f"{counts} in {len(c.cells)} cell(s) compared ({mode_text(c)}; BH false "
+            f"discovery rate {c.alpha:g}, threshold {100 * c.threshold:g}%); "
+            f"{len(c.uncompared)} not compared")
+
+
+VERDICT_RANK = {REGRESSION: 0, IMPROVEMENT: 1, INCONCLUSIVE: 2, UNCHANGED: 3}
 
 
 def ordered(c: Comparison) -> list[CellComparison]:
-    """Regressions first (largest ratio first), then improvements, then the rest."""
-    rank = {REGRESSION: 0, IMPROVEMENT: 1, UNCHANGED: 2}
-    return sorted(c.cells, key=lambda x: (rank[x.verdict], -x.ratio))
+    """Regressions first (largest ratio first), then improvements, inconclusive, the rest."""
+    return sorted(c.cells, key=lambda x: (VERDICT_RANK[x.verdict], -x.ratio))
 
 
 MD_ICON = {REGRESSION: ":red_circle: regression", IMPROVEMENT: ":green_circle: improvement",
-           UNCHANGED: "unchanged"}
+           INCONCLUSIVE: ":white_circle: inconclusive", UNCHANGED: "unchanged"}
+
+
+def heading(c: Comparison) -> str:
+    """The report's first line: regressions, and whether they count."""
+    note = " (unpaired, advisory)" if c.advisory else " (unpaired)" if not c.paired else ""
+    return f"gradsweep: {len(c.regressions)} regression(s){note}"
 
 
 def to_markdown(c: Comparison) -> str:
     """The comparison as GitHub-flavoured Markdown: summary, warnings, tables."""
-    lines = [f"## gradsweep: {len(c.regressions)} regression(s)", "",
-             f"base `{c.base_sweep}` vs candidate `{c.candidate_sweep}`: {summary_line(c)}.",
-             ""]
+    lines = [f"## {heading(c)}", ""]
     lines += [f"> :warning: {md_escape(w)}" for w in c.warnings]
     if c.warnings:
         lines.append("")
-    lines += ["| verdict | variant | shape | dtype | base ms | candidate ms | "
-              "ratio [95% CI] | p |", "|---|---|---|---|---:|---:|---|---:|"]
+    lines += [f"base `{c.base_sweep}` vs candidate `{c.candidate_sweep}`: {summary_line(c)}.",
+              "", "| verdict | variant | shape | dtype | base ms | candidate ms | "
+              "ratio [95% CI] | pairs | p (BH) |", "|---|---|---|---|---:|---:|---|---:|---:|"]
     for x in ordered(c):
         lines.append(f"| {MD_ICON[x.verdict]} | `{md_escape(x.variant)}` | {x.shape} | "
                      f"{x.dtype} | {_ms(x.base_median_ns)} | {_ms(x.candidate_median_ns)} | "
-                     f"{fmt_ratio(x)} | {fmt_p(x.p_value)} |")
+                     f"{fmt_ratio(x)} | {x.blocks} | {fmt_p(x.p_adjusted)} |")
     if c.uncompared:
         lines += ["", "### Not compared", "", "| variant | shape | dtype | base | candidate | "
                   "reason |", "|---|---|---|---|---|---|"]
@@ -391,19 +578,20 @@ def to_markdown(c: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _testcase(suite: ET.Element, x: CellComparison) -> None:
+def _testcase(suite: ET.Element, x: CellComparison, advisory: bool) -> None:
     case = ET.SubElement(suite, "testcase", classname=f"gradsweep.{x.kernel}.{x.dtype}",
                          name=f"{x.variant} {x.shape} {x.dtype}", time="0")
-    detail = (f"{x.variant} {x.shape} {x.dtype}: candidate/base {fmt_ratio(x)}, p "
-              f"{fmt_p(x.p_value)}, base {_ms(x.base_median_ns)} ms, candidate "
-              f"{_ms(x.candidate_median_ns)} ms ({'paired' if x.paired else 'unpaired'}, "
+    detail = (f"{x.variant} {x.shape} {x.dtype}: candidate/base {fmt_ratio(x)}, p (BH) "
+              f"{fmt_p(x.p_adjusted)}, base {_ms(x.base_median_ns)} ms, candidate "
+              f"{_ms(x.candidate_median_ns)} ms ({x.method}, {x.blocks} pair(s), "
               f"n {x.n_base}/{x.n_candidate})")
-    if x.verdict == REGRESSION:
+    if x.verdict == REGRESSION and not advisory:
         failure = ET.SubElement(case, "failure", type="regression",
-                                message=f"{x.ratio:.3f}x slower (p {fmt_p(x.p_value)})")
+                                message=f"{x.ratio:.3f}x slower (p {fmt_p(x.p_adjusted)})")
         failure.text = detail
     else:
-        ET.SubElement(case, "system-out").text = f"{x.verdict}: {detail}"
+        note = " (advisory: unpaired)" if advisory and x.verdict == REGRESSION else ""
+        ET.SubElement(case, "system-out").text = f"{x.verdict}{note}: {detail}"
 
 
 def to_junit(c: Comparison) -> str:
@@ -411,15 +599,16 @@ def to_junit(c: Comparison) -> str:
     suites = ET.Element("testsuites", name="gradsweep compare")
     suite = ET.SubElement(suites, "testsuite", name=f"{c.base_sweep}..{c.candidate_sweep}",
                           tests=str(len(c.cells) + len(c.uncompared)),
-                          failures=str(len(c.regressions)), errors="0",
+                          failures=str(0 if c.advisory else len(c.regressions)), errors="0",
                           skipped=str(len(c.uncompared)), time="0")
     props = ET.SubElement(suite, "properties")
     for name, value in (("base", c.base_sweep), ("candidate", c.candidate_sweep),
-                        ("paired", str(c.paired).lower()), ("alpha", f"{c.alpha:g}"),
-                        ("threshold", f"{c.threshold:g}"), *(("warning", w) for w in c.warnings)):
+                        ("paired", str(c.paired).lower()), ("advisory", str(c.advisory).lower()),
+                        ("alpha", f"{c.alpha:g}"), ("threshold", f"{c.threshold:g}"),
+                        *(("warning", w) for w in c.warnings)):
         ET.SubElement(props, "property", name=name, value=value)
     for x in ordered(c):
-        _testcase(suite, x)
+        _testcase(suite, x, c.advisory)
     for u in c.uncompared:
         case = ET.SubElement(suite, "testcase", classname="gradsweep.not-compared",
                              name=f"{u.variant} {u.shape} {u.dtype}", time="0")
@@ -427,7 +616,6 @@ def to_junit(c: Comparison) -> str:
                       f"{u.candidate_status}: {u.reason}")
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
-
 
 
 def write_reports(c: Comparison, markdown: str | os.PathLike | None = None,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradsweep import regress, store
+from gradsweep import regress, stats, store
 from gradsweep.cli.app import main
 from gradsweep.errors import BadInput
 
@@ -64,10 +64,83 @@ def test_two_fold_slowdown_flagged_paired_and_unpaired():
     rng = np.random.default_rng(2)
     b, c = paired_set(rng, 2.0, drift=0.02)
     for paired in (True, False):
-        comp = regress.compare_frames(*frames({"a": (b, c)}), paired=paired)
+        comp = regress.compare_frames(*frames({"a": (b, c)}), paired=paired, unpaired_ok=True)
         (cell,) = comp.regressions
         assert cell.ratio == pytest.approx(2.0, rel=0.1)
         assert cell.ci_low > 1.05 and comp.exit_code == 1
+
+
+def test_unpaired_verdicts_are_advisory_and_say_so_first_unless_asked():
+    rng = np.random.default_rng(2)
+    b, c = paired_set(rng, 2.0, drift=0.02)
+    comp = regress.compare_frames(*frames({"a": (b, c)}), paired=False)
+    assert len(comp.regressions) == 1 and comp.advisory and comp.exit_code == 0
+    assert comp.warnings[0].startswith("unpaired:") and "process effects" in comp.warnings[0]
+    assert "--unpaired" in comp.warnings[0]
+    text = regress.to_markdown(comp)
+    assert text.startswith("## gradsweep: 1 regression(s) (unpaired, advisory)")
+    assert text.splitlines()[2].startswith("> :warning: unpaired:")
+    root = ET.fromstring(regress.to_junit(comp))
+    assert root.find(".//failure") is None and "advisory" in root.find(".//system-out").text
+    gated = regress.compare_frames(*frames({"a": (b, c)}), paired=False, unpaired_ok=True)
+    assert gated.exit_code == 1 and "anyway (--unpaired)" in gated.warnings[0]
+    paired = regress.compare_frames(*frames({"a": (b, c)}), paired=True)
+    assert not any(w.startswith("unpaired") for w in paired.warnings)
+
+
+def blocked(rng, factor, pairs=5, rounds=10, tau=0.01, cv=0.03, pair_bias=None):
+    """Base and candidate rows' samples with blocks and rounds (process pairs)."""
+    blocks = np.repeat(np.arange(pairs), rounds)
+    rounds_ = np.tile(np.arange(rounds), pairs)
+    bias = rng.normal(0, tau, pairs) if pair_bias is None else np.asarray(pair_bias)
+    drift = rng.normal(0, 0.3, pairs * rounds)
+    b = BASE_NS * np.exp(drift + rng.normal(0, cv, pairs * rounds))
+    c = factor * BASE_NS * np.exp(drift + bias[blocks] + rng.normal(0, cv, pairs * rounds))
+    extra = {"sample_block": list(blocks), "sample_round": list(rounds_)}
+    return (b, extra), (c, extra)
+
+
+def blocked_frames(cells):
+    base = pd.DataFrame([row(k, b[0], **b[1]) for k, (b, _) in cells.items()])
+    cand = pd.DataFrame([row(k, c[0], **c[1]) for k, (_, c) in cells.items()])
+    return base, cand
+
+
+def test_paired_sweeps_with_blocks_use_the_random_effects_interval_over_pairs():
+    rng = np.random.default_rng(11)
+    # each process pair has its own bias (sd 4%): pairing by sample alone finds the
+    # candidate slower, over pairs it is the pairs' own spread
+    cells = {"a": blocked(rng, 1.0, pair_bias=[0.05, 0.04, -0.03, 0.06, -0.02], cv=0.01)}
+    comp = regress.compare_frames(*blocked_frames(cells), paired=True)
+    (cell,) = comp.cells
+    assert cell.method == regress.RANDOM_EFFECTS and cell.blocks == 5
+    assert cell.ci_low < 1.0 < cell.ci_high and cell.verdict != regress.REGRESSION
+    by_index = regress.ratio_statistics(cells["a"][0][0], cells["a"][1][0], paired=True)
+    assert by_index[3] < 0.01  # pairing by sample alone calls it significant
+    slow = regress.compare_frames(*blocked_frames({"a": blocked(rng, 1.2)}), paired=True)
+    assert slow.cells[0].verdict == regress.REGRESSION and slow.exit_code == 1
+    assert slow.cells[0].ratio == pytest.approx(1.2, rel=0.03)
+
+
+def test_random_effects_cells_are_unchanged_or_inconclusive_by_their_interval():
+    rng = np.random.default_rng(12)
+    tight = blocked(rng, 1.0, pairs=8, tau=0.002, cv=0.01)
+    loose = blocked(rng, 1.0, pairs=3, tau=0.04, cv=0.05)
+    comp = regress.compare_frames(*blocked_frames({"t": tight, "l": loose}), paired=True)
+    verdicts = {c.cell_id: c.verdict for c in comp.cells}
+    assert verdicts == {"t": regress.UNCHANGED, "l": regress.INCONCLUSIVE}
+    assert comp.exit_code == 0 and "1 inconclusive" in regress.summary_line(comp)
+    assert ":white_circle: inconclusive" in regress.to_markdown(comp)
+
+
+def test_p_values_are_adjusted_across_cells_benjamini_hochberg():
+    rng = np.random.default_rng(13)
+    cells = {f"c{i}": blocked(rng, 1.0) for i in range(6)}
+    comp = regress.compare_frames(*blocked_frames(cells), paired=True)
+    raw = [c.p_value for c in comp.cells]
+    adjusted = [c.p_adjusted for c in comp.cells]
+    assert adjusted == pytest.approx(list(stats.fdr_adjusted(raw)))
+    assert all(a >= r for a, r in zip(adjusted, raw))
 
 
 def test_pairing_cancels_drift_that_hides_a_change_unpaired():
@@ -129,11 +202,11 @@ def test_machine_difference_warning_names_the_fields():
     rng = np.random.default_rng(8)
     s = noisy(rng)
     base, cand = frames({"a": (s, s)}, host="h2", numpy_version="2.3.0")
-    comp = regress.compare_frames(base, cand, paired=False)
+    comp = regress.compare_frames(base, cand, paired=True)
     assert len(comp.warnings) == 2
     assert "host h1 (base) vs h2 (candidate)" in comp.warnings[0]
     assert "numpy_version" in comp.warnings[1]
-    same = regress.compare_frames(*frames({"a": (s, s)}), paired=False)
+    same = regress.compare_frames(*frames({"a": (s, s)}), paired=True)
     assert same.warnings == ()
 
 
@@ -226,7 +299,10 @@ def test_compare_sweeps_in_two_datasets(tmp_path):
     samples = store.read(ds, "cells", ["20260101T000001Z-bbbb"])["samples_ns"].iloc[0]
     store_sweep(other, "20260101T000002Z-cccc", [row("x", samples)])
     comp = regress.compare_sweeps(ds, "20260101T000000Z-aaaa", other, "latest")
-    assert not comp.paired and comp.exit_code == 1
+    assert not comp.paired and comp.regressions and comp.exit_code == 0  # advisory
+    gated = regress.compare_sweeps(ds, "20260101T000000Z-aaaa", other, "latest",
+                                   unpaired_ok=True)
+    assert gated.exit_code == 1
 
 
 def test_cli_compare_exit_codes_and_reports(tmp_path, capsys):
@@ -245,3 +321,19 @@ def test_cli_compare_exit_codes_and_reports(tmp_path, capsys):
     assert main(["compare", "20260101T000000Z-aaaa", "latest", "--results", ds.root,
                  "--alpha", "2"]) == 2
     assert "gradsweep: error:" in capsys.readouterr().err
+
+
+def test_compare_command_gates_unpaired_sweeps_only_when_asked(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from gradsweep.cli.gate import compare_command
+
+    ds = stored_pair(tmp_path, 2.0, ci_run=("r1", "r2"))
+    out = StringIO()
+    args = ("20260101T000000Z-aaaa", "latest")
+    assert compare_command(*args, results=ds.root, console=Console(file=out, width=200)) == 0
+    assert out.getvalue().startswith("warning: unpaired:")
+    assert compare_command(*args, results=ds.root, unpaired=True,
+                           console=Console(file=StringIO())) == 1

@@ -1,48 +1,55 @@
-"""The paired A/B gate behind ``gradsweep ci``: two revisions, one core, turns of A B B A.
+"""The paired A/B gate behind ``gradsweep ci``: process pairs, A B B A, sequential.
 
-``ci_command`` checks the base revision out into a temporary git worktree and
-starts two worker processes (``gate/side.py``): base with the worktree
-first on its import path, candidate with the working tree. Both are pinned to
-the same core(s) and take turns one sample at a time in A B B A order (the
-driver sends one request and waits for its answer before the next), so drift
-hits both alike and they never run at once (DESIGN.md, Statistics; PLATFORM.md,
-Timing noise). Per cell: both sides build and verify the cell (an incorrect or
-failing side is recorded and the cell is not timed), both calibrate and the
-larger loop count is used by both, both warm up, then the paired samples. Both
-sweeps are stored with roles ``base``/``candidate`` and one ``ci_run``, and
-``regress`` compares them paired.
+``gradsweep ci`` measures two revisions of the kernels against each other: the
+base revision and the working tree (:mod:`.trees` checks both out side by
+side). Two worker processes (:mod:`.side`), one per side, both pinned to the
+same core, form a **process pair**; they take turns one sample at a time (the
+driver sends one request and waits for the answer before the next), so they
+never run at once and drift hits both alike. In pair ``p`` every cell still
+undecided is prepared and verified on both sides, calibrated (the larger loop
+count is used by both) and warmed up, then timed in rounds: in each round each
+side takes one sample, the side that goes first alternating from round to
+round (A B, B A, ...: A B B A turns) and the side that starts the pair (is
+started, prepares, samples first) alternating from pair to pair. Between rounds
+each side copies its case and cache to fresh buffers at random offsets (as
+``worker.run_block`` does), so the layout one process happened to get is noise.
 
-Which code runs where (see ``gate/side.py``): the harness ``gradsweep`` is
-the one running this driver (the candidate's) on both sides; ``gradsweep.impls`` and the
-spec's plugins come from each side's tree. Entries of PYTHONPATH inside the
-repository are mapped to the same place in the base worktree, so a plugin kept
-in the repository (``tests/plugins``) is the base revision's on the base side.
+A process has its own speed and each pair its own small bias of one side
+against the other (PLATFORM.md, "Where timing noise comes from"), which no
+number of rounds inside the pair averages out. So pair ``p`` is block ``p`` of
+both sides' rows (``sample_block = p``, ``sample_round`` the round), and the
+candidate/base ratio is the random-effects combination over pairs
+(``stats.paired_estimate``): a pair's bias is between-pair variance, part of
+the interval, not a verdict. :mod:`.sequential` decides which cells get another
+pair, up to a time budget. Both sweeps are stored with roles
+``base``/``candidate`` and one ``ci_run``, and ``regress`` compares them the
+same way.
 
-The clock: by default the gate times CPU time (``time.process_time_ns``), not
-wall time. On a 2-core machine shared with other work, a 1 ms LSTM sample's
+The clock: by default CPU time of the timing thread (``measure.cpu_clock``),
+not wall time: on a 2-core machine shared with other work a 1 ms LSTM sample's
 wall time doubled and spread (MAD/median 17%) while its CPU time stayed put
-(3.5%): wall time counts the slices the worker spent descheduled. With one
-BLAS thread the kernel never waits, so CPU time is its cost; ``--clock wall``
-restores the sweeps' clock. Each sample is preceded by one untimed call, so
-the side whose turn it is starts with its caches warm after the other ran.
+(3.5%). Both clocks are stored with every sample; ``--clock wall`` ranks on
+wall time. Each sample is preceded by one untimed call, so the side whose turn
+it is starts with its caches warm after the other ran.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gradsweep import runner, store
+from gradsweep import regress, runner, store, worker
 from gradsweep.defaults import CI_SPEC
 from gradsweep.errors import BadInput
+from gradsweep.gate.sequential import MAX_PAIRS, Rule, run_sequential
+from gradsweep.gate.trees import Trees, map_pythonpath
 from gradsweep.measure import MALLOC_ENV
 from gradsweep.records import (
     FAILED,
@@ -54,35 +61,31 @@ from gradsweep.records import (
     skeleton,
 )
 from gradsweep.spec import expand
-from gradsweep.worker import stamped
+from gradsweep.stats import RatioEstimate
 
 ROLES = ("base", "candidate")
-#: The order of turns within one round: A B B A (index 0 is base, 1 candidate).
-ABBA = (0, 1, 1, 0)
 DEFAULT_SPEC = CI_SPEC
-#: What the gate's samples measure. ``cpu``: the worker's CPU time (process_time_ns), which
-#: leaves out the time it was descheduled for other processes, the dominant noise on a
-#: shared machine; ``wall``: perf_counter_ns, as sweeps measure. Pairing cancels drift either
-#: way; CPU time also removes preemption (see the module docstring).
+#: What the gate's samples rank on (both are stored): ``cpu``, the timing thread's
+#: CPU time, which leaves out the time it was descheduled for other processes (the
+#: dominant noise on a shared machine); ``wall``, perf_counter_ns, as sweeps may.
 CLOCKS = ("cpu", "wall")
 NS_PER_S = 1_000_000_000
-GIT_TIMEOUT_S = 120.0
 #: Seconds a worker may take to start (imports numpy, scipy, the registry).
 START_TIMEOUT_S = 120.0
 WORKER = Path(__file__).with_name("side.py")
 
 
-def abba_order(samples: int) -> tuple[int, ...]:
-    """Whose turn each sample is: rounds of A B B A, ``samples`` turns per side.
+def round_order(round_: int, first: int) -> tuple[int, int]:
+    """Which side samples first and second in a round (0 is base, 1 candidate).
 
-    Sample i of each side forms pair i; pairs are adjacent in time and which
-    side goes first alternates. An odd count ends with one A B round.
+    ``first`` starts round 0; rounds alternate, so the turns are A B B A A B ...
+    and each side follows the other as often as it follows itself.
 
-    >>> abba_order(3)
-    (0, 1, 1, 0, 0, 1)
+    >>> [round_order(r, 1) for r in range(3)]
+    [(1, 0), (0, 1), (1, 0)]
     """
-    turns = [ABBA[i % len(ABBA)] for i in range(2 * samples)]
-    return tuple(turns)
+    a = (first + round_) % 2
+    return a, 1 - a
 
 
 def pin_cores(threads: int, allowed: set[int] | None = None) -> tuple[int, ...]:
@@ -91,17 +94,10 @@ def pin_cores(threads: int, allowed: set[int] | None = None) -> tuple[int, ...]:
     return tuple(cores[-max(1, min(threads, len(cores))):])
 
 
-def map_pythonpath(entries: list[str], repo: str, tree: str) -> list[str]:
-    """PYTHONPATH entries with those inside ``repo`` moved to the same place in ``tree``."""
-    root = os.path.realpath(repo)
-    mapped = []
-    for entry in entries:
-        real = os.path.realpath(entry) if entry else entry
-        if real == root or real.startswith(root + os.sep):
-            mapped.append(os.path.join(tree, os.path.relpath(real, root)))
-        else:
-            mapped.append(entry)
-    return mapped
+def side_seed(settings: MeasureSettings, cell: Cell, pair: int, role: str) -> int:
+    """The seed of one side's layout offsets for a cell in a pair."""
+    text = f"{settings.seed}:{cell.cell_id}:{pair}:{role}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 class SideFailed(Exception):
@@ -123,6 +119,7 @@ class Worker:
     harness: str
     cores: tuple[int, ...]
     pythonpath: list[str]
+    pycache: str | None = None
     info: dict = field(default_factory=dict)
 
     def start(self) -> None:
@@ -135,6 +132,8 @@ class Worker:
         environ = {**os.environ, "PYTHONPATH": os.pathsep.join([self.tree, *self.pythonpath]),
                    "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
                    "MKL_NUM_THREADS": threads, **MALLOC_ENV}
+        if self.pycache:
+            environ["PYTHONPYCACHEPREFIX"] = self.pycache
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, self.tree, self.harness,
              ",".join(map(str, self.cores))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -216,48 +215,124 @@ def _not_timed(cell: Cell, failed: dict[str, SideFailed], role: str, tree: str) 
         other = next(iter(failed))
         result = skeleton(cell, "skipped", f"not timed: the {other} side is "
                           f"{failed[other].status}: {failed[other].error}")
-    return stamped(result, tree=tree)
+    return worker.stamped(result, tree=tree)
 
 
-def _timed(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings,
-           extra: dict) -> list[CellResult]:
-    """Calibrate (shared loops), warm up, take the A B B A samples, finish both sides."""
+def _timed(workers: tuple[Worker, Worker], settings: MeasureSettings, pair: int, first: int,
+           memory: bool, extra: dict) -> list[CellResult]:
+    """Calibrate (shared loops), warm up, take the rounds, finish both sides."""
     limit = settings.timeout_s
+    order = (workers[first], workers[1 - first])
     loops = max(w.call("calibrate", settings.min_time_s * NS_PER_S, timeout=limit)
-                for w in workers)
-    for w in workers:
+                for w in order)
+    for w in order:
         w.call("warmup", loops, settings.max_warmups, timeout=limit)
-    for side in abba_order(settings.samples):
-        workers[side].call("sample", loops, timeout=limit)
-    return [w.call("finish", loops, settings.memory, extra, timeout=limit) for w in workers]
+    for r in range(worker.rounds_per_block(settings)):
+        for side in round_order(r, first):
+            workers[side].call("sample", loops, r, timeout=limit)
+    return [w.call("finish", loops, memory, pair, extra, timeout=limit) for w in workers]
 
 
-def run_pair(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings,
-             plugins: tuple[str, ...], clock: str = "cpu") -> list[CellResult]:
-    """One cell on both sides: ``[base result, candidate result]``; failures are rows."""
+def measure_cell(cell: Cell, workers: tuple[Worker, Worker], settings: MeasureSettings,
+                 plugins: tuple[str, ...], clock: str = "cpu", pair: int = 0,
+                 first: int = 0) -> list[CellResult]:
+    """One cell in one process pair: ``[base row, candidate row]``; failures are rows.
+
+    Parameters
+    ----------
+    pair : int
+        The pair's index: the rows' ``sample_block``.
+    first : int
+        The side (0 base, 1 candidate) that prepares and samples first.
+    """
     started = datetime.now(UTC)
     failed: dict[str, SideFailed] = {}
-    for w in workers:
+    for w in (workers[first], workers[1 - first]):
         try:
-            w.call("prepare", cell, plugins, clock, timeout=settings.timeout_s)
+            w.call("prepare", cell, plugins, clock, side_seed(settings, cell, pair, w.role),
+                   timeout=settings.timeout_s)
         except SideFailed as exc:
             failed[w.role] = exc
     if not failed:
         try:
-            return _timed(cell, workers, settings, {"started_at": started})
+            return _timed(workers, settings, pair, first, settings.memory and pair == 0,
+                          {"started_at": started})
         except SideFailed as exc:
             failed[exc.role] = exc
     return [_not_timed(cell, failed, w.role, w.tree) for w in workers]
 
 
+def start_workers(trees: Trees, repo: str, threads: int, first: int = 0
+                  ) -> tuple[Worker, Worker]:
+    """Both sides' processes pinned to the same cores, side ``first`` started first."""
+    import gradsweep
+
+    harness = str(Path(gradsweep.__file__).resolve().parent)
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    cores = pin_cores(threads)
+    workers = {role: Worker(role, trees.paths[role], harness, cores,
+                            map_pythonpath(entries, repo, trees.paths[role]), trees.pycache)
+               for role in ROLES}
+    started = []
+    try:
+        for role in (ROLES[first], ROLES[1 - first]):
+            workers[role].start()
+            started.append(workers[role])
+    except BaseException:
+        for w in started:
+            w.close()
+        raise
+    return workers["base"], workers["candidate"]
+
+
+@dataclass
+class CellRows:
+    """One cell's rows so far: per role, one row per pair it took part in."""
+
+    cell: Cell
+    rows: dict[str, list[CellResult]] = field(default_factory=lambda: {r: [] for r in ROLES})
+
+    @property
+    def failed(self) -> bool:
+        """Whether a side was not ok in some pair (the cell is measured no more)."""
+        return any(r.status != "ok" for rows in self.rows.values() for r in rows)
+
+    def estimate(self) -> RatioEstimate | None:
+        """Candidate over base, random effects over the pairs (None: too few rounds)."""
+        if self.failed or not self.rows["base"]:
+            return None
+        base, cand = (regress.merged_samples(self.rows[r]) for r in ROLES)
+        return regress.paired_block_estimate(base, cand)
+
+    def merged(self, role: str) -> CellResult:
+        """The role's row over every pair (``worker.merge_blocks``)."""
+        return worker.merge_blocks(self.rows[role])
+
+
 @dataclass(frozen=True)
 class AbOutcome:
-    """The two sweeps of one paired run."""
+    """The two sweeps of one gate run and how it went.
+
+    Attributes
+    ----------
+    ci_run, base_sweep, candidate_sweep : str
+    counts : dict[str, dict[str, int]]
+        Per role, cells per status.
+    verdicts : dict[str, str]
+        The sequential rule's final verdict per cell_id.
+    pairs : int
+        Process pairs run (the most any cell got).
+    seconds : float
+        Seconds of measurement.
+    """
 
     ci_run: str
     base_sweep: str
     candidate_sweep: str
     counts: dict[str, dict[str, int]]
+    verdicts: dict[str, str] = field(default_factory=dict)
+    pairs: int = 0
+    seconds: float = 0.0
 
     def failed(self, role: str) -> int:
         """Cells of ``role`` whose status counts as a failure."""
@@ -274,125 +349,104 @@ def new_ids() -> tuple[str, str, str]:
     return f"ci-{ids[0]}", ids[1], ids[2]
 
 
-def start_workers(trees: dict[str, str], repo: str, threads: int) -> tuple[Worker, Worker]:
-    """Both sides' processes, pinned to the same cores."""
-    import gradsweep
+@dataclass(frozen=True)
+class Look:
+    """What the driver reports after each process pair."""
 
-    harness = str(Path(gradsweep.__file__).resolve().parent)
-    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    cores = pin_cores(threads)
-    workers = []
-    try:
-        for role in ROLES:
-            w = Worker(role, trees[role], harness, cores,
-                       map_pythonpath(entries, repo, trees[role]))
-            w.start()
-            workers.append(w)
-    except BaseException:
-        for w in workers:
-            w.close()
-        raise
-    return workers[0], workers[1]
+    pair: int
+    cells: int
+    seconds: float
 
 
-def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: dict[str, str], repo: str, *,
+def default_rule(settings: MeasureSettings, **given) -> Rule:
+    """The sequential rule with the spec's ``repeats`` as the pairs before the first look
+    (at least 2, at most ``max_pairs``); ``given`` overrides any field."""
+    limit = given.get("max_pairs", MAX_PAIRS)
+    return Rule(**{"min_pairs": min(max(2, settings.repeats), limit), **given})
+
+
+def _pair_runner(cells: list[CellRows], spec: SweepSpec, trees: Trees, repo: str, clock: str,
+                 on_pair: Callable[[Look], None], on_cell: Callable[[CellRows], None]):
+    """The ``measure`` callback of the sequential rule: pair ``p`` over some cells."""
+    t0 = time.monotonic()
+
+    def measure(pair: int, todo: list[int]) -> None:
+        first = pair % 2
+        workers = start_workers(trees, repo, spec.measure.threads, first)
+        try:
+            for i in todo:
+                rows = measure_cell(cells[i].cell, workers, spec.measure, spec.plugins, clock,
+                                    pair, first)
+                for role, row in zip(ROLES, rows):
+                    cells[i].rows[role].append(row)
+                on_cell(cells[i])
+        finally:
+            for w in workers:
+                w.close()
+        on_pair(Look(pair, len(todo), time.monotonic() - t0))
+    return measure
+
+
+def _store(dataset: store.Dataset, ids: dict[str, str], cells: list[CellRows]
+           ) -> dict[str, dict[str, int]]:
+    """Each role's merged rows written to its sweep; counts per status."""
+    counts: dict[str, dict[str, int]] = {role: {} for role in ROLES}
+    for role in ROLES:
+        writer = runner.BatchWriter(dataset, ids[role])
+        for c in cells:
+            if c.rows[role]:
+                row = c.merged(role)
+                writer.add(row)
+                counts[role][row.status] = counts[role].get(row.status, 0) + 1
+        writer.flush()
+    return counts
+
+
+def run_ab(spec: SweepSpec, dataset: store.Dataset, trees: Trees, repo: str, *,
+           rule: Rule | None = None, clock: str = "cpu",
            on_start: Callable[[str, str, str], None] = lambda run, base, cand: None,
-           on_pair: Callable[[CellResult, CellResult], None] = lambda b, c: None,
-           clock: str = "cpu") -> AbOutcome:
-    """Measure every cell of ``spec`` on both trees, paired; store both sweeps.
+           on_pair: Callable[[Look], None] = lambda look: None,
+           on_cell: Callable[[CellRows], None] = lambda c: None) -> AbOutcome:
+    """Measure every cell of ``spec`` on both trees in process pairs; store both sweeps.
 
     Parameters
     ----------
-    trees : dict
-        ``{"base": path, "candidate": path}``: each side's source tree.
+    trees : Trees
+        Each side's source tree (and the shared bytecode cache).
     repo : str
-        The repository whose PYTHONPATH entries are mapped into the base tree.
+        The repository whose PYTHONPATH entries are mapped into the trees.
+    rule : Rule, optional
+        The sequential rule (threshold, alpha, pairs, budget); by default
+        :func:`default_rule` of the spec.
     clock : {"cpu", "wall"}
-        What a sample measures (see :data:`CLOCKS`).
+        What samples rank on (see :data:`CLOCKS`).
     """
     if clock not in CLOCKS:
         raise BadInput(f"unknown clock {clock!r} (expected one of {', '.join(CLOCKS)})",
                        key="--clock")
-    cells = expand(spec).cells
+    rule = rule or default_rule(spec.measure)
+    cells = [CellRows(c) for c in expand(spec).cells]
     ci_run, base_id, cand_id = new_ids()
     ids = {"base": base_id, "candidate": cand_id}
     for role in ROLES:
         runner.write_event(dataset, ids[role], runner.sweep_event(
-            spec, "started", "running", len(cells), role, ci_run, tree=trees[role]))
+            spec, "started", "running", len(cells), role, ci_run, tree=trees.paths[role]))
     on_start(ci_run, base_id, cand_id)
-    writers = {role: runner.BatchWriter(dataset, ids[role]) for role in ROLES}
-    counts: dict[str, dict[str, int]] = {role: {} for role in ROLES}
-    status = "failed"
-    workers = start_workers(trees, repo, spec.measure.threads)
+    measure = _pair_runner(cells, spec, trees, repo, clock, on_pair, on_cell)
+    status, verdicts, t0 = "failed", [], time.monotonic()
     try:
-        for cell in cells:
-            pair = run_pair(cell, workers, spec.measure, spec.plugins, clock)
-            for role, result in zip(ROLES, pair):
-                writers[role].add(result)
-                counts[role][result.status] = counts[role].get(result.status, 0) + 1
-            on_pair(*pair)
+        verdicts = run_sequential(len(cells), measure, lambda i: cells[i].estimate(), rule,
+                                  failed=lambda i: cells[i].failed)
         status = "finished"
     except KeyboardInterrupt:
         status = "cancelled"
         raise
     finally:
-        for w in workers:
-            w.close()
+        counts = _store(dataset, ids, cells)
         for role in ROLES:
-            writers[role].flush()
             runner.write_event(dataset, ids[role], runner.sweep_event(
-                spec, status, status, len(cells), role, ci_run, tree=trees[role]))
-    return AbOutcome(ci_run, base_id, cand_id, counts)
-
-
-# --------------------------------------------------------------------------- git
-
-
-def git(repo: str, *args: str) -> str:
-    """stdout of ``git -C repo args``; BadInput naming the command when it fails."""
-    try:
-        done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BadInput(f"git {' '.join(args)} failed: {exc}") from None
-    if done.returncode:
-        raise BadInput(f"git {' '.join(args)}: {done.stderr.strip().splitlines()[-1:]}")
-    return done.stdout.strip()
-
-
-def resolve_revision(repo: str, rev: str) -> str:
-    """The commit ``rev`` names in ``repo``; BadInput when it names none."""
-    try:
-        return git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except BadInput:
-        raise BadInput(f"not a commit in {repo}: {rev!r}", key="--base") from None
-
-
-@contextmanager
-def base_worktree(repo: str, commit: str) -> Iterator[str]:
-    """``git worktree add --detach`` of ``commit`` in a temporary directory, removed after."""
-    parent = tempfile.mkdtemp(prefix="gradsweep-ci-")
-    path = os.path.join(parent, "base")
-    try:
-        git(repo, "worktree", "add", "--detach", path, commit)
-        yield path
-    finally:
-        subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", path],
-                       capture_output=True, timeout=GIT_TIMEOUT_S)
-        shutil.rmtree(parent, ignore_errors=True)
-        subprocess.run(["git", "-C", repo, "worktree", "prune"], capture_output=True,
-                       timeout=GIT_TIMEOUT_S)
-
-
-def repository_root(where: str = ".") -> str:
-    """The top of the git working tree containing ``where``; BadInput outside git."""
-    try:
-        return git(where, "rev-parse", "--show-toplevel")
-    except BadInput:
-        raise BadInput(f"{os.path.abspath(where)} is not inside a git repository; "
-                       "gradsweep ci compares two revisions of one") from None
-
-
-# --------------------------------------------------------------------------- command
-
-
+                spec, status, status, len(cells), role, ci_run, tree=trees.paths[role]))
+    pairs = max((len(c.rows["base"]) for c in cells), default=0)
+    return AbOutcome(ci_run, base_id, cand_id, counts,
+                     {c.cell.cell_id: v for c, v in zip(cells, verdicts)}, pairs,
+                     time.monotonic() - t0)

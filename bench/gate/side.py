@@ -88,8 +88,10 @@ class Side:
 
         self.tree = tree
         self.limits = ExitStack()
+        self.paused = ExitStack()
+        self.frozen = False
         self.cell = self.prepared = None
-        self.samples: list[float] = []
+        self.cpu_ns: list[float] = []
 
     def serve(self, inbox, outbox) -> None:
         """Answer requests until ``quit`` or the pipe closes."""
@@ -129,75 +131,99 @@ class Side:
                 "pid": os.getpid(),
                 "cores": sorted(os.sched_getaffinity(0))}
 
-    def op_prepare(self, cell, plugins: tuple[str, ...], clock: str = "wall") -> float:
+    def op_prepare(self, cell, plugins: tuple[str, ...], clock: str, seed: int) -> float:
         """Build and verify the cell (worker.prepare); fail ``incorrect`` beyond tolerance.
 
-        ``clock`` times this cell's samples: ``wall`` (``time.perf_counter_ns``, the
-        sweeps' clock) or ``cpu`` (``time.process_time_ns``: CPU time of this process,
-        which does not count the time it was descheduled for another process).
+        ``clock`` is what this cell's samples rank on: ``cpu`` (CPU time of the
+        timing thread, ``measure.cpu_clock``) or ``wall``; both are recorded.
+        ``seed`` drives the random offsets of the case and cache between rounds.
         """
-        import time
+        import gc
+
+        import numpy as np
 
         from gradsweep import measure, worker
 
+        self.paused.close()
         self.limits.close()
-        self.cell, self.prepared, self.samples = cell, None, []
+        self.cell, self.prepared = cell, None
+        self.cpu_ns, self.wall_ns, self.rounds = [], [], []
         self.clock_name = clock
-        self.clock = time.process_time_ns if clock == "cpu" else time.perf_counter_ns
+        self.clock = measure.ranking_clock(clock, cell.threads)
+        self.cpu = measure.cpu_clock(cell.threads)
+        self.rng = np.random.default_rng(seed)
         self.limits.enter_context(measure.set_threads(cell.threads))
         prepared, err = worker.prepare(cell, plugins)
         wrong = worker.correctness_error(err, cell.dtype)
         if wrong:
             raise Incorrect(wrong, err)
         self.prepared, self.err = prepared, err
-        return err
+        if not self.frozen:  # everything imported so far is never garbage: collections
+            gc.collect()     # then only scan what the cells made (50-150 ms -> ~1 ms)
+            gc.freeze()
+            self.frozen = True
+        self.paused.enter_context(measure.gc_paused())  # one collection per cell, not per
+        return err                                      # sample
 
     def op_calibrate(self, min_time_ns: float) -> int:
         """First call timed alone, then loops by doubling (measure.calibrate_loops)."""
         from gradsweep import measure
 
-        with measure.gc_paused():
-            self.first_ns = measure.run_sample(self.prepared.call, 1, self.clock)
-            return measure.calibrate_loops(self.prepared.call, min_time_ns, self.clock)
+        self.first_ns = float(measure.run_sample(self.prepared.call, 1, self.clock))
+        return measure.calibrate_loops(self.prepared.call, min_time_ns, self.clock)
 
     def op_warmup(self, loops: int, max_warmups: int) -> int:
         """Warmup samples until settled (measure.warm_up)."""
         from gradsweep import measure
 
-        with measure.gc_paused():
-            self.warmups, self.settled = measure.warm_up(self.prepared.call, loops, max_warmups,
-                                                         self.clock)
+        self.warmups, self.settled = measure.warm_up(self.prepared.call, loops, max_warmups,
+                                                     self.clock)
         return self.warmups
 
-    def op_sample(self, loops: int) -> float:
-        """One untimed call (warms this side's caches after the other side ran), then one
-        timed sample of ``loops`` calls; returns and keeps ns per call."""
+    def relayout(self) -> None:
+        """The case and cache copied to fresh buffers at random offsets (outside the clock,
+        as ``worker.run_block`` does between rounds: Stabilizer, Curtsinger & Berger 2013)."""
+        from dataclasses import replace
+
         from gradsweep import measure
 
-        with measure.gc_paused():
-            self.prepared.call()
-            ns = measure.run_sample(self.prepared.call, loops, self.clock) / loops
-        self.samples.append(ns)
-        return ns
+        case, state = measure.rematerialise((self.prepared.case, self.prepared.state), self.rng)
+        self.prepared = replace(self.prepared, case=case, state=state)
 
-    def op_finish(self, loops: int, memory: bool, extra: dict):
-        """The cell's CellResult: summary, warnings, memory pass, environment."""
+    def op_sample(self, loops: int, round_: int) -> float:
+        """Round ``round_``'s sample: a fresh layout (from round 1 on), one untimed call
+        (this side's caches warm after the other side ran), then ``loops`` timed calls;
+        keeps both clocks and returns ns per call on the ranking clock."""
+        from gradsweep import measure
+
+        if round_ > 0:
+            self.relayout()
+        self.prepared.call()
+        cpu_ns, wall_ns = measure.timed_sample(self.prepared.call, loops, self.cpu)
+        self.cpu_ns.append(cpu_ns)
+        self.wall_ns.append(wall_ns)
+        self.rounds.append(round_)
+        return cpu_ns if self.clock_name == "cpu" else wall_ns
+
+    def op_finish(self, loops: int, memory: bool, block: int, extra: dict):
+        """This side's row for the cell in this process pair (block ``block``): its
+        samples with their block and rounds, both clocks, the memory pass if asked."""
         from gradsweep import env, measure, worker
 
-        timing = measure.summarise(self.samples, loops=loops, warmups=self.warmups,
+        samples = self.cpu_ns if self.clock_name == "cpu" else self.wall_ns
+        timing = measure.summarise(samples, loops=loops, warmups=self.warmups,
                                    first_ns=self.first_ns, warmup_settled=self.settled)
+        self.paused.close()
         mem = measure.memory_pass(self.prepared.call) if memory else None
         result = worker.ok_result(
             self.cell, self.err, timing, flops=self.prepared.flops, memory=mem,
-            load=env.load_avg(), warnings=(CPU_CLOCK_WARNING,) if self.clock_name == "cpu" else (),
-            **extra)
+            load=env.load_avg(), clock=self.clock_name, cpu_ns=tuple(self.cpu_ns),
+            wall_ns=tuple(self.wall_ns), sample_block=(block,) * len(samples),
+            sample_round=tuple(self.rounds), blocks=1, pids=(os.getpid(),),
+            descheduled=measure.descheduled(self.cpu_ns, self.wall_ns), **extra)
         self.limits.close()
+        self.prepared = None
         return worker.stamped(result, tree=self.tree)
-
-
-#: Recorded with every cell timed by CPU time (the cells table has no clock column).
-CPU_CLOCK_WARNING = ("cpu-clock: samples are this process's CPU time (time.process_time_ns), "
-                     "not wall time")
 
 
 class Incorrect(Exception):

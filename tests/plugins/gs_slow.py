@@ -5,7 +5,8 @@
 and finally busy-waits for ``EXTRA`` times the CPU time of one backward (CPU
 time, so that time descheduled counts for neither), so a call costs about
 ``(1 + REPEATS + EXTRA)`` times the plain one, by either clock. The CI tests
-and ``bench.gate_bench`` edit these two constants on the candidate side.
+edit these two constants on the candidate side (the gate's benchmark,
+tests/benchmarks/gate_power.py, injects real work with gs_inject instead).
 """
 
 import time
