@@ -235,6 +235,27 @@ def harness_line(outcome: SweepOutcome) -> str:
             f"{'?' if per is None else f'{per * 1e3:.1f}'} ms per cell")
 
 
+def check_arguments(results: str | None, dashboard: str | None, address: str | None,
+                    local: bool) -> str:
+    """Every path and address of ``run``, before anything starts; the results location.
+
+    Raises
+    ------
+    BadInput
+        Naming the option (or RAY_ADDRESS) and what was expected.
+    """
+    results = checks.check_results_dir(results, must_exist=False)
+    if dashboard:
+        checks.check_output_dir(dashboard, key="--dashboard")
+    if not local:
+        api.check_ray_address(address)
+        given = address or ("" if in_ray_job() else os.environ.get("RAY_ADDRESS", ""))
+        if given:
+            checks.check_address(given, accept=checks.RAY_INIT_SCHEMES,
+                                 key="--address" if address else "RAY_ADDRESS")
+    return results
+
+
 def run_command(spec_path: str, *, address: str | None = None, local: bool = False,
                 workers: int | None = None, dry_run: bool = False, resume: str | None = None,
                 results: str | None = None, dashboard: str | None = None,
@@ -249,16 +270,7 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     errors = errors or console
     spec = load_spec(spec_path)
     expansion = expand(spec)
-    results = checks.check_results_dir(results, must_exist=False)
-    if dashboard:
-        checks.check_output_dir(dashboard, key="--dashboard")
-    if not local:
-        api.check_ray_address(address)
-        given = address or ("" if in_ray_job() else os.environ.get("RAY_ADDRESS", ""))
-        if given:
-            checks.check_address(given, accept=checks.RAY_INIT_SCHEMES,
-                                 key="--address" if address else "RAY_ADDRESS")
-    dataset = store.resolve(results)
+    dataset = store.resolve(check_arguments(results, dashboard, address, local))
     if dry_run:
         print_dry_run(console, spec, expansion, default_workers(local, workers),
                       ray=not local, dataset=dataset, errors=errors)
