@@ -377,6 +377,22 @@ def ratios(runs: list[dict], cell: Cell, mode: str) -> list[float]:
                                r["samples"][cell.label][mode][b]) for r in runs]
 
 
+def ratio_se(runs: list[dict], cell: Cell, mode: str) -> float:
+    """Median over processes of the within-process standard error of the log ratio.
+
+    From each process's 95% paired bootstrap interval: (log high - log low) / 3.92.
+    A spread of per-process ratios (sd of log) no larger than this is sampling
+    error alone; beyond it, processes differ.
+    """
+    a, b = cell.variants
+    ses = []
+    for r in runs:
+        low, high = stats.bootstrap_ci_ratio(r["samples"][cell.label][mode][a],
+                                             r["samples"][cell.label][mode][b], paired=True)
+        ses.append((np.log(high) - np.log(low)) / (2 * 1.96))
+    return float(np.median(ses))
+
+
 # --------------------------------------------------------------------------- (b) huge pages
 
 def hugepage_runs(plan: Plan) -> dict[bool, list[dict]]:
@@ -442,6 +458,8 @@ def aslr_report(runs: dict[bool, list[dict]]) -> str:
                            for k in (True, False)]])
         rows.append([f"{c.label} ratio {short(c.variants[0])} / {short(c.variants[1])}",
                      *[Spread.of(ratios(runs[k], c, "fixed")).text() for k in (True, False)]])
+        rows.append(["  within-process SE of log ratio",
+                     *[f"{ratio_se(runs[k], c, 'fixed') * 100:.1f}%" for k in (True, False)]])
     addresses = {k: len({r["x_address"] for r in runs[k]}) for k in runs}
     return table(header, rows) + (f"\ndistinct case.X addresses: ASLR on {addresses[True]} of "
                                   f"{len(runs[True])}, off {addresses[False]} of "
@@ -457,6 +475,8 @@ def remat_report(runs: list[dict]) -> str:
     for c in CELLS:
         rows.append([f"{c.label} ratio {short(c.variants[0])} / {short(c.variants[1])}",
                      *[Spread.of(ratios(runs, c, m)).text() for m in modes]])
+        rows.append(["  within-process SE of log ratio",
+                     *[f"{ratio_se(runs, c, m) * 100:.1f}%" for m in modes]])
         for v in c.variants:
             rows.append([f"{c.label} {short(v)} median ms",
                          *[Spread.of(medians(runs, c.label, m, v)).text() for m in modes]])
