@@ -2,8 +2,8 @@
 
 A benchmark script, not a test (pytest does not collect it). From the repository root::
 
-    python tests/benchmarks/layout_noise.py            # full run, about 3-6 minutes
-    python tests/benchmarks/layout_noise.py --quick    # about 1 minute
+    python tests/benchmarks/layout_noise.py            # full run, 1.5-5 minutes
+    python tests/benchmarks/layout_noise.py --quick    # under a minute
     python tests/benchmarks/layout_noise.py --parts ce # only some parts
 
 Every timing is the CPU time of the timing thread (``time.thread_time_ns``) of one
