@@ -227,6 +227,10 @@ def _prepare(member: _Member, plugins: tuple[str, ...]) -> None:
 #: nothing there; what warmup must cover (first-call paths, page faults, the allocator's
 #: arenas) is done in a few calls. Blocks therefore take a fixed short warmup.
 BLOCK_WARMUPS = 2
+#: Rounds between two re-materialisations of every member's case and cache. Measured
+#: (docs/noise.md): copying every round bought nothing over every 4 rounds, at up to 6%
+#: of a 10 ms sample per copy.
+RELAYOUT_EVERY_ROUNDS = 4
 
 
 def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock) -> None:
@@ -272,8 +276,9 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
                      interrupts=interrupts)
         alive = [m for m in live if m.failure is None]
         live[:] = alive
-        measure.interleaved_rounds(len(live), rounds_per_block(settings), rng, take,
-                                   before_round=lambda r: r and _relayout(live, rng))
+        measure.interleaved_rounds(
+            len(live), rounds_per_block(settings), rng, take,
+            before_round=lambda r: r % RELAYOUT_EVERY_ROUNDS == 0 and r and _relayout(live, rng))
 
 
 def _block_row(member: _Member, task: BlockTask, settings: MeasureSettings,

@@ -2,8 +2,8 @@
 
 A benchmark script, not a test (pytest does not collect it). From the repository root::
 
-    python tests/benchmarks/layout_noise.py            # full run, about 3-6 minutes
-    python tests/benchmarks/layout_noise.py --quick    # about 1 minute
+    python tests/benchmarks/layout_noise.py            # full run, 1.5-5 minutes
+    python tests/benchmarks/layout_noise.py --quick    # under a minute
     python tests/benchmarks/layout_noise.py --parts ce # only some parts
 
 Every timing is the CPU time of the timing thread (``time.thread_time_ns``) of one
@@ -139,7 +139,7 @@ def short(variant: str) -> str:
 
 def materials(cell: Cell) -> tuple[object, object, dict[str, Callable]]:
     """``(case, cache, {variant: backward})`` of a cell, float64, seed 0."""
-    kernel = importlib.import_module(f"impls.{cell.kernel}").KERNEL
+    kernel = importlib.import_module(f"gradsweep.impls.{cell.kernel}").KERNEL
     case = kernel.make_case(kernel.full_shape(cell.shape), "float64", 0)
     _, cache = kernel.forward(case)
     return case, cache, {v: kernel.variants[v] for v in cell.variants}
@@ -377,6 +377,22 @@ def ratios(runs: list[dict], cell: Cell, mode: str) -> list[float]:
                                r["samples"][cell.label][mode][b]) for r in runs]
 
 
+def ratio_se(runs: list[dict], cell: Cell, mode: str) -> float:
+    """Median over processes of the within-process standard error of the log ratio.
+
+    From each process's 95% paired bootstrap interval: (log high - log low) / 3.92.
+    A spread of per-process ratios (sd of log) no larger than this is sampling
+    error alone; beyond it, processes differ.
+    """
+    a, b = cell.variants
+    ses = []
+    for r in runs:
+        low, high = stats.bootstrap_ci_ratio(r["samples"][cell.label][mode][a],
+                                             r["samples"][cell.label][mode][b], paired=True)
+        ses.append((np.log(high) - np.log(low)) / (2 * 1.96))
+    return float(np.median(ses))
+
+
 # --------------------------------------------------------------------------- (b) huge pages
 
 def hugepage_runs(plan: Plan) -> dict[bool, list[dict]]:
@@ -442,6 +458,8 @@ def aslr_report(runs: dict[bool, list[dict]]) -> str:
                            for k in (True, False)]])
         rows.append([f"{c.label} ratio {short(c.variants[0])} / {short(c.variants[1])}",
                      *[Spread.of(ratios(runs[k], c, "fixed")).text() for k in (True, False)]])
+        rows.append(["  within-process SE of log ratio",
+                     *[f"{ratio_se(runs[k], c, 'fixed') * 100:.1f}%" for k in (True, False)]])
     addresses = {k: len({r["x_address"] for r in runs[k]}) for k in runs}
     return table(header, rows) + (f"\ndistinct case.X addresses: ASLR on {addresses[True]} of "
                                   f"{len(runs[True])}, off {addresses[False]} of "
@@ -457,6 +475,8 @@ def remat_report(runs: list[dict]) -> str:
     for c in CELLS:
         rows.append([f"{c.label} ratio {short(c.variants[0])} / {short(c.variants[1])}",
                      *[Spread.of(ratios(runs, c, m)).text() for m in modes]])
+        rows.append(["  within-process SE of log ratio",
+                     *[f"{ratio_se(runs, c, m) * 100:.1f}%" for m in modes]])
         for v in c.variants:
             rows.append([f"{c.label} {short(v)} median ms",
                          *[Spread.of(medians(runs, c.label, m, v)).text() for m in modes]])
