@@ -236,14 +236,16 @@ VARIANTS = [Variant("rnn", {"buffers": "flaky", "wgrad": "batched", "clip": "non
 def test_failing_cells_are_reported_and_the_rest_counted(fake_valgrind, tmp_path):
     (tmp_path / "gs_count_flaky.py").write_text(FLAKY)
     variants = ["rnn/buffers=wrong,wgrad=batched,clip=none",
+                "rnn/buffers=crash,wgrad=batched,clip=none",
                 "rnn/buffers=list,wgrad=step,clip=none",
                 "rnn/buffers=raises,wgrad=batched,clip=none",
                 "rnn/buffers=flaky,wgrad=batched,clip=none"]
     results = ins.count_cells([rnn_cell(v) for v in variants], calls=1,
-                              plugins=("gs_extra", "gs_count_flaky"),
+                              plugins=("gs_extra", "gs_faults", "gs_count_flaky"),
                               pythonpath=[str(PLUGINS), str(tmp_path)])
-    wrong, good, raises, flaky = results
+    wrong, crash, good, raises, flaky = results
     assert (wrong.status, wrong.max_rel_err > 1e-9) == ("incorrect", True)
+    assert crash.status == "crashed" and "died" in crash.error
     assert good.per_call == 3000
     assert raises.status == "error" and "deliberate failure" in raises.error
     assert flaky.status == "error" and "exited with 3 and 3" in flaky.error
