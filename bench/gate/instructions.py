@@ -34,12 +34,14 @@ reports the SIMD features and BLAS core the timed path uses.
 What still moves a per-call count is the state of the heap the calls find
 (where their arrays land: numpy's loops, for one, treat unaligned heads apart),
 and the lengths of the paths a process holds shape that heap. So every tree is
-counted through a symlink of one length (``_same_paths``). Measured on
-jobs/ci.toml's nine cells (2026-11-30): the same code counted from two trees at
-paths of different lengths agreed within 2e-5 (one cell 7e-5); without the
-symlink, within 4e-3. Counting the same tree twice gives the same per-call
-count to the instruction. Different ``k`` measure different calls: k = 1 and
-k = 4 differed by up to 2e-3, so compare counts of one ``k``.
+counted through a symlink of one length (``_same_paths``), and every cell in
+its own process forked after the imports (so a change to one cell cannot move
+another's count). Measured on jobs/ci.toml's nine cells (2026-11-30, k = 2):
+the same code counted from two trees at paths of different lengths agreed
+within 1.6e-5 (median 6e-7); with the trees at their own paths, only within
+4e-3. Counting the same tree twice gives the same per-call count to the
+instruction. Different ``k`` measure different calls (k = 1 and k = 4 differed
+by up to 2e-3): compare counts of one ``k``.
 
 The counted path is not always the timed one: valgrind emulates no AVX-512, so
 numpy dispatches its AVX2 loops and OpenBLAS picks its Haswell kernels where a
