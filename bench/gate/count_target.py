@@ -8,9 +8,10 @@ Usage (by :mod:`gradsweep.gate.instructions`, never by hand)::
 The request (JSON) names the cells, plugins, ``calls`` (``k``), the source
 ``tree`` whose kernels are counted, the ``harness`` (the directory of the
 ``gradsweep`` package that builds and verifies the cases) and where to write the
-``outcome``. For each cell this process builds and verifies the case, then
-forks two children from the same state: one calls the backward ``k`` times,
-the other ``2k`` times, and each exits at once. valgrind follows a fork and
+``outcome``. This process imports everything once; each cell then gets a
+process forked from that state, which builds and verifies the case and forks
+two children from the same state: one calls the backward ``k`` times, the
+other ``2k`` times, and each exits at once. valgrind follows a fork and
 writes each child's count to its own file (``%p``: its pid), so the two counts
 share every instruction before the fork and differ by ``k`` calls plus a small
 constant: the parent's own steps between the two forks, measured first by a
@@ -119,6 +120,45 @@ def counted_pair(call, calls: int) -> dict:
     return {"pids": pids, "exits": exits}
 
 
+def warm(plugins: tuple[str, ...]) -> None:
+    """Import what every cell needs, once, before the cells' processes fork from here."""
+    import numpy.random  # noqa: F401  (numpy imports it lazily, at a kernel's first case)
+
+    from gradsweep import worker  # noqa: F401
+    from gradsweep.impls.registry import load
+
+    try:
+        load(plugins)
+    except Exception:  # every cell reports it from its own process
+        pass
+
+
+def in_own_process(work, path: str) -> dict:
+    """``work()``'s dict, computed in a forked process that writes it to ``path``.
+
+    Every cell starts from the state the imports left, whatever other cells did
+    (a cell's calls leave the heap changed, and a later cell's count with it), and
+    a cell that kills its process takes only itself down (status ``crashed``).
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            result = work()
+            with open(path, "w") as f:
+                json.dump(result, f)
+        except BaseException:  # reported by the exit code; nothing may escape a child
+            code = CHILD_FAILED
+        os._exit(code)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {"status": "crashed",
+                "error": f"the process of the cell died (exit code {code})"}
+
+
 def _cell(record: dict):
     from gradsweep.records import Cell
 
@@ -163,8 +203,11 @@ def main(argv: list[str]) -> int:
     fixed_entropy()
     arrange_path(request["tree"], request["harness"])
     calls, plugins = int(request["calls"]), tuple(request["plugins"])
+    warm(plugins)
     offsets = [counted_pair(lambda: None, 0) for _ in range(OFFSET_PAIRS if calls else 0)]
-    cells = [count_cell(record, plugins, calls) for record in request["cells"]]
+    cells = [in_own_process(lambda r=record: count_cell(r, plugins, calls),
+                            f"{request['outcome']}.cell{i}")
+             for i, record in enumerate(request["cells"])]
     import gradsweep.impls
 
     outcome = {"offsets": offsets, "cells": cells, "simd": simd_features(), "blas": blas(),

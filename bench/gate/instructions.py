@@ -22,17 +22,26 @@ bounds its error, and a count whose offset spread exceeds
 :data:`MAX_OFFSET_SHARE` of the ``k`` calls, or whose ``per_call`` is not
 positive, is refused as unstable.
 
-Two counts of the same cell in two processes agree to the instruction when the
+Two counts of the same cell agree to the instruction when the counted
 processes are identical: both run with one BLAS thread, ``PYTHONHASHSEED=0``,
 the gate's fixed glibc malloc thresholds, numpy's import-time seed entropy
-drawn from a fixed seed (``count_target.fixed_entropy``) and the same bytecode
-caches. A native run of the same target (no calls) goes first: it verifies the
-cells quickly, compiles everything imported into a private bytecode cache
-(``PYTHONPYCACHEPREFIX``) that the counted run then reads, and reports the SIMD
-features and BLAS core the timed path uses. What still moves a per-call count
-is the heap the calls find (array alignment changes numpy's loop peeling): a
-different tree path, or other cells counted before, moved it by up to ~2e-4
-on a tiny cell.
+drawn from a fixed seed (``count_target.fixed_entropy``) and the same kind of
+bytecode cache. A native run of the same target (no calls) goes first: it
+verifies the cells quickly, compiles everything imported into a private
+bytecode cache (``PYTHONPYCACHEPREFIX``) that the counted run then reads, and
+reports the SIMD features and BLAS core the timed path uses.
+
+What still moves a per-call count is the state of the heap the calls find
+(where their arrays land: numpy's loops, for one, treat unaligned heads apart),
+and the lengths of the paths a process holds shape that heap. So every tree is
+counted through a symlink of one length (``_same_paths``), and every cell in
+its own process forked after the imports (so a change to one cell cannot move
+another's count). Measured on jobs/ci.toml's nine cells (2026-11-30, k = 2):
+the same code counted from two trees at paths of different lengths agreed
+within 1.6e-5 (median 6e-7); with the trees at their own paths, only within
+4e-3. Counting the same tree twice gives the same per-call count to the
+instruction. Different ``k`` measure different calls (k = 1 and k = 4 differed
+by up to 2e-3): compare counts of one ``k``.
 
 The counted path is not always the timed one: valgrind emulates no AVX-512, so
 numpy dispatches its AVX2 loops and OpenBLAS picks its Haswell kernels where a
@@ -59,6 +68,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gradsweep.errors import BadInput
+from gradsweep.gate.count_target import CHILD_FAILED, OFFSET_PAIRS
 from gradsweep.measure import MALLOC_ENV
 from gradsweep.records import Cell
 
@@ -74,9 +84,10 @@ OUT_PATTERN = "cg.%p"
 #: The program valgrind runs.
 TARGET = Path(__file__).with_name("count_target.py")
 #: Backward calls of the shorter child (the longer makes twice as many).
-DEFAULT_CALLS = 4
-#: Offset pairs used (the last ones forked; the first few run colder code).
-OFFSET_USED = 3
+DEFAULT_CALLS = 2
+#: Offset pairs used: the last of the OFFSET_PAIRS forked (the first few run colder code:
+#: measured offsets 3059, 2382, 3547, then 1655, 1770, 1655, 1655, 1655, 1661, 1661).
+OFFSET_USED = min(3, OFFSET_PAIRS)
 #: Largest offset spread allowed, as a share of the k calls' instructions.
 MAX_OFFSET_SHARE = 1e-3
 #: Seconds the counted process may take: its start-up, plus this much per cell
@@ -92,8 +103,6 @@ COUNT_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREA
              "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", **MALLOC_ENV}
 #: First bytes of an ELF executable (what valgrind can run without losing the client).
 ELF_MAGIC = b"\x7fELF"
-#: Exit code of a counted child whose backward raised (count_target.CHILD_FAILED).
-CHILD_FAILED = 3
 #: Hidden CPU features named in a SimdNote's text (the rest are counted).
 NOTE_FEATURES = 3
 #: Characters of a failing process's stderr quoted in an error.
@@ -170,8 +179,8 @@ class InstructionCount:
         The parent's instructions between two forks (median of the last
         :data:`OFFSET_USED` pairs of children that made no call).
     offset_spread : int
-        Range of those pairs' offsets: ``per_call`` is within
-        ``offset_spread / calls`` of the offset's part.
+        Range of those pairs' offsets: the offset's error in ``per_call`` is at
+        most ``offset_spread / calls``.
     per_call : float
         ``(total_2k - total_k - offset) / calls``.
     max_rel_err : float
@@ -322,7 +331,7 @@ def _request(tmp: str, name: str, cells: Sequence[Cell], plugins: Sequence[str],
     return request, outcome
 
 
-def _environment(tree: str, pythonpath: Sequence[str] | None, pycache: str,
+def _environment(tree: str, pythonpath: Sequence[str], pycache: str,
                  counted: bool) -> dict[str, str]:
     """A target process's environment: ``tree`` first on PYTHONPATH, bytecode in ``pycache``.
 
@@ -332,8 +341,6 @@ def _environment(tree: str, pythonpath: Sequence[str] | None, pycache: str,
     whatever ``__pycache__`` the trees hold: a process that compiled its modules
     from source left a different heap, which moved a per-call count by 8e-4.
     """
-    if pythonpath is None:
-        pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(PYTHONPATH=os.pathsep.join([tree, *pythonpath]), PYTHONPYCACHEPREFIX=pycache)
     return {**env, **COUNT_ENV} if counted else {**env, "OPENBLAS_NUM_THREADS": "1"}
@@ -363,12 +370,12 @@ def _native(tmp: str, cells: Sequence[Cell], plugins: Sequence[str], tree: str,
             env: dict[str, str]) -> dict:
     """The target run natively with no calls: verifies the cells, reports the timed path."""
     request, outcome = _request(tmp, "native", cells, plugins, 0, tree)
-    result = _run([real_interpreter(), str(TARGET), request], env, tree,
+    result = _run([real_interpreter(), str(TARGET), request], env, tmp,
                   NATIVE_STARTUP_S + NATIVE_PER_CELL_S * len(cells), "native run", outcome)
     where = os.path.realpath(result["impls"])
     if not where.startswith(os.path.realpath(tree) + os.sep):
         raise InstructionCountError(f"the counted process imported impls from {where}, "
-                                    f"not from {tree}")
+                                    f"not from {os.path.realpath(tree)}")
     return result
 
 
@@ -380,7 +387,7 @@ def _counted(tmp: str, cells: Sequence[Cell], plugins: Sequence[str], calls: int
     os.mkdir(out_dir)
     argv = [*VALGRIND, *CACHEGRIND_ARGS, f"--cachegrind-out-file={out_dir}/{OUT_PATTERN}",
             real_interpreter(), str(TARGET), request]
-    return _run(argv, env, tree, timeout_s, "counted run", outcome), out_dir
+    return _run(argv, env, tmp, timeout_s, "counted run", outcome), out_dir
 
 
 def child_total(out_dir: str, pid: int) -> int:
@@ -448,6 +455,25 @@ def _result(cell: Cell, entry: dict, out_dir: str, offset: tuple[float, int], ca
     per_call = per_call_of(total_k, total_2k, *offset, calls, cell.variant)
     return InstructionCount(cell.cell_id, calls, total_k, total_2k, offset[0], offset[1],
                             per_call, entry["max_rel_err"], simd, entry["wall_s"])
+
+
+def _same_paths(tmp: str, tree: str, pythonpath: Sequence[str] | None
+                ) -> tuple[str, str, list[str]]:
+    """(pycache, tree, pythonpath) as the counted process sees them: all inside ``tmp``.
+
+    ``tree`` is reached through a symlink ``tmp/tree`` and PYTHONPATH entries inside it
+    are moved there, so every tree is counted through paths of the same length: the
+    lengths of paths the process holds shape its heap, and with it the alignment of
+    the arrays its calls allocate (a tree at a longer path moved an LSTM cell's
+    per-call count by 4e-3; two temporary directories of one length, by < 1e-5).
+    """
+    link = os.path.join(tmp, "tree")
+    os.symlink(tree, link)
+    if pythonpath is None:
+        pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    moved = [os.path.join(link, os.path.relpath(os.path.abspath(p), tree))
+             if os.path.abspath(p).startswith(tree + os.sep) else p for p in pythonpath]
+    return os.path.join(tmp, "pycache"), link, moved
 
 
 def check_cells(cells: Sequence[Cell], calls: int) -> None:
@@ -520,7 +546,7 @@ def count_cells(cells: Sequence[Cell], *, tree: str | None = None,
     tree = os.path.abspath(tree or Path(_harness()).parent)
     results: list[InstructionCount | NotCounted | None] = [None] * len(cells)
     with tempfile.TemporaryDirectory(prefix="gradsweep-count-") as tmp:
-        pycache = os.path.join(tmp, "pycache")
+        pycache, tree, pythonpath = _same_paths(tmp, tree, pythonpath)
         native = _native(tmp, cells, plugins, tree,
                          _environment(tree, pythonpath, pycache, counted=False))
         todo = []
@@ -565,12 +591,15 @@ def compare_counts(base: InstructionCount, candidate: InstructionCount) -> float
     Raises
     ------
     InstructionCountError
-        When the two counts are of different cells or were counted on different
-        paths (SIMD features or BLAS core under valgrind).
+        When the two counts are of different cells or ``calls``, or were counted on
+        different paths (SIMD features or BLAS core under valgrind).
     """
     if base.cell_id != candidate.cell_id:
         raise InstructionCountError(f"counts of different cells: {base.cell_id} and "
                                     f"{candidate.cell_id}")
+    if base.calls != candidate.calls:
+        raise InstructionCountError(f"counts of different calls (k = {base.calls} and "
+                                    f"{candidate.calls}) measure different calls")
     b, c = base.simd, candidate.simd
     if (b.counted, b.counted_blas) != (c.counted, c.counted_blas):
         raise InstructionCountError(f"counted on different paths: {b.counted_blas} "
