@@ -13,6 +13,12 @@ ALPHA = 0.01
 MIN_EFFECT = 0.05
 #: The CI gate's sweep spec.
 CI_SPEC = "jobs/ci.toml"
+#: The CI gate's threshold: below the 5% of rankings, because a cell is flagged only when
+#: its estimate is beyond the threshold, so a true change of exactly the threshold is
+#: caught half the time (docs/gate.md).
+CI_THRESHOLD = 0.03
+#: Seconds of measurement after which the gate starts no more process pairs.
+CI_BUDGET_S = 120.0
 #: Seconds of profiled backward calls (``gradsweep profile``, ``profile_seconds``).
 PROFILE_SECONDS = 2.0
 #: Lines ``gradsweep profile`` shows.

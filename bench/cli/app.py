@@ -577,7 +577,11 @@ def compare(base: Annotated[str, typer.Argument(metavar="BASE",
             ] = None,
             results: ResultsOpt = None, alpha: AlphaOpt = defaults.ALPHA,
             threshold: ThresholdOpt = defaults.MIN_EFFECT, markdown: MarkdownOpt = None,
-            junit: JunitOpt = None) -> None:
+            junit: JunitOpt = None,
+            unpaired: Annotated[bool, typer.Option(
+                "--unpaired", help="Gate on sweeps not measured side by side (no shared "
+                                   "ci_run); otherwise their verdicts are advisory, exit 0.")
+            ] = False) -> None:
     """Regression alerts: compare a candidate sweep with a base sweep, cell by cell."""
     _option(alpha, "--alpha")
     _option(threshold, "--threshold")
@@ -587,7 +591,8 @@ def compare(base: Annotated[str, typer.Argument(metavar="BASE",
 
     code = compare_command(
         base, candidate, results=location, candidate_results=other, alpha=alpha,
-        threshold=threshold, markdown=markdown, junit=junit, console=out())
+        threshold=threshold, markdown=markdown, junit=junit, unpaired=unpaired,
+        console=out())
     raise typer.Exit(code)
 
 
@@ -600,12 +605,17 @@ def ci(base: Annotated[str, typer.Option(
        spec: Annotated[Path, typer.Option(metavar="SPEC", help="Sweep spec of the gate.")
                        ] = Path(defaults.CI_SPEC),
        results: ResultsOpt = None, alpha: AlphaOpt = defaults.ALPHA,
-       threshold: ThresholdOpt = defaults.MIN_EFFECT, markdown: MarkdownOpt = None,
+       threshold: ThresholdOpt = defaults.CI_THRESHOLD, markdown: MarkdownOpt = None,
        junit: JunitOpt = None,
        clock: Annotated[str, typer.Option(
-           metavar="cpu|wall",
-           help="What samples measure: cpu (process CPU time, robust on a shared machine) "
-                "or wall (perf_counter, as sweeps).")] = "cpu") -> None:
+           metavar="cpu|wall|instructions",
+           help="What samples measure: cpu (CPU time, robust on a shared machine), wall, "
+                "or instructions (CPU time plus cachegrind counts of both sides, which then "
+                "gate; needs valgrind).")] = "cpu",
+       budget_s: Annotated[float, typer.Option(
+           "--budget-s", metavar="S",
+           help="Seconds of measurement after which no more process pairs start; "
+                "undecided cells end inconclusive.")] = defaults.CI_BUDGET_S) -> None:
     """Paired A/B of a git revision against the working tree; exit 1 on a regression."""
     _option(alpha, "--alpha")
     _option(threshold, "--threshold")
@@ -613,7 +623,7 @@ def ci(base: Annotated[str, typer.Option(
 
     code = ci_command(base, spec=str(spec), results=results, alpha=alpha,
                       threshold=threshold, markdown=markdown, junit=junit, clock=clock,
-                      console=out())
+                      budget_s=budget_s, console=out())
     raise typer.Exit(code)
 
 

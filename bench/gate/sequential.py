@@ -25,15 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gradsweep import stats
-from gradsweep.defaults import ALPHA, MIN_EFFECT
+from gradsweep.defaults import ALPHA, CI_BUDGET_S, CI_THRESHOLD, MIN_EFFECT
 from gradsweep.stats import INCONCLUSIVE, UNDECIDED, RatioEstimate
 
-#: The gate's default threshold (``gradsweep ci``): a true change of the threshold is
-#: flagged about half the time (``stats.gate_verdict``), so a gate that should catch
-#: +5% changes needs a threshold below 5%. At 3% a +5% change is flagged once its
-#: interval excludes 1, and A/A false alarms do not depend on it (they need the
+#: The gate's default threshold (``gradsweep ci``, defined in ``defaults``): a true change
+#: of the threshold is flagged about half the time (``stats.gate_verdict``), so a gate that
+#: should catch +5% changes needs a threshold below 5%. At 3% a +5% change is flagged once
+#: its interval excludes 1, and A/A false alarms do not depend on it (they need the
 #: interval to exclude 1); the price is more pairs before a cell is "unchanged".
-THRESHOLD = 0.03
+THRESHOLD = CI_THRESHOLD
 #: Process pairs every cell gets before the first look.
 MIN_PAIRS = 3
 #: Most process pairs a cell gets (the looks the false-alarm rate was simulated at).
@@ -41,7 +41,7 @@ MAX_PAIRS = 20
 #: Default seconds of measurement after which no pair is started (the minimum pairs
 #: always run): ``gradsweep ci`` on jobs/ci.toml then ends within 3 minutes on a
 #: 2-core machine (worktrees, compilation and storing take the rest).
-BUDGET_S = 120.0
+BUDGET_S = CI_BUDGET_S
 
 
 @dataclass(frozen=True)
