@@ -1,12 +1,12 @@
 """Argument checks: every path, address and number a command takes, checked before anything runs.
 
-Each check raises :class:`~bench.errors.BadInput` with one line: which option,
+Each check raises :class:`~gradsweep.errors.BadInput` with one line: which option,
 which value, what is wrong and what was expected, e.g. ``--output:
 /etc/passwd exists and is not a directory (expected a directory for the
 site)``. The CLI calls them before it reads a dataset or starts Ray, so a
 typo costs a second, not a Ray start (or a hang on a dead address).
 :class:`Range` and :func:`check_number` are also what the spec's numbers are
-checked with (``bench.spec.MEASURE_RANGES``, ``OPTION_RANGES``).
+checked with (``gradsweep.spec.MEASURE_RANGES``, ``OPTION_RANGES``).
 
 Writability is probed by creating and removing a hidden temporary entry
 (``.gradsweep-probe-*``, which the store's readers ignore): permission bits
@@ -57,7 +57,7 @@ RAY_KEYWORDS = ("auto", "local")
 
 
 
-#: Numeric command-line options and their ranges (``bench.checks.check_option``).
+#: Numeric command-line options and their ranges (``gradsweep.checks.check_option``).
 OPTION_RANGES: Mapping[str, Range] = {
     "--alpha": Range(0, 0.5, low_open=True),
     "--threshold": Range(0, 10),

@@ -2,7 +2,7 @@
 
 scalene cannot start inside a running interpreter (nor a Ray task), so a cell
 is profiled in a subprocess: ``python -m scalene run`` on
-:mod:`bench.profile_target`, which builds and verifies the cell with profiling
+:mod:`gradsweep.profile_target`, which builds and verifies the cell with profiling
 off and then calls its backward in a loop for a few seconds between
 ``scalene_profiler.start()`` and ``stop()``. Only the variant's code is
 profiled (``--profile-only`` the ``impls`` package, the backward's own package

@@ -1,6 +1,6 @@
 """The program scalene runs for ``gradsweep profile``: one cell's backward in a loop.
 
-Usage (by :mod:`bench.profile`, never by hand)::
+Usage (by :mod:`gradsweep.profile`, never by hand)::
 
     python -m scalene run --off ... bench/profile_target.py --- REQUEST.json
 

@@ -1,6 +1,6 @@
 """Questions asked of the results dataset: sweep listings, cell filters, SQL.
 
-Every function reads through :mod:`bench.store` (which migrates old rows and
+Every function reads through :mod:`gradsweep.store` (which migrates old rows and
 drops duplicates) and returns plain frames; the CLI only prints them. Filters
 are parsed, never evaluated: ``--where`` has a grammar of its own.
 """

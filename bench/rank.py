@@ -3,9 +3,9 @@
 Sort by estimated time; a variant joins the current place unless it differs
 from that place's first member, in which case it opens the next place. With
 blocks and rounds (:func:`block_places`) "differs" is a paired random-effects
-interval excluding 1 and the minimum effect (:func:`bench.stats.significant_effect`);
+interval excluding 1 and the minimum effect (:func:`gradsweep.stats.significant_effect`);
 for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
-and the minimum effect (:func:`bench.stats.differs`). Also here: memory places,
+and the minimum effect (:func:`gradsweep.stats.differs`). Also here: memory places,
 the Pareto front of time against memory, and the overall ranking across shapes
 by the geometric mean of normalised times. Every function is pure.
 """
@@ -45,7 +45,7 @@ def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
     """Places (1-based) of unpaired sample sets already sorted by median (old sweeps).
 
     Each set joins the current place unless it differs from the place's first
-    member (:func:`bench.stats.differs`: Mann-Whitney U p < alpha and a ratio of
+    member (:func:`gradsweep.stats.differs`: Mann-Whitney U p < alpha and a ratio of
     medians at least ``min_effect`` from 1), in which case it opens the next
     place. Sweeps with blocks and rounds use :func:`block_places` instead.
 
@@ -81,7 +81,7 @@ class Placed:
     place : int
         1-based; members sharing a place are not shown to differ.
     time_ns : float
-        Estimated time (:func:`bench.stats.block_time`), the sort key.
+        Estimated time (:func:`gradsweep.stats.block_time`), the sort key.
     leader : str
         First member of this member's place (the member itself when it leads).
     compared_with : str or None
@@ -130,12 +130,12 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     """Places of a group measured in blocks and rounds (DESIGN.md, Statistics).
 
     Members are sorted by estimated time (geometric mean over blocks of their
-    block medians, :func:`bench.stats.block_time`; ties keep the mapping's
+    block medians, :func:`gradsweep.stats.block_time`; ties keep the mapping's
     order). Each joins the current place unless its paired ratio to that
-    place's leader (:func:`bench.stats.paired_estimate`: block medians of paired
+    place's leader (:func:`gradsweep.stats.paired_estimate`: block medians of paired
     log-ratios, DerSimonian-Laird random effects, HKSJ t interval) is
     significant at ``confidence`` and at least ``min_effect`` from 1
-    (:func:`bench.stats.significant_effect`); then it leads the next place.
+    (:func:`gradsweep.stats.significant_effect`); then it leads the next place.
 
     Parameters
     ----------
@@ -144,7 +144,7 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
         round of the same block pairs two members); NaN marks a missing sample.
     min_effect, confidence : float
     modified : bool
-        Modified HKSJ (see :func:`bench.stats.combine_blocks`).
+        Modified HKSJ (see :func:`gradsweep.stats.combine_blocks`).
 
     Returns
     -------

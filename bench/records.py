@@ -222,7 +222,7 @@ def cell_id_of(cell: Cell) -> str:
 
 @dataclass(frozen=True)
 class CellResult:
-    """One row of the ``cells`` table (see ``bench.store.CELLS``)."""
+    """One row of the ``cells`` table (see ``gradsweep.store.CELLS``)."""
 
     cell_id: str
     kernel: str

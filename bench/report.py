@@ -3,7 +3,7 @@
 :func:`build` turns a sweep's ``cells`` rows into a :class:`Report` of frozen
 records (pure); :func:`load_report` reads a sweep from a dataset and loads the
 registry its spec names; :func:`to_markdown` and :func:`to_csv` render it
-(``bench.views.print_report`` renders it with rich).
+(``gradsweep.cli.views.print_report`` renders it with rich).
 
 Exit code: a report exists to rank, so it exits 0 even when cells failed
 (they are listed apart, never ranked); 2 for bad input (unknown sweep,

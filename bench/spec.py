@@ -1,6 +1,6 @@
 """Sweep specs: load and validate the TOML format of DESIGN.md, expand to cells.
 
-Every error is a :class:`~bench.errors.BadInput` naming the file and the key,
+Every error is a :class:`~gradsweep.errors.BadInput` naming the file and the key,
 e.g. ``jobs/x.toml: grid[0].variants.buffers: unknown value 'lists' (expected
 one of list, prealloc)``, raised before anything runs.
 
@@ -15,7 +15,7 @@ largest ``memory_budget_mb`` allows (:data:`MAX_CELL_BYTES`).
 The sweep's ``name`` is free text of 1 to :data:`MAX_NAME_CHARS` characters
 and is kept exactly as written (it is data: a column of the results), even
 when it holds control characters such as a terminal escape; whatever prints
-it escapes it with :func:`bench.errors.printable`.
+it escapes it with :func:`gradsweep.errors.printable`.
 """
 
 from __future__ import annotations

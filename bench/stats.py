@@ -881,7 +881,7 @@ def gate_verdict(estimate: RatioEstimate, threshold: float = MIN_EFFECT, final: 
     threshold with probability at most alpha / 2. The price: a true change
     just under the threshold is flagged up to about half the time, as it is in
     the places of a ranking (the same rule, :func:`significant_effect`).
-    The thresholds ``1 +- threshold`` match ``bench.regress.decide``.
+    The thresholds ``1 +- threshold`` match ``gradsweep.regress.decide``.
 
     Sequential use (start with a few process pairs, add one while
     :func:`needs_more`, up to a budget) looks at the data repeatedly; with the

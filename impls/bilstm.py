@@ -21,7 +21,7 @@ kernel. Conventions:
   the same for every merge mode (both directions' outputs and caches), so any
   variant runs on the kernel forward's cache.
 - Every variant's backward function carries two optional attributes (the lead
-  adds them to the contract in ``impls.base``/the worker):
+  adds them to the contract in ``gradsweep.impls.base``/the worker):
 
   ``backward.forward(case) -> (Y, cache)``
       the forward of its merge mode (Y (N, T, H) or (N, T, 2H)); use it for

@@ -21,7 +21,7 @@ keep the backward's hot loop on contiguous memory: ``XH1`` (T, N, D+H+1) =
 [x_t, h_{t-1}, 1], so that one GEMM ``XH1ᵀ dA`` yields dWx, dWh and db stacked;
 the activated gates ``G`` (T, N, 4H); ``Cprev`` = c_{t-1} and ``TC`` = tanh(c_t),
 both (T, N, H). A direction may run over reversed time (``reverse=True``, used by
-:mod:`impls.bilstm`): its arrays stay indexed by original time, and "previous"
+:mod:`gradsweep.impls.bilstm`): its arrays stay indexed by original time, and "previous"
 means the step before in the direction's own order.
 """
 

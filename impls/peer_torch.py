@@ -21,7 +21,7 @@ The module imports without torch. The backward's ``prepare(case, cache)``
 (called by the worker outside the clock) imports torch, sets its thread count to
 ``case.threads``, builds the module in ``case.dtype``, runs the forward with
 ``requires_grad`` leaves and returns a :class:`Graph`; without torch it raises
-:class:`~impls.base.SkipCell`. The timed backward clears the leaves' grads, calls
+:class:`~gradsweep.impls.base.SkipCell`. The timed backward clears the leaves' grads, calls
 ``Y.backward(dY, retain_graph=True)`` and returns numpy views of the grads in
 our layouts, keyed like the kernel's own gradients.
 """

@@ -196,7 +196,7 @@ def _shape_budget(groups) -> dict[tuple[str, str], int]:
 
 
 def print_report(console: Console, report) -> None:
-    """A ``bench.report.Report``: per kernel and dtype the shapes' rankings (up to a
+    """A ``gradsweep.report.Report``: per kernel and dtype the shapes' rankings (up to a
     share of :data:`REPORT_MAX_ROWS`) and the overall ranking, then the cells not
     ranked and any notes."""
     from gradsweep import report as rp
@@ -319,7 +319,7 @@ PROFILE_CODE_WIDTH = 56
 
 
 def print_profile(console: Console, profile, top: int = 15) -> None:
-    """``gradsweep profile``: the hottest lines of a cell's variant code (``bench.profile``)."""
+    """``gradsweep profile``: the hottest lines of a cell's variant code (``gradsweep.profile``)."""
     cell = profile.cell
     console.print(printable(
         f"{cell.variant} {cell.shape_text} {cell.dtype} threads={cell.threads} "

@@ -3,7 +3,7 @@
 ``submit`` ships this project tree as the job's ``working_dir`` (no venv,
 results, generated sites or caches) and the spec's plugins as ``py_modules``;
 the job runs ``python -m bench run SPEC --results R`` on the cluster, where
-:class:`bench.runner.RayExecutor` joins the job's own cluster. Ray 2.60 has
+:class:`gradsweep.executors.onray.RayExecutor` joins the job's own cluster. Ray 2.60 has
 token authentication on by default: every request carries
 ``Authorization: Bearer <token>`` with the token Ray itself would use.
 """

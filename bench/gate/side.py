@@ -15,7 +15,7 @@ from TREE (the base revision's worktree, or the working tree), which is first on
 ``sys.path`` (and is the cwd, and first on PYTHONPATH). TREE's ``impls`` folder
 is imported as ``impls`` and ``gradsweep.impls`` is an alias of it, so a
 revision from before the ``gradsweep`` import name (whose kernels import
-``impls.base``) and a newer one (``gradsweep.impls.base``) both load one copy of
+``gradsweep.impls.base``) and a newer one (``gradsweep.impls.base``) both load one copy of
 their own kernels. This file imports nothing from ``gradsweep`` at module level,
 so the path is arranged before any import.
 
