@@ -125,3 +125,18 @@ def _reason(cause: BaseException | str) -> str:
     lines = str(cause).splitlines()
     return lines[0][:MAX_REASON_CHARS] if lines and lines[0] else type(cause).__name__
 
+
+
+class Unavailable(Exception):
+    """A service kept failing for a bounded time (the Ray Jobs API answering HTTP 5xx).
+
+    ``str(exc)`` is one line naming the service, how long it was retried and its
+    last answer. The CLI prints it and exits 1: the input was fine, the cluster
+    was not ready, and trying again later may work.
+    """
+
+    def __init__(self, service: str, waited_s: float, cause: BaseException | str):
+        self.service = service
+        self.cause = cause
+        super().__init__(printable(
+            f"{service} kept failing for {waited_s:.0f} s: {_reason(cause)}"))

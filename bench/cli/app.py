@@ -25,7 +25,7 @@ import typer
 
 from gradsweep import __version__, defaults
 from gradsweep.cli import usage
-from gradsweep.errors import BadInput, StoreError, printable
+from gradsweep.errors import BadInput, StoreError, Unavailable, printable
 from gradsweep.executors import auth
 
 if TYPE_CHECKING:
@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         warn(f"gradsweep: error: {exc}")
         return 2
-    except StoreError as exc:  # the dataset cannot be written (a full disk): stop at once
+    except (StoreError, Unavailable) as exc:  # a full disk, a cluster not ready: stop at once
         warn(f"gradsweep: error: {exc}")
         return 1
     except typer.Abort:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gradsweep import store
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, Unavailable
 from gradsweep.executors.auth import auth_token
 from gradsweep.executors.onray import shipped_modules
 from gradsweep.spec import load_spec
@@ -46,6 +47,15 @@ PYTHON = "python"
 #: Seconds between status polls while waiting for a job.
 POLL_S = 1.0
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: Transient Jobs API failures (HTTP 5xx, e.g. 500 "No available agent to submit job,
+#: please try again later" while a new cluster's agents start) are retried this long.
+RETRY_WINDOW_S = 60.0
+#: The first pause between attempts; it doubles after each failure, up to the cap.
+RETRY_FIRST_PAUSE_S = 0.5
+RETRY_MAX_PAUSE_S = 8.0
+#: How Ray's SDK words a server error (``Request failed with status code 500: ...``).
+SERVER_ERROR = re.compile(r"status code 5\d\d\b")
+SERVICE = "the Ray Jobs API at {url}"
 QUIET_LOGGERS = ("ray", "ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging",
                  "ray._private.runtime_env.working_dir")
 
@@ -77,15 +87,54 @@ def auth_headers() -> dict[str, str]:
 
 
 def client(address: str | None):
-    """A ``JobSubmissionClient`` for the dashboard at ``address``, authenticated."""
+    """A ``JobSubmissionClient`` for the dashboard at ``address``, authenticated.
+
+    Its version check is retried like every call (:func:`retrying`); nothing
+    listening at ``address`` is bad input at once.
+    """
     from ray.job_submission import JobSubmissionClient
 
     url = dashboard_url(address)
     try:
-        return JobSubmissionClient(url, headers=auth_headers())
+        return retrying(lambda: JobSubmissionClient(url, headers=auth_headers()),
+                        service=SERVICE.format(url=url))
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BadInput(f"cannot reach the Ray Jobs API at {url}: {_first_line(exc)}",
                        key="--address") from None
+
+
+def transient(exc: BaseException) -> bool:
+    """True for a server-side failure worth retrying: an HTTP 5xx answer."""
+    response = getattr(exc, "response", None)  # requests.HTTPError from a version check
+    if response is not None and getattr(response, "status_code", 0) >= 500:
+        return True
+    return isinstance(exc, RuntimeError) and bool(SERVER_ERROR.search(str(exc)))
+
+
+def retrying(call: Callable[[], Any], *, service: str, window_s: float | None = None,
+             sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> Any:
+    """``call()``, retried with capped exponential backoff while it fails transiently.
+
+    Any other error is raised at once. After ``window_s`` (default
+    :data:`RETRY_WINDOW_S`) of transient failures
+    the last one is raised as :class:`~gradsweep.errors.Unavailable` (one line,
+    exit 1): "Timeouts, retries and backoff with jitter" (Brooker, AWS Builders'
+    Library, 2019) without the jitter, one client having no herd to spread.
+    """
+    window_s = RETRY_WINDOW_S if window_s is None else window_s
+    start, pause = clock(), RETRY_FIRST_PAUSE_S
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - transient() decides, the rest re-raise
+            if not transient(exc):
+                raise
+            waited = clock() - start
+            if waited + pause > window_s:
+                raise Unavailable(service, waited, exc) from None
+        sleep(pause)
+        pause = min(2 * pause, RETRY_MAX_PAUSE_S)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -176,48 +225,66 @@ def as_packages(paths: list[str]) -> Iterator[list[str]]:
 
 
 def submit(job: JobPlan, address: str | None) -> str:
-    """Submit ``job`` (uploading the tree and plugins); returns its id."""
+    """Submit ``job`` (uploading the tree and plugins); returns its id.
+
+    A submit retried after a server error may find its own id already taken
+    (the first attempt reached the cluster after all): that is success.
+    """
     jobs = client(address)
     runtime_env = dict(job.runtime_env)
     for name in QUIET_LOGGERS:  # per-file packaging chatter on every submit
         logging.getLogger(name).setLevel(logging.ERROR)
+    failed: list[BaseException] = []
+
+    def once() -> str:
+        try:
+            return jobs.submit_job(entrypoint=job.entrypoint, submission_id=job.job_id,
+                                   runtime_env=runtime_env, metadata=job.metadata)
+        except RuntimeError as exc:
+            if failed and "already exists" in str(exc):
+                return job.job_id
+            failed.append(exc)
+            raise
+
     with as_packages(runtime_env.pop("py_modules", [])) as modules:
         if modules:
             runtime_env["py_modules"] = modules
-        return jobs.submit_job(entrypoint=job.entrypoint, submission_id=job.job_id,
-                               runtime_env=runtime_env, metadata=job.metadata)
+        return _call(address, once)
 
 
-def _call(fn: Callable, *args) -> Any:
-    """A Jobs API call whose 'does not exist' and HTTP errors are bad input (exit 2)."""
+def _call(address: str | None, fn: Callable, *args) -> Any:
+    """A call to the Jobs API at ``address``, retried while the server fails
+    (:func:`retrying`); 'does not exist' and other client errors are bad input (exit 2)."""
     if not all(args):
         raise BadInput("a job id is required")
+    service = SERVICE.format(url=dashboard_url(address))
     try:
-        return fn(*args)
+        return retrying(lambda: fn(*args), service=service)
     except RuntimeError as exc:
         raise BadInput(_first_line(exc)) from None
 
 
 def list_jobs(address: str | None) -> list:
     """Every job the cluster knows, oldest first."""
-    jobs = [j for j in client(address).list_jobs() if j.submission_id]  # not plain drivers
+    listed = _call(address, client(address).list_jobs)
+    jobs = [j for j in listed if j.submission_id]  # not plain drivers
     return sorted(jobs, key=lambda j: j.start_time or 0)
 
 
 def info(address: str | None, job_id: str):
     """A job's details (status, message, entrypoint, metadata, times)."""
-    return _call(client(address).get_job_info, job_id)
+    return _call(address, client(address).get_job_info, job_id)
 
 
 def logs(address: str | None, job_id: str) -> str:
     """The job's driver log so far."""
-    return _call(client(address).get_job_logs, job_id)
+    return _call(address, client(address).get_job_logs, job_id)
 
 
 def follow(address: str | None, job_id: str, write: Callable[[str], None]) -> None:
     """Write the job's log as it grows, until the job ends."""
     jobs = client(address)
-    _call(jobs.get_job_status, job_id)
+    _call(address, jobs.get_job_status, job_id)
 
     async def tail() -> None:
         async for chunk in jobs.tail_job_logs(job_id):
@@ -228,7 +295,7 @@ def follow(address: str | None, job_id: str, write: Callable[[str], None]) -> No
 
 def cancel(address: str | None, job_id: str) -> bool:
     """Stop a job (SIGTERM to its driver: finished cells stay stored); False if it had ended."""
-    return bool(_call(client(address).stop_job, job_id))
+    return bool(_call(address, client(address).stop_job, job_id))
 
 
 def wait(address: str | None, job_id: str, timeout_s: float) -> str:
@@ -236,7 +303,7 @@ def wait(address: str | None, job_id: str, timeout_s: float) -> str:
     jobs = client(address)
     end = time.monotonic() + timeout_s
     while True:
-        status = str(_call(jobs.get_job_status, job_id))
+        status = str(_call(address, jobs.get_job_status, job_id))
         if status in TERMINAL or time.monotonic() > end:
             return status
         time.sleep(POLL_S)

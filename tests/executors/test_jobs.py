@@ -6,6 +6,7 @@ in a private --temp-dir; teardown kills exactly those nodes' processes (never
 ``ray stop``, which would stop every Ray on the machine) and removes the dir.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -13,8 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -23,7 +26,7 @@ from conftest import PLUGINS
 
 from gradsweep import store
 from gradsweep.cli.app import main
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, Unavailable
 from gradsweep.executors import auth, jobs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,3 +238,120 @@ def test_address_and_token_resolution(monkeypatch, tmp_path):
     assert jobs.auth_headers() == {"Authorization": "Bearer abc"}
     monkeypatch.setenv(auth.TOKEN_ENV, "xyz")
     assert jobs.auth_headers() == {"Authorization": "Bearer xyz"}
+
+
+NO_AGENT = "No available agent to submit job, please try again later."
+
+
+class FlakyJobsAPI(BaseHTTPRequestHandler):
+    """A Ray Jobs API on loopback whose first ``failures`` job calls answer 500."""
+
+    failures = 0
+    calls: list[str] = []
+    submitted_anyway = False  # the failed submits reached the cluster after all
+
+    def _answer(self, status: int, body: dict | str) -> None:
+        data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if isinstance(body, dict)
+                         else "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _job_call(self, ok: dict) -> None:
+        type(self).calls.append(f"{self.command} {self.path}")
+        if len(type(self).calls) <= type(self).failures:
+            self._answer(500, NO_AGENT)
+        else:
+            self._answer(200, ok)
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/api/version":
+            self._answer(200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x"})
+        elif self.path.endswith("/logs"):
+            self._job_call({"logs": "cells 3/3\n"})
+        else:
+            self._answer(404, "not found")
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if type(self).submitted_anyway and len(type(self).calls) >= type(self).failures:
+            type(self).calls.append(f"{self.command} {self.path}")
+            return self._answer(400, f"Job with submission_id {body['submission_id']} "
+                                     "already exists. Please use a different submission_id.")
+        self._job_call({"submission_id": body["submission_id"], "job_id": None})
+
+    def log_message(self, *args):  # quiet
+        pass
+
+
+@pytest.fixture
+def flaky_api(monkeypatch):
+    """``(url, handler)``: a flaky Jobs API on 127.0.0.1, with short retry pauses."""
+    handler = type("Flaky", (FlakyJobsAPI,), {"failures": 0, "calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(jobs, "RETRY_FIRST_PAUSE_S", 0.01)
+    monkeypatch.setattr(jobs, "RETRY_MAX_PAUSE_S", 0.05)
+    for name in (*jobs.ADDRESS_ENVS, auth.TOKEN_ENV):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_submit_and_logs_retry_a_cluster_that_is_not_ready(flaky_api):
+    url, handler = flaky_api
+    handler.failures = 3
+    plan = jobs.JobPlan("gradsweep-x", "python -m gradsweep run s.toml", {}, "/r", {})
+    assert jobs.submit(plan, url) == "gradsweep-x"
+    assert handler.calls == ["POST /api/jobs/"] * 4
+    handler.failures, handler.calls = 2, []
+    assert jobs.logs(url, "gradsweep-x") == "cells 3/3\n"
+    assert len(handler.calls) == 3
+    handler.failures, handler.calls, handler.submitted_anyway = 1, [], True
+    assert jobs.submit(plan, url) == "gradsweep-x"  # its own id taken: the retry succeeded
+    assert len(handler.calls) == 2
+
+
+def test_a_cluster_that_stays_unavailable_is_one_line_and_exit_1(flaky_api, capsys,
+                                                                  monkeypatch):
+    url, handler = flaky_api
+    handler.failures = 10**6
+    monkeypatch.setattr(jobs, "RETRY_WINDOW_S", 0.3)
+    start = time.monotonic()
+    assert main(["logs", "gradsweep-x", "--address", url]) == 1
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"the Ray Jobs API at {url} kept failing" in err and NO_AGENT in err
+    assert len(handler.calls) >= 3  # retried, with pauses
+
+
+def test_retrying_backs_off_and_raises_other_errors_at_once():
+    pauses: list[float] = []
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+        now[0] += s
+
+    def always_500():
+        raise RuntimeError("Request failed with status code 503: busy.")
+
+    with pytest.raises(Unavailable, match=r"svc kept failing for \d+ s: .*503"):
+        jobs.retrying(always_500, service="svc", window_s=30, sleep=sleep, clock=lambda: now[0])
+    assert pauses[:5] == [0.5, 1.0, 2.0, 4.0, 8.0] and max(pauses) == jobs.RETRY_MAX_PAUSE_S
+    assert sum(pauses) <= 30
+    for error in (RuntimeError("Request failed with status code 404: no such job."),
+                  ValueError("bad")):
+        def fails(error=error):
+            raise error
+        pauses.clear()
+        with pytest.raises(type(error)):
+            jobs.retrying(fails, service="svc", sleep=sleep, clock=lambda: now[0])
+        assert pauses == []
