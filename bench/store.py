@@ -6,8 +6,8 @@ every table's directory exists once anything was written, so an unwritten
 table reads empty). ``sweep_id`` lives in the Hive partition path only.
 Readers skip names beginning with ``.`` or ``_``, drop duplicate rows
 (keeping the newest), migrate rows of older schema versions and name any file
-they cannot read while returning the rest. Each file carries the ``pandas``
-schema metadata of :data:`PANDAS_DTYPES`, so plain ``pandas.read_parquet`` of
+they cannot read while returning the rest. Each ``cells`` file carries the
+``pandas`` schema metadata of :data:`PANDAS_DTYPES`, so plain ``pandas.read_parquet`` of
 ``<root>/cells`` reads the dims as nullable ``Int64``, as gradsweep's readers do.
 
 Durability (local disk): a file is written under a hidden temporary name,
@@ -148,9 +148,9 @@ PANDAS_DTYPES: Mapping[str, Mapping[str, str]] = {"cells": dict.fromkeys(DIM_COL
 def _with_pandas_dtypes(table: str, schema: pa.Schema) -> pa.Schema:
     """``schema`` with the ``pandas`` metadata pyarrow writes for :data:`PANDAS_DTYPES`.
 
-    Every file carries it, so ``pandas.read_parquet`` (any ``to_pandas``) restores
-    those dtypes. Only the columns whose dtype differs from pyarrow's default are
-    described (a few hundred bytes, not one entry per column).
+    Every file of ``table`` carries it, so ``pandas.read_parquet`` (any ``to_pandas``)
+    restores those dtypes. Only the columns whose dtype differs from pyarrow's default
+    are described (about 1.5 kB a file, not an entry per column).
     """
     dtypes = PANDAS_DTYPES.get(table)
     if not dtypes:
