@@ -6,7 +6,9 @@ every table's directory exists once anything was written, so an unwritten
 table reads empty). ``sweep_id`` lives in the Hive partition path only.
 Readers skip names beginning with ``.`` or ``_``, drop duplicate rows
 (keeping the newest), migrate rows of older schema versions and name any file
-they cannot read while returning the rest.
+they cannot read while returning the rest. Each ``cells`` file carries the
+``pandas`` schema metadata of :data:`PANDAS_DTYPES`, so plain ``pandas.read_parquet`` of
+``<root>/cells`` reads the dims as nullable ``Int64``, as gradsweep's readers do.
 
 Durability (local disk): a file is written under a hidden temporary name,
 fsync'ed, renamed into its partition and the directory fsync'ed, so a write
@@ -34,8 +36,10 @@ fsync, and compaction writes the merged file then deletes the old ones:
 between the two, plain readers see duplicates (gradsweep's readers drop them).
 
 Schema versions: 1 is the first release; 2 adds ``cells.n_samples`` (the
-number of timed samples, so listings need not load ``samples_ns``). A
-migration per (table, version) lifts rows one version up on read.
+number of timed samples, so listings need not load ``samples_ns``); 3 adds
+groups, blocks and rounds (docs/tables.md). A migration per (table, version)
+lifts rows one version up on read. Compaction rewrites a one-file partition
+of older rows or without the pandas metadata.
 """
 
 from __future__ import annotations
@@ -136,9 +140,33 @@ PROFILES = pa.schema([
     ("recorded_at", _TS), ("schema_version", pa.int32()),
 ])
 
+#: pandas dtypes other than pyarrow's defaults, per table: the dims read as nullable
+#: integers (``<NA>`` where a kernel has no such dim), not float64 with NaN.
+PANDAS_DTYPES: Mapping[str, Mapping[str, str]] = {"cells": dict.fromkeys(DIM_COLUMNS, "Int64")}
+
+
+def _with_pandas_dtypes(table: str, schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the ``pandas`` metadata pyarrow writes for :data:`PANDAS_DTYPES`.
+
+    Every file of ``table`` carries it, so ``pandas.read_parquet`` (any ``to_pandas``)
+    restores those dtypes. Only the columns whose dtype differs from pyarrow's default
+    are described (about 1.5 kB a file, not an entry per column).
+    """
+    dtypes = PANDAS_DTYPES.get(table)
+    if not dtypes:
+        return schema
+    typed = pa.schema([schema.field(name) for name in dtypes])
+    frame = typed.empty_table().to_pandas().astype(dtypes)
+    meta = pa.Table.from_pandas(frame, schema=typed, preserve_index=False).schema.metadata
+    return schema.with_metadata({b"pandas": meta[b"pandas"]})
+
+
 SCHEMAS: Mapping[str, pa.Schema] = {
-    "sweeps": SWEEPS, "cells": CELLS, "nodes": NODES, "profiles": PROFILES,
+    table: _with_pandas_dtypes(table, schema)
+    for table, schema in {"sweeps": SWEEPS, "cells": CELLS, "nodes": NODES,
+                          "profiles": PROFILES}.items()
 }
+SWEEPS, CELLS, NODES, PROFILES = (SCHEMAS[t] for t in ("sweeps", "cells", "nodes", "profiles"))
 #: Columns that identify a row within a sweep: later duplicates replace earlier.
 #: A sweeps row is an event; only an exact repeat of one (after a compaction
 #: interrupted before it removed the old files) is a duplicate.
@@ -780,16 +808,30 @@ def _compact_with(dataset: Dataset, table: str, sweep_id: str,
 
 
 def _is_compact(dataset: Dataset, table: str, paths: Sequence[str]) -> bool:
-    """One readable file (or none) with rows of the current version only."""
+    """One readable file (or none) with rows of the current version and pandas dtypes only."""
     if len(paths) > 1:
         return False
     if not paths:
         return True
     old = ds.field("schema_version") < SCHEMA_VERSION
     try:
-        return _arrow_dataset(dataset, table, paths).count_rows(filter=old) == 0
+        if _arrow_dataset(dataset, table, paths).count_rows(filter=old):
+            return False
+        return has_pandas_dtypes(table, pq.read_schema(paths[0], filesystem=dataset.fs))
     except (pa.ArrowException, OSError):
         return False  # unreadable: compaction sets it aside
+
+
+def has_pandas_dtypes(table: str, schema: pa.Schema) -> bool:
+    """Whether a file's ``schema`` names the pandas dtypes of :data:`PANDAS_DTYPES`.
+
+    Files written before it was stored lack them; compaction rewrites such files.
+    """
+    wanted = SCHEMAS[table].pandas_metadata
+    if wanted is None:
+        return True
+    found = schema.pandas_metadata or {}
+    return found.get("columns") == wanted["columns"]
 
 
 def move_aside(dataset: Dataset, table: str, sweep_id: str,

@@ -19,15 +19,22 @@ building the autograd graph) so that only the backward is timed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import hashlib
+
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    hashlib = Deferred("hashlib", globals(), "hashlib")
+    np = Deferred("numpy", globals(), "np")
 
 #: Gradients of one backward call: ``"dX"`` plus one entry per parameter name.
-Grads = dict[str, np.ndarray]
+Grads = dict[str, "np.ndarray"]
 #: A shape: every dim of the kernel by name, e.g. ``{"N": 16, "T": 32, ...}``.
 Shape = Mapping[str, int]
 Backward = Callable[["Case", Any], Grads]

@@ -37,8 +37,7 @@ kernel. Conventions:
 from __future__ import annotations
 
 import functools
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gradsweep.impls import bptt, lstm
 from gradsweep.impls.base import (
@@ -50,6 +49,12 @@ from gradsweep.impls.base import (
     clip_grads,
     rng_for,
 )
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 NAME = "bilstm"
 DIRECTIONS = ("fwd", "bwd")

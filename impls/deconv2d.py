@@ -30,10 +30,7 @@ dY. The three methods (DESIGN.md, Variants):
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from typing import TYPE_CHECKING, NamedTuple
 
 from gradsweep.impls.base import (
     DEFAULT_CLIP_NORM,
@@ -47,6 +44,12 @@ from gradsweep.impls.base import (
     rng_for,
     variant_name,
 )
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 NAME = "deconv2d"
 PARAMS = ("W", "b")
@@ -268,7 +271,8 @@ def _im2col_backward(case: Case, cache: dict) -> Grads:
     Xd[:, ::s, ::s] = X
     lo = d * (k - 1) - pad
     Xdp = _pad_crop(Xd, lo, lo + op)
-    win = sliding_window_view(Xdp, (d * (k - 1) + 1, d * (k - 1) + 1), axis=(1, 2))
+    span = d * (k - 1) + 1
+    win = np.lib.stride_tricks.sliding_window_view(Xdp, (span, span), axis=(1, 2))
     cols = win[..., ::d, ::d].transpose(0, 1, 2, 4, 5, 3).reshape(N * Hout * Wout, k * k * Cin)
     W_flip = W[::-1, ::-1].reshape(k * k * Cin, Cout)
     dY2 = dY.reshape(N * Hout * Wout, Cout)
@@ -323,8 +327,9 @@ def _gather_backward(case: Case, cache: dict) -> Grads:
     band = max(i1 - i0 for _, _, i0, i1 in blocks)
     frame = np.zeros((nb, Hf, Wf, Cout), dtype=dY.dtype)   # borders stay zero
     sN, sH, sW, sC = frame.strides
-    win = as_strided(frame, shape=(nb, Hin, Win, k, k, Cout),
-                     strides=(sN, s * sH, s * sW, d * sH, d * sW, sC), writeable=False)
+    win = np.lib.stride_tricks.as_strided(
+        frame, shape=(nb, Hin, Win, k, k, Cout),
+        strides=(sN, s * sH, s * sW, d * sH, d * sW, sC), writeable=False)
     buf = np.empty(nb * band * Win * kkC, dtype=dY.dtype)
     dXt = np.empty((Cin, nb * band * Win), dtype=dY.dtype)
     ones = np.ones(nb * Hout * Wout, dtype=dY.dtype)

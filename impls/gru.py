@@ -38,7 +38,7 @@ over all T·N rows after it.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gradsweep.impls import bptt
 from gradsweep.impls.base import (
@@ -50,6 +50,12 @@ from gradsweep.impls.base import (
     clip_grads,
     rng_for,
 )
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 NAME = "gru"
 PARAMS = ("Wx", "Wh", "b_ih", "b_hh")

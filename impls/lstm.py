@@ -27,7 +27,7 @@ means the step before in the direction's own order.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gradsweep.impls import bptt
 from gradsweep.impls.base import (
@@ -39,6 +39,12 @@ from gradsweep.impls.base import (
     clip_grads,
     rng_for,
 )
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 NAME = "lstm"
 PARAMS = ("Wx", "Wh", "b")

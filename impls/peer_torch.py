@@ -31,11 +31,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gradsweep.impls.base import PEER_AXIS, Case, Grads, SkipCell, Variant
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 PEER = "torch"
 #: Kernels that have a torch peer, in listing order.

@@ -15,7 +15,7 @@ Backward through time, with dZ_t = dL/d(pre-activation at t)::
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from gradsweep.impls import bptt
 from gradsweep.impls.base import (
@@ -27,6 +27,12 @@ from gradsweep.impls.base import (
     clip_grads,
     rng_for,
 )
+from gradsweep.impls.lazy import Deferred
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported when a kernel first computes (gradsweep.impls.lazy)
+    np = Deferred("numpy", globals(), "np")
 
 NAME = "rnn"
 PARAMS = ("Wx", "Wh", "b")

@@ -370,3 +370,114 @@ def test_an_ending_event_at_the_same_instant_wins(tmp_path):
         store.write(ds, "sweeps", "s1", [{"name": "x", "event": status, "status": status,
                                           "at": t}])
     assert store.sweeps(ds).loc[0, "status"] == "finished"
+
+
+# --- plain pandas reads typed columns ----------------------------------------------------------
+
+RNN_DIMS = {"N": 2, "T": 3, "D": 4, "H": 5}
+DECONV_DIMS = {"N": 1, "Hin": 4, "Win": 4, "Cin": 2, "Cout": 3, "k": 3, "stride": 2,
+               "padding": 0, "dilation": 1, "output_padding": 0}
+
+
+def mixed_kernels(root) -> store.Dataset:
+    """rnn and deconv2d cells (ok and error rows) over two sweeps, several files each."""
+    from gradsweep.records import Cell, skeleton
+
+    ds = store.resolve(root)
+    for sweep in ("s1", "s2"):
+        for kernel, variant, dims, status in [
+                ("rnn", "rnn/buffers=list,wgrad=step,clip=none", RNN_DIMS, "ok"),
+                ("deconv2d", "deconv2d/method=gather", DECONV_DIMS, "error")]:
+            cell = Cell(kernel=kernel, variant=variant, shape=tuple(dims.items()),
+                        dtype="float64", threads=1, seed=0, clip_value=1.0, clip_norm=5.0)
+            store.write(ds, "cells", sweep, [skeleton(cell, status).row()])
+    return ds
+
+
+def assert_typed_dims(frame: pd.DataFrame) -> None:
+    """Every dim column is Int64, <NA> exactly where the row's kernel has no such dim."""
+    assert {str(frame[d].dtype) for d in store.DIM_COLUMNS} == {"Int64"}
+    for _, row in frame.iterrows():
+        dims = RNN_DIMS if row["kernel"] == "rnn" else DECONV_DIMS
+        for d in store.DIM_COLUMNS:
+            assert (row[d] is pd.NA) if d not in dims else row[d] == dims[d]
+        assert dict(row["dims"]) == dims  # the map column holds the same values
+
+
+def test_plain_pandas_reads_the_dims_of_mixed_kernels_as_nullable_integers(tmp_path):
+    mixed_kernels(tmp_path / "r")
+    frame = pd.read_parquet(tmp_path / "r" / "cells")
+    assert len(frame) == 4
+    assert_typed_dims(frame)
+    assert not [c for c in frame.columns if c in store.DIM_COLUMNS
+                and pd.api.types.is_float_dtype(frame[c])]
+    projected = pd.read_parquet(tmp_path / "r" / "cells", columns=["kernel", "T", "Hin"])
+    assert str(projected["T"].dtype) == str(projected["Hin"].dtype) == "Int64"
+
+
+def test_axis_columns_are_strings_null_where_the_kernel_has_no_such_axis(tmp_path):
+    mixed_kernels(tmp_path / "r")
+    frame = pd.read_parquet(tmp_path / "r" / "cells").set_index("kernel")
+    assert pd.api.types.is_string_dtype(frame["buffers"])
+    assert set(frame.loc["rnn", "buffers"]) == {"list"}
+    assert frame.loc["deconv2d", "buffers"].isna().all()
+    assert set(frame.loc["deconv2d", "method"]) == {"gather"}
+    for axes, buffers in zip(frame["axes"], frame["buffers"], strict=True):
+        assert dict(axes).get("buffers") == (None if pd.isna(buffers) else buffers)
+
+
+def test_gradsweeps_readers_give_plain_pandas_dtypes(tmp_path):
+    ds = mixed_kernels(tmp_path / "r")
+    plain = pd.read_parquet(tmp_path / "r" / "cells").drop(columns="sweep_id")
+    ours = store.read(ds, "cells").drop(columns="sweep_id")
+    assert list(ours.columns) == list(plain.columns)
+    assert ours.dtypes.astype(str).to_dict() == plain.dtypes.astype(str).to_dict()
+    assert_typed_dims(ours)
+    assert str(store.read(ds, "cells", columns=["Hin"])["Hin"].dtype) == "Int64"
+    assert str(store.read(ds, "cells", sweep_ids=["nope"])["T"].dtype) == "Int64"  # empty
+
+
+def test_results_compact_keeps_the_dims_typed(tmp_path):
+    from gradsweep.cli.app import main
+
+    mixed_kernels(tmp_path / "r")
+    assert main(["results", "compact", "--results", str(tmp_path / "r")]) == 0
+    for sweep in ("s1", "s2"):
+        [only] = (tmp_path / "r" / "cells" / f"sweep_id={sweep}").glob("*.parquet")
+        assert store.has_pandas_dtypes("cells", pq.read_schema(only))
+    assert_typed_dims(pd.read_parquet(tmp_path / "r" / "cells"))
+
+
+def test_compaction_rewrites_a_file_written_without_pandas_dtypes(tmp_path):
+    ds = mixed_kernels(tmp_path / "r")
+    part = tmp_path / "r" / "cells" / "sweep_id=s1"
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted(part.glob("*.parquet"))])
+    for p in part.glob("*.parquet"):
+        p.unlink()
+    pq.write_table(rows.replace_schema_metadata(None), part / "old.parquet")  # as before
+    assert not store.has_pandas_dtypes("cells", pq.read_schema(part / "old.parquet"))
+    [done] = [c for c in store.compact(ds, "s1") if c.table == "cells"]
+    assert done.rows == 2 and not done.skipped
+    [merged] = part.glob("*.parquet")
+    assert store.has_pandas_dtypes("cells", pq.read_schema(merged))
+    assert_typed_dims(pd.read_parquet(part))
+    [again] = [c for c in store.compact(ds, "s1") if c.table == "cells"]
+    assert again.skipped == "already compact"
+
+
+def test_migrated_rows_are_written_with_pandas_dtypes(tmp_path):
+    ds = v1_dataset(tmp_path)
+    store.compact(ds)
+    frame = pd.read_parquet(tmp_path / "v1" / "cells")
+    assert len(frame) and (frame["schema_version"] == store.SCHEMA_VERSION).all()
+    assert {str(frame[d].dtype) for d in store.DIM_COLUMNS} == {"Int64"}
+
+
+def test_each_table_reads_by_its_own_path_empty_tables_too(tmp_path):
+    mixed_kernels(tmp_path / "r")
+    for table in store.SCHEMAS:
+        frame = pd.read_parquet(tmp_path / "r" / table)  # no error, no other table's rows
+        assert len(frame) == (4 if table == "cells" else 0)
+        assert set(frame.columns) <= {*store.SCHEMAS[table].names, "sweep_id"}
+        assert list(store.read(store.resolve(tmp_path / "r"), table).columns) == [
+            *store.SCHEMAS[table].names, "sweep_id"]
