@@ -23,15 +23,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from gradsweep.impls.lazy import Deferred
+from gradsweep.impls.lazy import lazy_import
 
 if TYPE_CHECKING:
     import hashlib
 
     import numpy as np
 else:  # imported when a kernel first computes (gradsweep.impls.lazy)
-    hashlib = Deferred("hashlib", globals(), "hashlib")
-    np = Deferred("numpy", globals(), "np")
+    hashlib = lazy_import("hashlib")
+    np = lazy_import("numpy")
 
 #: Gradients of one backward call: ``"dX"`` plus one entry per parameter name.
 Grads = dict[str, "np.ndarray"]

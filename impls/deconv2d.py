@@ -44,12 +44,12 @@ from gradsweep.impls.base import (
     rng_for,
     variant_name,
 )
-from gradsweep.impls.lazy import Deferred
+from gradsweep.impls.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np
 else:  # imported when a kernel first computes (gradsweep.impls.lazy)
-    np = Deferred("numpy", globals(), "np")
+    np = lazy_import("numpy")
 
 NAME = "deconv2d"
 PARAMS = ("W", "b")

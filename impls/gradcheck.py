@@ -7,12 +7,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gradsweep.impls.base import Case, Grads
-from gradsweep.impls.lazy import Deferred
+from gradsweep.impls.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np
 else:  # imported when a kernel first computes (gradsweep.impls.lazy)
-    np = Deferred("numpy", globals(), "np")
+    np = lazy_import("numpy")
 
 #: Largest accepted max_rel_err against the float64 reference, per dtype.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}

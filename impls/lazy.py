@@ -1,51 +1,50 @@
-"""A module imported on first use, so the kernel modules load without numpy.
+"""Modules imported on first use, so the kernel modules load without numpy.
 
 The kernel modules define their metadata (dims, axes, variants) and their
 compute functions side by side. ``gradsweep list`` needs only the metadata, and
-importing numpy is a third of its time; so each kernel module binds ``np`` to a
-:class:`Deferred` stand-in::
+importing numpy is a third of its time; so each kernel module binds ``np`` with
+:func:`lazy_import`::
 
     if TYPE_CHECKING:
         import numpy as np
     else:
-        np = Deferred("numpy", globals(), "np")
+        np = lazy_import("numpy")
 
-The first attribute read (``np.zeros``, when a kernel first computes) imports
-numpy and rebinds the module's global ``np`` to it, so from then on the
-functions use numpy itself: nothing stands between a timed backward and numpy.
+This is the standard library's lazy loader (:class:`importlib.util.LazyLoader`,
+the recipe of the ``importlib`` documentation, "Implementing lazy imports"): the
+module object is created at once and executed when an attribute of it is first
+read (``np.zeros``, when a kernel first computes); from then on it is the real
+module object, so nothing stands between a timed backward and numpy.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import sys
 from types import ModuleType
-from typing import Any
 
 
-class Deferred:
-    """Stands for module ``module`` in a namespace until an attribute of it is read.
+def lazy_import(name: str) -> ModuleType:
+    """Module ``name``, loaded when one of its attributes is first read.
 
-    Reading one imports the module (the import statement's locking makes this
-    safe from any thread), rebinds ``namespace[name]`` to it and returns the
-    attribute.
+    An already imported module is returned as it is. Otherwise a lazily loading
+    module is put in ``sys.modules`` (so every later ``import name`` gets the same
+    object) and returned.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        ``name`` cannot be found.
     """
-
-    __slots__ = ("_module", "_name", "_namespace")
-
-    def __init__(self, module: str, namespace: dict[str, Any], name: str) -> None:
-        self._module = module
-        self._namespace = namespace
-        self._name = name
-
-    def load(self) -> ModuleType:
-        """Import the module and put it in the namespace in place of this stand-in."""
-        module = importlib.import_module(self._module)
-        self._namespace[self._name] = module
-        return module
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.load(), attr)
-
-    def __repr__(self) -> str:
-        return f"<deferred import of {self._module!r}>"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
 

@@ -39,12 +39,12 @@ from gradsweep.impls.base import (
     clip_grads,
     rng_for,
 )
-from gradsweep.impls.lazy import Deferred
+from gradsweep.impls.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np
 else:  # imported when a kernel first computes (gradsweep.impls.lazy)
-    np = Deferred("numpy", globals(), "np")
+    np = lazy_import("numpy")
 
 NAME = "lstm"
 PARAMS = ("Wx", "Wh", "b")

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gradsweep.impls.base import PEER_AXIS, Case, Grads, SkipCell, Variant
-from gradsweep.impls.lazy import Deferred
+from gradsweep.impls.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np
 else:  # imported when a kernel first computes (gradsweep.impls.lazy)
-    np = Deferred("numpy", globals(), "np")
+    np = lazy_import("numpy")
 
 PEER = "torch"
 #: Kernels that have a torch peer, in listing order.
