@@ -381,13 +381,18 @@ def run_profile(cell: Cell, settings: MeasureSettings | None = None,
     ProfileError
         When scalene is missing or fails.
     CellFailed
-        When the cell cannot be built or its backward raises.
+        When the cell cannot be built or its backward raises, or when scalene
+        recorded no line of the variant's code.
     """
     settings = settings or MeasureSettings()
     roots = code_roots(cell, plugins)
     report, loop = run_scalene(cell, plugins, roots, seconds, memory)
     calls = int(loop.get("calls", 1))
     lines = parse_report(report, cell, roots, calls)
+    if not lines:  # nothing of the variant's code was sampled: never an empty success
+        raise CellFailed(f"{cell.variant}: scalene recorded no line of its code (looked in "
+                         f"{', '.join(roots) or 'no directory'}); is another copy of the code "
+                         "imported?")
     files = tuple(dict.fromkeys(r.file for r in lines))
     return Profile(cell=cell, lines=lines, calls=calls,
                    elapsed_s=float(loop.get("elapsed_s", 0.0)),

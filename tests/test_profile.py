@@ -129,6 +129,18 @@ def test_profile_for_sweep_returns_errors(monkeypatch):
     assert outcome.rows == () and outcome.error.startswith("profile: scalene is not installed")
 
 
+def test_an_empty_profile_is_a_failure_not_an_empty_success(monkeypatch, capsys):
+    """scalene sampled none of the variant's files (e.g. another copy of the code imported)."""
+    elsewhere = {"files": {"/elsewhere/impls/rnn.py": {"lines": [
+        {"lineno": 3, "line": "x", "n_cpu_percent_python": 90.0}]}}}
+    monkeypatch.setattr(P, "run_scalene", lambda *a, **k: (elsewhere, {"calls": 4}))
+    with pytest.raises(P.CellFailed, match="scalene recorded no line of its code"):
+        P.run_profile(P.make_cell(RNN_LIST, SMALL_RNN))
+    assert cli.main(["profile", RNN_LIST, "--shape", SMALL_RNN]) == 1
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "scalene recorded no line" in out
+
+
 @pytest.mark.slow
 def test_real_profile_of_a_small_cell(tmp_path, capsys):
     results = tmp_path / "results"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gradsweep import profile as P
-from gradsweep.errors import BadInput
+from gradsweep.errors import BadInput, printable
 from gradsweep.worker import correctness_error
 
 
@@ -32,7 +32,7 @@ def profile_command(variant: str, *, shape: str = "", dtype: str = "float64", th
     try:
         profile = P.run_profile(cell, None, plugins, seconds=seconds, memory=memory)
     except P.CellFailed as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
+        console.print(printable(f"error: {exc}"), markup=False, highlight=False, soft_wrap=True)
         return 1
     views.print_profile(console, profile, top)
     if dataset is not None:
@@ -44,6 +44,6 @@ def profile_command(variant: str, *, shape: str = "", dtype: str = "float64", th
     err = profile.max_rel_err
     wrong = "no max_rel_err" if err is None else correctness_error(err, dtype)
     if wrong:
-        console.print(f"incorrect: {wrong}", markup=False, highlight=False)
+        console.print(f"incorrect: {wrong}", markup=False, highlight=False, soft_wrap=True)
         return 1
     return 0
