@@ -15,7 +15,7 @@ from gradsweep.worker import (
     run_group_here,
 )
 
-FAST = MeasureSettings(samples=5, min_time_s=0.0005, max_warmups=2)
+FAST = MeasureSettings(samples=5, min_time_s=0.0005, max_warmups=2, repeats=3)
 SHAPE = (("N", 4), ("T", 5), ("D", 6), ("H", 7))
 PLUGINS = ("gs_extra",)
 
