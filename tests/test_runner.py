@@ -169,17 +169,34 @@ def test_a_window_is_stored_before_the_next_window_runs(tmp_path, write_spec, mo
     what it holds is bounded by the window, not by the sweep."""
     spec = load_spec(write_spec(PLUGIN_SPEC.replace('"raises", "wrong"', '"prealloc"').replace(
         "N = [2]", "N = [2, 3, 4, 5]")))
-    monkeypatch.setattr(runner, "WINDOW_CELLS", 4)
+    monkeypatch.setattr(runner, "WINDOW_CELLS", 6)
     monkeypatch.setattr(runner, "WINDOW_GROUPS_PER_WORKER", 1)
     ds = store.resolve(tmp_path / "r")
     executor = PassExecutor(ds)
     outcome = runner.run_sweep(spec, ds, executor)
-    assert outcome.counts == {"ok": 8}
-    repeats = spec.measure.repeats
-    window = 2 * repeats  # blocks of the first window (two groups of two members)
-    assert [s for *_, s in executor.started[:window]] == [0] * window
-    assert executor.started[window][2] == 4  # the first window's four cells are stored
-    assert len(store.read(ds, "cells")) == 8
+    assert outcome.counts == {"ok": 12}  # four groups of three members
+    window = 2 * spec.measure.repeats  # blocks of the first window (two groups)
+    # the first group is stored as soon as its last block is in, before the second's
+    assert [s for *_, s in executor.started[:window]] == [0] * (window - 1) + [3]
+    assert executor.started[window][2] == 6  # the first window's six cells are stored
+    assert len(store.read(ds, "cells")) == 12
+
+
+def test_run_prints_a_bounded_ranking_of_a_big_sweep(write_spec, results, capsys,
+                                                      monkeypatch):
+    """More ok cells than a report prints: the first groups that fit, the overall
+    ranking, and a note naming the report of every group."""
+    from gradsweep.cli import views
+
+    monkeypatch.setattr(views, "REPORT_MAX_ROWS", 3)
+    path = write_spec(PLUGIN_SPEC.replace('"raises", "wrong"', '"prealloc"').replace(
+        "N = [2]", "N = [2, 3]"))
+    assert run_local(path, results) == 0
+    out = capsys.readouterr().out
+    sweep_id = out.splitlines()[0].strip()
+    assert "rnn N=2,T=3,D=4,H=5 float64" in out and "N=3,T=3" not in out
+    assert "overall" in out and "geomean" in out
+    assert f"1 more groups (3 cells) not shown; gradsweep report {sweep_id}" in out
 
 
 FAULT_SPEC = """

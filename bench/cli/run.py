@@ -260,9 +260,13 @@ def check_arguments(results: str | None, dashboard: str | None, address: str | N
 #: Columns the end of a run reads of every cell: enough to choose the groups shown, for
 #: the overall ranking and for the cells not ranked.
 LIGHT_COLUMNS = ["kernel", "shape", "dtype", "variant", "status", "median_ns", "error"]
+#: Columns :func:`.rank.rank` reads of a ranked group (not the per-clock samples, the
+#: machine or the git state): half the bytes of a whole row.
+RANK_READ = [*LIGHT_COLUMNS, "ci_low_ns", "ci_high_ns", "peak_bytes", "flops", "gflops",
+             "peak_fraction", "warnings", "samples_ns", "sample_block", "sample_round"]
 
 
-def shown_groups(light: pd.DataFrame, rows: int = views.REPORT_MAX_ROWS) -> pd.DataFrame:
+def shown_groups(light: pd.DataFrame, rows: int) -> pd.DataFrame:
     """The ok cells of the first (kernel, shape, dtype) groups, in ranking order, that fit
     in ``rows`` together (the first group whatever its size)."""
     keys = list(rank.GROUP_KEYS)
@@ -283,15 +287,12 @@ def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
     not grow with the sweep beyond one read of a few columns.
     """
     light = store.read(dataset, "cells", [sweep_id], columns=LIGHT_COLUMNS)
-    shown = shown_groups(light)
+    shown = shown_groups(light, views.REPORT_MAX_ROWS)
     ok = int(((light["status"] == "ok") & light["median_ns"].notna()).sum())
-    if len(shown) == ok:
-        cells = store.read(dataset, "cells", [sweep_id])
-    else:
-        import pyarrow.dataset as pads
+    import pyarrow.dataset as pads
 
-        cells = store.read(dataset, "cells", [sweep_id],
-                           filter=pads.field("cell_id").isin(list(shown["cell_id"])))
+    wanted = None if len(shown) == ok else pads.field("cell_id").isin(list(shown["cell_id"]))
+    cells = store.read(dataset, "cells", [sweep_id], columns=RANK_READ, filter=wanted)
     views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
                         title=f"{spec.name} ({sweep_id})")
     if len(shown) < ok:
@@ -302,10 +303,10 @@ def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
             f"note: {groups - shown.groupby(list(rank.GROUP_KEYS)).ngroups} more groups "
             f"({ok - len(shown)} cells) not shown; gradsweep report {sweep_id} "
             "(--format md or csv) ranks every group"), markup=False, highlight=False)
-    failed = light[light["status"] != "ok"]
-    views.print_failures(console, failed.head(views.REPORT_MAX_ROWS))
-    if len(failed) > views.REPORT_MAX_ROWS:
-        console.print(printable(f"note: {len(failed) - views.REPORT_MAX_ROWS} more cells not "
+    failed, most = light[light["status"] != "ok"], views.REPORT_MAX_ROWS
+    views.print_failures(console, failed.head(most))
+    if len(failed) > most:
+        console.print(printable(f"note: {len(failed) - most} more cells not "
                                 f"ranked not shown; gradsweep results show {sweep_id}"),
                       markup=False, highlight=False)
 

@@ -52,6 +52,7 @@ class Run:
     wall_s: float
     rate: float | None
     hwm_bytes: int
+    sweep_rss_bytes: int
     children_maxrss_bytes: int
     post_s: float | None
     last_progress: int
@@ -76,17 +77,20 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}; load {load}"
 
 
-def vm_hwm(pid: int) -> int | None:
-    """The peak resident bytes of process ``pid`` so far (None once it is gone)."""
+def memory(pid: int) -> tuple[int, int] | None:
+    """(peak, current) resident bytes of process ``pid`` (VmHWM, VmRSS); None once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    return int(found.group(1)) * KIB if found else None
+    found = [re.search(rf"^{key}:\s+(\d+) kB", status, re.MULTILINE)
+             for key in ("VmHWM", "VmRSS")]
+    if not all(found):
+        return None
+    return int(found[0].group(1)) * KIB, int(found[1].group(1)) * KIB
 
 
-def run_once(spec: Path, results: Path, log: Path) -> Run:
+def run_once(spec: Path, results: Path, log: Path, total: int) -> Run:
     """Run ``spec`` in a driver subprocess; watch its memory and its progress lines."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -95,7 +99,7 @@ def run_once(spec: Path, results: Path, log: Path) -> Run:
         proc = subprocess.Popen([sys.executable, "-m", "gradsweep", "run", str(spec),
                                  "--results", str(results)], stdout=out,
                                 stderr=subprocess.PIPE, text=True, env=env)
-        seen = {"last": None, "done": 0, "rate": None, "hwm": 0}
+        seen = {"last": None, "done": 0, "rate": None, "hwm": 0, "sweep_rss": 0}
 
         def read_stderr() -> None:
             for line in proc.stderr:
@@ -111,12 +115,15 @@ def run_once(spec: Path, results: Path, log: Path) -> Run:
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
         while proc.poll() is None:
-            seen["hwm"] = max(seen["hwm"], vm_hwm(proc.pid) or 0)
+            peak, rss = memory(proc.pid) or (0, 0)
+            seen["hwm"] = max(seen["hwm"], peak)
+            if seen["done"] < total:  # the largest sample while cells still run
+                seen["sweep_rss"] = max(seen["sweep_rss"], rss)
             time.sleep(SAMPLE_S)
         end = time.monotonic()
         reader.join()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB
-    return Run(proc.returncode, end - t0, seen["rate"], seen["hwm"], children,
+    return Run(proc.returncode, end - t0, seen["rate"], seen["hwm"], seen["sweep_rss"], children,
                end - seen["last"] if seen["last"] else None, seen["done"])
 
 
@@ -125,7 +132,8 @@ def report(cells: int, run: Run) -> str:
     rate = f"{run.rate:.1f}" if run.rate is not None else "?"
     post = f"{run.post_s:.1f}" if run.post_s is not None else "?"
     return (f"{cells:>7} cells: exit {run.exit_code}, {run.last_progress} reported; "
-            f"{rate} cells/s; driver peak RSS {run.hwm_bytes / MB:.0f} MB (VmHWM; largest "
+            f"{rate} cells/s; driver peak RSS {run.hwm_bytes / MB:.0f} MB (VmHWM; until the last "
+            f"cell {run.sweep_rss_bytes / MB:.0f} MB; largest "
             f"waited child so far {run.children_maxrss_bytes / MB:.0f} MB); "
             f"post-sweep {post} s; whole run {run.wall_s:.0f} s")
 
@@ -146,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         for cells in args.cells:
             spec = where / f"scale-{cells}.toml"
             spec.write_text(spec_text(cells, args.members))
-            runs[cells] = run_once(spec, where / f"results-{cells}", where / f"run-{cells}.log")
+            runs[cells] = run_once(spec, where / f"results-{cells}", where / f"run-{cells}.log",
+                                   cells)
             print(report(cells, runs[cells]), flush=True)
         print(f"load after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if len(runs) > 1:
