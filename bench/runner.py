@@ -50,6 +50,12 @@ if TYPE_CHECKING:  # pandas and pyarrow stay out of the workers, whose gc.collec
 WINDOW_CELLS = 5000
 #: A window has at least this many groups per worker, so every worker has blocks to run.
 WINDOW_GROUPS_PER_WORKER = 4
+#: Rows of finished groups are written together as one durable file, then reported: at
+#: most this many at once, and none waits longer than FLUSH_SECONDS (checked as blocks
+#: arrive and at every poll of the Ray executor), so a sweep of tiny groups writes about
+#: a file a second instead of one per group, and the end-of-sweep compaction reads few.
+FLUSH_ROWS = 2000
+FLUSH_SECONDS = 1.0
 #: Rows buffered before a file is written, and the longest wait between files.
 BATCH_ROWS = 200
 BATCH_SECONDS = 5.0
@@ -253,6 +259,32 @@ def _store_rows(dataset: store.Dataset, sweep_id: str, rows: Sequence[CellResult
             on_result(r)
 
 
+@dataclass
+class _Finished:
+    """Rows of finished groups waiting to be stored (then reported) together."""
+
+    dataset: store.Dataset
+    sweep_id: str
+    tally: _Tally
+    on_result: Callable[[CellResult], None]
+    rows: list[CellResult] = field(default_factory=list)
+    since: float = 0.0
+
+    def add(self, rows: Sequence[CellResult]) -> None:
+        """Hold ``rows``; store and report what is held once it is big or old enough."""
+        if rows and not self.rows:
+            self.since = time.monotonic()
+        self.rows.extend(rows)
+        if len(self.rows) >= FLUSH_ROWS or (
+                self.rows and time.monotonic() - self.since >= FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Store every held row (one file), then report them."""
+        rows, self.rows = self.rows, []
+        _store_rows(self.dataset, self.sweep_id, rows, self.tally, self.on_result)
+
+
 def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
                     cells: list[Cell], tally: _Tally,
                     on_result: Callable[[CellResult], None]) -> float:
@@ -270,8 +302,15 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     tasks = sweep_tasks(groups_of(runnable), spec.measure,
                         block_major=getattr(executor, "processes", False),
                         workers=getattr(executor, "workers", 1), cells=WINDOW_CELLS)
-    for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
-        _store_rows(dataset, sweep_id, collector.add(outcome), tally, on_result)
+    finished = _Finished(dataset, sweep_id, tally, on_result)
+    try:
+        for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
+            # None: a poll that finished no block, the chance to store what waits
+            finished.add(collector.add(outcome) if outcome is not None else ())
+    except KeyboardInterrupt:  # finished groups are stored and reported, then the sweep stops
+        finished.flush()
+        raise
+    finished.flush()
     return time.perf_counter() - t0
 
 

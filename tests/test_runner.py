@@ -119,7 +119,7 @@ def _groups(*sizes):
     """Groups of ``sizes`` members each (shape N = the group's index)."""
     from gradsweep.records import Cell, Group
 
-    return [Group(tuple(Cell("rnn", f"rnn/m{m}", (("N", n),), "float64", 1, 0, 1.0, 5.0)
+    return [Group(tuple(Cell("rnn", f"rnn/m={m}", (("N", n),), "float64", 1, 0, 1.0, 5.0)
                         for m in range(size))) for n, size in enumerate(sizes, 1)]
 
 
@@ -171,6 +171,7 @@ def test_a_window_is_stored_before_the_next_window_runs(tmp_path, write_spec, mo
         "N = [2]", "N = [2, 3, 4, 5]")))
     monkeypatch.setattr(runner, "WINDOW_CELLS", 6)
     monkeypatch.setattr(runner, "WINDOW_GROUPS_PER_WORKER", 1)
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)  # every finished group at once
     ds = store.resolve(tmp_path / "r")
     executor = PassExecutor(ds)
     outcome = runner.run_sweep(spec, ds, executor)
@@ -180,6 +181,30 @@ def test_a_window_is_stored_before_the_next_window_runs(tmp_path, write_spec, mo
     assert [s for *_, s in executor.started[:window]] == [0] * (window - 1) + [3]
     assert executor.started[window][2] == 6  # the first window's six cells are stored
     assert len(store.read(ds, "cells")) == 12
+
+
+def test_finished_groups_are_stored_together_and_reported_once_stored(tmp_path, monkeypatch):
+    from gradsweep.records import skeleton
+
+    monkeypatch.setattr(runner, "FLUSH_ROWS", 4)
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 3600.0)
+    ds = store.resolve(tmp_path / "r")
+    reported = []
+
+    def on_result(row):  # how many rows were stored when this one was reported
+        reported.append(len(store.read(ds, "cells", ["s1"], columns=["cell_id"])))
+
+    rows = [skeleton(c, "ok") for g in _groups(2, 2, 2) for c in g.members]
+    finished = runner._Finished(ds, "s1", runner._Tally(), on_result)
+    finished.add(rows[:2])
+    assert reported == [] and not (tmp_path / "r").exists()  # held, not reported
+    finished.add(rows[2:4])  # FLUSH_ROWS reached: one file, then each row reported
+    assert reported == [4] * 4
+    finished.add(rows[4:])
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)
+    finished.add(())  # a poll that finished nothing: what waits too long is stored
+    assert reported == [4] * 4 + [6] * 2
+    assert len(list((tmp_path / "r" / "cells").rglob("*.parquet"))) == 2
 
 
 def test_run_prints_a_bounded_ranking_of_a_big_sweep(write_spec, results, capsys,

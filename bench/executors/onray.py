@@ -248,14 +248,15 @@ class RayExecutor:
 
     def run_blocks(self, tasks: Iterable[BlockTask], settings: MeasureSettings,
                    plugins: tuple[str, ...],
-                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
+                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome | None]:
         """Yield each block's rows in completion order, pass by pass (a pass: a run of
-        consecutive tasks with the same block number)."""
+        consecutive tasks with the same block number); and None after a poll of
+        ``WAIT_POLL_S`` that finished nothing, so the caller may store what waits."""
         for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
             yield from self._run_pass(list(one_pass), settings, plugins, peaks)
 
     def _run_pass(self, tasks: list[BlockTask], settings: MeasureSettings,
-                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome]:
+                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome | None]:
         import ray
 
         state = _Pass(deque(tasks))
@@ -270,7 +271,7 @@ class RayExecutor:
                 # the freed actors get their next block before the caller merges and
                 # stores these: its work overlaps theirs instead of leaving them idle
                 ready.extend(self._submit(state, settings, plugins, peaks))
-                yield from ready
+                yield from ready or [None]
         finally:  # the pass's processes end with it (interrupted too)
             for _, actor, _ in state.running.values():
                 ray.kill(actor)
