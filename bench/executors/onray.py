@@ -318,6 +318,8 @@ class RayExecutor:
 
     def _without_killers(self, task: BlockTask) -> BlockTask:
         """``task`` without the members known to kill their process (in an earlier block)."""
+        if not self._killers:  # the usual case: no hashing of ids per block
+            return task
         known = self._killers.get(task.group.group_id, {})
         keep = tuple(c for c in task.group.members if c.cell_id not in known)
         return task if len(keep) == len(task.group.members) else replace(
@@ -326,6 +328,8 @@ class RayExecutor:
     def _complete(self, task: BlockTask, rows: tuple) -> BlockOutcome:
         """``rows`` of the members that ran, plus the known killers' ``crashed`` rows, in
         the group's member order."""
+        if not self._killers and len(rows) == len(task.group.members):  # already in order
+            return BlockOutcome(task, tuple(rows))
         by_id = {**self._killers.get(task.group.group_id, {}), **{r.cell_id: r for r in rows}}
         return BlockOutcome(task, tuple(by_id[c.cell_id] for c in task.group.members))
 
