@@ -296,7 +296,8 @@ def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
     views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
                         title=f"{spec.name} ({sweep_id})")
     if len(shown) < ok:
-        views.print_frame(console, rank.overall(light[light["status"] == "ok"]),
+        overall = rank.overall(light[light["status"] == "ok"])
+        views.print_frame(console, overall.assign(geomean=overall["geomean"].map(views.fmt_num)),
                           title="overall (geometric mean of time / fastest over shapes)")
         groups = light[light["status"] == "ok"].groupby(list(rank.GROUP_KEYS)).ngroups
         console.print(printable(
