@@ -247,14 +247,18 @@ class _Tally:
         self.task_s += max((r.duration_s or 0.0 for r in rows), default=0.0)
 
 
-def _store_rows(dataset: store.Dataset, sweep_id: str, rows: Sequence[CellResult],
-                tally: _Tally, on_result: Callable[[CellResult], None]) -> None:
-    """Write ``rows`` durably (one file), then report them: a cell reported done is stored."""
+def _store_rows(dataset: store.Dataset, sweep_id: str,
+                groups: Sequence[Sequence[CellResult]], tally: _Tally,
+                on_result: Callable[[CellResult], None]) -> None:
+    """Write the rows of ``groups`` durably (one file), then count each group and report
+    its rows: a cell reported done is stored."""
     from gradsweep import store
 
+    rows = [r for group in groups for r in group]
     if rows:
         store.write(dataset, "cells", sweep_id, [r.row() for r in rows])
-        tally.add(rows)
+        for group in groups:
+            tally.add(group)
         for r in rows:
             on_result(r)
 
@@ -267,22 +271,26 @@ class _Finished:
     sweep_id: str
     tally: _Tally
     on_result: Callable[[CellResult], None]
-    rows: list[CellResult] = field(default_factory=list)
+    groups: list[Sequence[CellResult]] = field(default_factory=list)
+    rows: int = 0
     since: float = 0.0
 
     def add(self, rows: Sequence[CellResult]) -> None:
-        """Hold ``rows``; store and report what is held once it is big or old enough."""
-        if rows and not self.rows:
-            self.since = time.monotonic()
-        self.rows.extend(rows)
-        if len(self.rows) >= FLUSH_ROWS or (
-                self.rows and time.monotonic() - self.since >= FLUSH_SECONDS):
+        """Hold one group's ``rows`` (none: only check the time); store and report what
+        is held once it is big or old enough."""
+        if rows:
+            if not self.groups:
+                self.since = time.monotonic()
+            self.groups.append(rows)
+            self.rows += len(rows)
+        if self.rows >= FLUSH_ROWS or (
+                self.groups and time.monotonic() - self.since >= FLUSH_SECONDS):
             self.flush()
 
     def flush(self) -> None:
         """Store every held row (one file), then report them."""
-        rows, self.rows = self.rows, []
-        _store_rows(self.dataset, self.sweep_id, rows, self.tally, self.on_result)
+        groups, self.groups, self.rows = self.groups, [], 0
+        _store_rows(self.dataset, self.sweep_id, groups, self.tally, self.on_result)
 
 
 def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
@@ -293,7 +301,7 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     from gradsweep import store
 
     runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
-    _store_rows(dataset, sweep_id, skipped, tally, on_result)
+    _store_rows(dataset, sweep_id, [skipped], tally, on_result)
     nodes = executor.nodes()
     store.write(dataset, "nodes", sweep_id, nodes)
     peaks = peaks_of(nodes)

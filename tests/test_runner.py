@@ -194,17 +194,20 @@ def test_finished_groups_are_stored_together_and_reported_once_stored(tmp_path, 
     def on_result(row):  # how many rows were stored when this one was reported
         reported.append(len(store.read(ds, "cells", ["s1"], columns=["cell_id"])))
 
-    rows = [skeleton(c, "ok") for g in _groups(2, 2, 2) for c in g.members]
-    finished = runner._Finished(ds, "s1", runner._Tally(), on_result)
-    finished.add(rows[:2])
+    groups = [tuple(skeleton(c, "ok", duration_s=float(n)) for c in g.members)
+              for n, g in enumerate(_groups(2, 2, 2), 1)]  # each group's blocks took n s
+    tally = runner._Tally()
+    finished = runner._Finished(ds, "s1", tally, on_result)
+    finished.add(groups[0])
     assert reported == [] and not (tmp_path / "r").exists()  # held, not reported
-    finished.add(rows[2:4])  # FLUSH_ROWS reached: one file, then each row reported
+    finished.add(groups[1])  # FLUSH_ROWS reached: one file, then each row reported
     assert reported == [4] * 4
-    finished.add(rows[4:])
+    finished.add(groups[2])
     monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)
     finished.add(())  # a poll that finished nothing: what waits too long is stored
     assert reported == [4] * 4 + [6] * 2
     assert len(list((tmp_path / "r" / "cells").rglob("*.parquet"))) == 2
+    assert tally.counts == {"ok": 6} and tally.task_s == 1 + 2 + 3  # each group once
 
 
 def test_run_prints_a_bounded_ranking_of_a_big_sweep(write_spec, results, capsys,
