@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,9 +21,11 @@ from gradsweep.errors import BadInput, StoreError
 from gradsweep.impls.registry import load
 from gradsweep.records import (
     BlockOutcome,
+    BlockTask,
     Cell,
     CellResult,
     Expansion,
+    Group,
     MeasureSettings,
     SweepEvent,
     SweepOutcome,
@@ -40,6 +42,20 @@ from gradsweep.worker import block_tasks, merge_blocks
 if TYPE_CHECKING:  # pandas and pyarrow stay out of the workers, whose gc.collect they slow
     from gradsweep import store
 
+#: Cells per window of a process-per-pass executor (Ray): every block of a window's groups
+#: runs (in ``repeats`` passes) and is stored before the next window starts, so the driver
+#: holds the rows of at most this many members' first ``repeats - 1`` blocks, whatever the
+#: sweep's size. Each pass starts its worker processes afresh (about a second), so a
+#: window is big enough to make that small against its blocks.
+WINDOW_CELLS = 5000
+#: A window has at least this many groups per worker, so every worker has blocks to run.
+WINDOW_GROUPS_PER_WORKER = 4
+#: Rows of finished groups are written together as one durable file, then reported: at
+#: most this many at once, and none waits longer than FLUSH_SECONDS (checked as blocks
+#: arrive and at every poll of the Ray executor), so a sweep of tiny groups writes about
+#: a file a second instead of one per group, and the end-of-sweep compaction reads few.
+FLUSH_ROWS = 2000
+FLUSH_SECONDS = 1.0
 #: Rows buffered before a file is written, and the longest wait between files.
 BATCH_ROWS = 200
 BATCH_SECONDS = 5.0
@@ -132,6 +148,39 @@ def resume_plan(dataset: store.Dataset, spec: SweepSpec, sweep: str,
     return sweep_id, [c for c in cells if c.group_id in redo]
 
 
+def windows(groups: Iterable[Group], workers: int = 1,
+            cells: int = WINDOW_CELLS) -> Iterator[list[Group]]:
+    """``groups`` in consecutive windows of at most ``cells`` members (one group at
+    least), each with at least ``WINDOW_GROUPS_PER_WORKER * workers`` groups."""
+    window: list[Group] = []
+    members = 0
+    for group in groups:
+        full = window and members + len(group.members) > cells
+        if full and len(window) >= WINDOW_GROUPS_PER_WORKER * workers:
+            yield window
+            window, members = [], 0
+        window.append(group)
+        members += len(group.members)
+    if window:
+        yield window
+
+
+def sweep_tasks(groups: Sequence[Group], settings: MeasureSettings, *, block_major: bool,
+                workers: int = 1, cells: int = WINDOW_CELLS) -> Iterator[BlockTask]:
+    """Every block of every group, made as they are consumed.
+
+    ``block_major`` (fresh processes per pass): window by window (:func:`windows`),
+    each window's first blocks, then its second blocks, ...; so each group's blocks
+    run in different processes and a group is stored once its window's last pass
+    reaches it. Otherwise group by group (:func:`gradsweep.worker.block_tasks`).
+    """
+    if not block_major:
+        yield from block_tasks(groups, settings, block_major=False)
+        return
+    for window in windows(groups, workers, cells):
+        yield from block_tasks(window, settings, block_major=True)
+
+
 def profile_phase(executor, cells: list[Cell], spec: SweepSpec, dataset: store.Dataset,
                   sweep_id: str) -> list[str]:
     """Line-profile the ok cells the spec asks for; store rows, return errors.
@@ -181,31 +230,67 @@ class GroupCollector:
 
 @dataclass
 class _Tally:
-    """What a sweep did so far: counts per status, in-block seconds, ok cells."""
+    """What a sweep did so far: counts per status, in-block seconds, and the ok cells'
+    ids when ``keep_ok`` (the profile phase needs them)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     task_s: float = 0.0
+    keep_ok: bool = True
     ok: set[str] = field(default_factory=set)
 
     def add(self, rows: Sequence[CellResult]) -> None:
         """Count one group's rows (or skipped rows); its blocks' seconds count once."""
         for r in rows:
             self.counts[r.status] = self.counts.get(r.status, 0) + 1
-            if r.status == "ok":
+            if r.status == "ok" and self.keep_ok:
                 self.ok.add(r.cell_id)
         self.task_s += max((r.duration_s or 0.0 for r in rows), default=0.0)
 
 
-def _store_rows(dataset: store.Dataset, sweep_id: str, rows: Sequence[CellResult],
-                tally: _Tally, on_result: Callable[[CellResult], None]) -> None:
-    """Write ``rows`` durably (one file), then report them: a cell reported done is stored."""
+def _store_rows(dataset: store.Dataset, sweep_id: str,
+                groups: Sequence[Sequence[CellResult]], tally: _Tally,
+                on_result: Callable[[CellResult], None]) -> None:
+    """Write the rows of ``groups`` durably (one file), then count each group and report
+    its rows: a cell reported done is stored."""
     from gradsweep import store
 
+    rows = [r for group in groups for r in group]
     if rows:
         store.write(dataset, "cells", sweep_id, [r.row() for r in rows])
-        tally.add(rows)
+        for group in groups:
+            tally.add(group)
         for r in rows:
             on_result(r)
+
+
+@dataclass
+class _Finished:
+    """Rows of finished groups waiting to be stored (then reported) together."""
+
+    dataset: store.Dataset
+    sweep_id: str
+    tally: _Tally
+    on_result: Callable[[CellResult], None]
+    groups: list[Sequence[CellResult]] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0
+
+    def add(self, rows: Sequence[CellResult]) -> None:
+        """Hold one group's ``rows`` (none: only check the time); store and report what
+        is held once it is big or old enough."""
+        if rows:
+            if not self.groups:
+                self.since = time.monotonic()
+            self.groups.append(rows)
+            self.rows += len(rows)
+        if self.rows >= FLUSH_ROWS or (
+                self.groups and time.monotonic() - self.since >= FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Store every held row (one file), then report them."""
+        groups, self.groups, self.rows = self.groups, [], 0
+        _store_rows(self.dataset, self.sweep_id, groups, self.tally, self.on_result)
 
 
 def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
@@ -216,16 +301,24 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     from gradsweep import store
 
     runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
-    _store_rows(dataset, sweep_id, skipped, tally, on_result)
+    _store_rows(dataset, sweep_id, [skipped], tally, on_result)
     nodes = executor.nodes()
     store.write(dataset, "nodes", sweep_id, nodes)
     peaks = peaks_of(nodes)
     collector = GroupCollector(spec.measure.repeats, peaks)
     t0 = time.perf_counter()
-    tasks = block_tasks(groups_of(runnable), spec.measure,
-                        block_major=getattr(executor, "processes", False))
-    for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
-        _store_rows(dataset, sweep_id, collector.add(outcome), tally, on_result)
+    tasks = sweep_tasks(groups_of(runnable), spec.measure,
+                        block_major=getattr(executor, "processes", False),
+                        workers=getattr(executor, "workers", 1), cells=WINDOW_CELLS)
+    finished = _Finished(dataset, sweep_id, tally, on_result)
+    try:
+        for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
+            # None: a poll that finished no block, the chance to store what waits
+            finished.add(collector.add(outcome) if outcome is not None else ())
+    except KeyboardInterrupt:  # finished groups are stored and reported, then the sweep stops
+        finished.flush()
+        raise
+    finished.flush()
     return time.perf_counter() - t0
 
 
@@ -251,10 +344,10 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     write_event(dataset, sweep_id, sweep_event(
         spec, "resumed" if resume else "started", "running", total))
     on_start(sweep_id, len(cells))
-    tally, status, wall_s = _Tally(), "failed", 0.0
+    tally, status, wall_s = _Tally(keep_ok=spec.measure.profile), "failed", 0.0
     try:
         wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result)
-        ok = [c for c in cells if c.cell_id in tally.ok]
+        ok = [c for c in cells if c.cell_id in tally.ok] if spec.measure.profile else []
         profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
         status = "finished"
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from gradsweep import runner, store
 from gradsweep.cli.app import main
 from gradsweep.executors import guards, onray, sessions
 from gradsweep.executors.local import LocalExecutor
-from gradsweep.spec import expand, load_spec
+from gradsweep.spec import expand, load_spec, parse
 
 PLUGIN_SPEC = """
 name = "plugin-sweep"
@@ -113,6 +113,118 @@ def test_batch_writer_writes_whole_batches(tmp_path, write_spec):
     assert len(files) == 1 and sum(outcome.counts.values()) == len(expand(spec).cells)
     nodes = store.read(ds, "nodes")
     assert len(nodes) == 1 and nodes["gemm_gflops_float64"].iloc[0] > 0
+
+
+def _groups(*sizes):
+    """Groups of ``sizes`` members each (shape N = the group's index)."""
+    from gradsweep.records import Cell, Group
+
+    return [Group(tuple(Cell("rnn", f"rnn/m={m}", (("N", n),), "float64", 1, 0, 1.0, 5.0)
+                        for m in range(size))) for n, size in enumerate(sizes, 1)]
+
+
+def test_windows_bound_the_members_and_keep_groups_whole_in_order():
+    groups = _groups(3, 3, 3, 5, 1, 2)
+    windows = list(runner.windows(groups, workers=1, cells=6))
+    assert [g for w in windows for g in w] == groups
+    # at least WINDOW_GROUPS_PER_WORKER groups each, then no more members than asked
+    assert [len(w) for w in windows] == [4, 2]
+    assert list(runner.windows(groups, workers=1, cells=100)) == [groups]
+    one_each = list(runner.windows(_groups(5, 5, 5), workers=0, cells=1))
+    assert [len(w) for w in one_each] == [1, 1, 1]  # a group bigger than a window is alone
+
+
+def test_block_major_tasks_come_window_by_window():
+    groups = _groups(2, 2, 2, 2)
+    settings = parse(PLUGIN_SPEC).measure
+    tasks = list(runner.sweep_tasks(groups, settings, block_major=True, workers=0, cells=4))
+    order = [(groups.index(t.group), t.block) for t in tasks]
+    window = [(g, b) for b in range(settings.repeats) for g in (0, 1)]
+    assert order == window + [(g + 2, b) for g, b in window]
+    by_group = list(runner.sweep_tasks(groups, settings, block_major=False))
+    assert [(groups.index(t.group), t.block) for t in by_group] == [
+        (g, b) for g in range(4) for b in range(settings.repeats)]
+
+
+class PassExecutor(LocalExecutor):
+    """In-process blocks in the order a process-per-pass executor gets them; notes how
+    many cells were stored when each block started."""
+
+    processes = True
+
+    def __init__(self, dataset):
+        self.dataset, self.started = dataset, []
+
+    def run_blocks(self, tasks, settings, plugins, peaks):
+        from gradsweep.executors.node import run_block_on_node
+
+        for task in tasks:
+            stored = store.read(self.dataset, "cells", columns=["cell_id"])
+            self.started.append((task.group.group_id, task.block, len(stored)))
+            yield run_block_on_node(task, settings, plugins, peaks, in_worker=False)
+
+
+def test_a_window_is_stored_before_the_next_window_runs(tmp_path, write_spec, monkeypatch):
+    """The driver streams: a group's rows are stored once its window's passes end, so
+    what it holds is bounded by the window, not by the sweep."""
+    spec = load_spec(write_spec(PLUGIN_SPEC.replace('"raises", "wrong"', '"prealloc"').replace(
+        "N = [2]", "N = [2, 3, 4, 5]")))
+    monkeypatch.setattr(runner, "WINDOW_CELLS", 6)
+    monkeypatch.setattr(runner, "WINDOW_GROUPS_PER_WORKER", 1)
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)  # every finished group at once
+    ds = store.resolve(tmp_path / "r")
+    executor = PassExecutor(ds)
+    outcome = runner.run_sweep(spec, ds, executor)
+    assert outcome.counts == {"ok": 12}  # four groups of three members
+    window = 2 * spec.measure.repeats  # blocks of the first window (two groups)
+    # the first group is stored as soon as its last block is in, before the second's
+    assert [s for *_, s in executor.started[:window]] == [0] * (window - 1) + [3]
+    assert executor.started[window][2] == 6  # the first window's six cells are stored
+    assert len(store.read(ds, "cells")) == 12
+
+
+def test_finished_groups_are_stored_together_and_reported_once_stored(tmp_path, monkeypatch):
+    from gradsweep.records import skeleton
+
+    monkeypatch.setattr(runner, "FLUSH_ROWS", 4)
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 3600.0)
+    ds = store.resolve(tmp_path / "r")
+    reported = []
+
+    def on_result(row):  # how many rows were stored when this one was reported
+        reported.append(len(store.read(ds, "cells", ["s1"], columns=["cell_id"])))
+
+    groups = [tuple(skeleton(c, "ok", duration_s=float(n)) for c in g.members)
+              for n, g in enumerate(_groups(2, 2, 2), 1)]  # each group's blocks took n s
+    tally = runner._Tally()
+    finished = runner._Finished(ds, "s1", tally, on_result)
+    finished.add(groups[0])
+    assert reported == [] and not (tmp_path / "r").exists()  # held, not reported
+    finished.add(groups[1])  # FLUSH_ROWS reached: one file, then each row reported
+    assert reported == [4] * 4
+    finished.add(groups[2])
+    monkeypatch.setattr(runner, "FLUSH_SECONDS", 0.0)
+    finished.add(())  # a poll that finished nothing: what waits too long is stored
+    assert reported == [4] * 4 + [6] * 2
+    assert len(list((tmp_path / "r" / "cells").rglob("*.parquet"))) == 2
+    assert tally.counts == {"ok": 6} and tally.task_s == 1 + 2 + 3  # each group once
+
+
+def test_run_prints_a_bounded_ranking_of_a_big_sweep(write_spec, results, capsys,
+                                                      monkeypatch):
+    """More ok cells than a report prints: the first groups that fit, the overall
+    ranking, and a note naming the report of every group."""
+    from gradsweep.cli import views
+
+    monkeypatch.setattr(views, "REPORT_MAX_ROWS", 3)
+    path = write_spec(PLUGIN_SPEC.replace('"raises", "wrong"', '"prealloc"').replace(
+        "N = [2]", "N = [2, 3]"))
+    assert run_local(path, results) == 0
+    out = capsys.readouterr().out
+    sweep_id = out.splitlines()[0].strip()
+    assert "rnn N=2,T=3,D=4,H=5 float64" in out and "N=3,T=3" not in out
+    assert "overall" in out and "geomean" in out
+    assert f"1 more groups (3 cells) not shown; gradsweep report {sweep_id}" in out
 
 
 FAULT_SPEC = """
@@ -280,84 +392,6 @@ def test_embedded_ray_sweep(embedded_ray, write_spec, results, capsys):
     assert len(cells) == 4 and (cells["node"].str.len() > 20).all()  # Ray node ids
     assert dict(zip(cells["variant"], cells["status"]))[
         "rnn/buffers=raises,wgrad=batched,clip=none"] == "error"
-
-
-SCALING_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "scaling.toml"
-BENCH_ENV = "GRADSWEEP_BENCH"
-
-
-def _scaling_run(spec, dataset, workers: int):
-    """One embedded-Ray run of ``spec`` on ``workers``: (outcome, Ray start seconds)."""
-    t0 = time.perf_counter()
-    executor = onray.RayExecutor(workers=workers, plugins=spec.plugins)
-    started = time.perf_counter() - t0
-    try:
-        return runner.run_sweep(spec, dataset, executor), started
-    finally:
-        executor.close()
-
-
-def _gaps(cells):
-    """Per worker slot, the idle time between one cell's end and the next one's start.
-
-    With one worker that is exactly the harness's time per cell; with more,
-    each cell is paired with the latest earlier end, a lower bound.
-    """
-    import pandas as pd
-
-    start = cells["started_at"].astype("int64") / 1e6  # microseconds -> seconds
-    end = start + cells["duration_s"]
-    order = start.sort_values().index
-    ends = end.loc[order].to_numpy()
-    starts = start.loc[order].to_numpy()
-    gaps = [s - max((e for e in ends[:i] if e <= s), default=s) for i, s in enumerate(starts)]
-    return pd.Series(gaps[1:])
-
-
-def _side_costs(spec) -> tuple[float, float]:
-    """Seconds of verification and of one memory pass for the spec's first cell."""
-    from gradsweep import measure, worker
-
-    cell = expand(spec).cells[0]
-    t0 = time.perf_counter()
-    prepared, _ = worker.prepare(cell)
-    t1 = time.perf_counter()
-    measure.memory_pass(prepared.call)
-    return t1 - t0, time.perf_counter() - t1
-
-
-@pytest.mark.ray
-@pytest.mark.skipif(not os.environ.get(BENCH_ENV), reason=f"benchmark: set {BENCH_ENV}=1")
-def test_scaling_benchmark(tmp_path):
-    """Not a test: cells/s, speed-up and harness overhead on 1 and 2 workers (prints)."""
-    import numpy as np
-
-    spec = load_spec(SCALING_SPEC)
-    ds = store.resolve(tmp_path / "r")
-    rows, medians = [], []
-    for workers in (1, 2, 1):  # the second 1-worker run is the A/A reference
-        outcome, start_s = _scaling_run(spec, ds, workers)
-        cells = store.read(ds, "cells", [outcome.sweep_id]).set_index("cell_id")
-        medians.append(cells["median_ns"])
-        rows.append((workers, outcome, start_s, cells["duration_s"].mean(), _gaps(cells)))
-    verify_s, memory_s = _side_costs(spec)
-    base = rows[0][1].cells / rows[0][1].wall_s
-    for workers, o, start_s, mean_cell, gaps in rows:
-        rate = o.cells / o.wall_s
-        print(f"\n{workers} worker(s): {o.cells} cells in {o.wall_s:.2f} s = {rate:.1f} cells/s "
-              f"(x{rate / base:.2f}); mean in-task {mean_cell * 1e3:.1f} ms; harness "
-              f"{o.overhead_s_per_cell() * 1e3:.1f} ms/cell (wall x workers - in-task); "
-              f"gap between a cell's end and the next start p50 {gaps.median() * 1e3:.1f} "
-              f"p90 {gaps.quantile(0.9) * 1e3:.1f} ms; Ray start {start_s:.1f} s")
-    for label, other in (("2 workers / 1 worker", medians[1]), ("1 worker again (A/A)",
-                                                                   medians[2])):
-        ratio = (other / medians[0]).dropna()
-        log = np.abs(np.log(ratio))
-        print(f"per-cell median, {label}: median ratio {ratio.median():.3f}, |change| p50 "
-              f"{np.expm1(log.median()):.1%} p90 {np.expm1(log.quantile(0.9)):.1%}")
-    print(f"apart: verification {verify_s * 1e3:.1f} ms, memory pass {memory_s * 1e3:.1f} ms "
-          "per cell (this spec has memory = false)")
-    assert rows[0][1].counts == {"ok": len(expand(spec).cells)}
 
 
 def test_run_refuses_a_dashboard_url(write_spec, results, capsys, monkeypatch):

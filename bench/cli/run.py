@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -256,6 +257,61 @@ def check_arguments(results: str | None, dashboard: str | None, address: str | N
     return results
 
 
+#: Columns the end of a run reads of every cell: enough to choose the groups shown, for
+#: the overall ranking and for the cells not ranked.
+LIGHT_COLUMNS = ["kernel", "shape", "dtype", "variant", "status", "median_ns", "error"]
+#: Columns :func:`.rank.rank` reads of a ranked group (not the per-clock samples, the
+#: machine or the git state): half the bytes of a whole row.
+RANK_READ = [*LIGHT_COLUMNS, "ci_low_ns", "ci_high_ns", "peak_bytes", "flops", "gflops",
+             "peak_fraction", "warnings", "samples_ns", "sample_block", "sample_round"]
+
+
+def shown_groups(light: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The ok cells of the first (kernel, shape, dtype) groups, in ranking order, that fit
+    in ``rows`` together (the first group whatever its size)."""
+    keys = list(rank.GROUP_KEYS)
+    ok = light[(light["status"] == "ok") & light["median_ns"].notna()].sort_values(
+        keys, kind="stable")
+    sizes = ok.groupby(keys, sort=False).size().cumsum()
+    keep = sizes[(sizes <= rows) | (sizes.index == sizes.index[0])] if len(sizes) else sizes
+    return ok.merge(keep.index.to_frame(index=False), on=keys)
+
+
+def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
+                  spec: SweepSpec) -> None:
+    """The ranking of a finished sweep, read from the store, bounded like ``report``'s.
+
+    A sweep whose ok cells fit in :data:`.views.REPORT_MAX_ROWS` rows gets every group's
+    ranking; a bigger one the first groups that fit, the overall ranking per kernel and
+    dtype and a note naming ``gradsweep report``; so the work after the last cell does
+    not grow with the sweep beyond one read of a few columns.
+    """
+    light = store.read(dataset, "cells", [sweep_id], columns=LIGHT_COLUMNS)
+    shown = shown_groups(light, views.REPORT_MAX_ROWS)
+    ok = int(((light["status"] == "ok") & light["median_ns"].notna()).sum())
+    import pyarrow.dataset as pads
+
+    wanted = None if len(shown) == ok else pads.field("cell_id").isin(list(shown["cell_id"]))
+    cells = store.read(dataset, "cells", [sweep_id], columns=RANK_READ, filter=wanted)
+    views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
+                        title=f"{spec.name} ({sweep_id})")
+    if len(shown) < ok:
+        overall = rank.overall(light[light["status"] == "ok"])
+        views.print_frame(console, overall.assign(geomean=overall["geomean"].map(views.fmt_num)),
+                          title="overall (geometric mean of time / fastest over shapes)")
+        groups = light[light["status"] == "ok"].groupby(list(rank.GROUP_KEYS)).ngroups
+        console.print(printable(
+            f"note: {groups - shown.groupby(list(rank.GROUP_KEYS)).ngroups} more groups "
+            f"({ok - len(shown)} cells) not shown; gradsweep report {sweep_id} "
+            "(--format md or csv) ranks every group"), markup=False, highlight=False)
+    failed, most = light[light["status"] != "ok"], views.REPORT_MAX_ROWS
+    views.print_failures(console, failed.head(most))
+    if len(failed) > most:
+        console.print(printable(f"note: {len(failed) - most} more cells not "
+                                f"ranked not shown; gradsweep results show {sweep_id}"),
+                      markup=False, highlight=False)
+
+
 def run_command(spec_path: str, *, address: str | None = None, local: bool = False,
                 workers: int | None = None, dry_run: bool = False, resume: str | None = None,
                 results: str | None = None, dashboard: str | None = None,
@@ -302,10 +358,7 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
         return INTERRUPTED
     finally:
         executor.close()
-    cells = store.read(dataset, "cells", [outcome.sweep_id])
-    views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
-                        title=f"{spec.name} ({outcome.sweep_id})")
-    views.print_failures(console, cells)
+    print_results(console, dataset, outcome.sweep_id, spec)
     for line in outcome.profile_errors:
         errors.print(printable(f"not profiled: {line}"), markup=False, highlight=False)
     if dashboard:

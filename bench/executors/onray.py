@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from gradsweep import env
@@ -184,11 +184,14 @@ class _Pass:
 class RayExecutor:
     """Blocks as Ray actor calls, in passes: each pass gets fresh worker processes.
 
-    A sweep's blocks come block-major (every group's first block, then every
-    second block, ...); each pass starts ``workers`` new actors (one process
-    each, spread over the nodes) and ends them, so the blocks of one group run
-    in different processes (DESIGN.md, Measurement) at the cost of one process
-    start per worker per pass. A block whose process dies is retried on a new
+    A sweep's blocks come block-major window by window (every group of a window's
+    first block, then its second blocks, ...; then the next window: see
+    :func:`gradsweep.runner.windows`); each pass starts ``workers`` new actors (one
+    process each, spread over the nodes) and ends them, so the blocks of one group
+    run in different processes (DESIGN.md, Measurement) at the cost of one process
+    start per worker per pass. A freed actor gets its next block before the
+    finished block's rows are handed on, so the driver's merging and storing
+    overlaps the workers' measuring. A block whose process dies is retried on a new
     actor; its last of ``1 + CRASH_RETRIES`` attempts runs the members one by one,
     each in a fresh process, so a member that keeps killing its process is
     ``crashed`` alone and the others are measured.
@@ -243,39 +246,52 @@ class RayExecutor:
             node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
         return ray.get(refs)
 
-    def run_blocks(self, tasks: list[BlockTask], settings: MeasureSettings,
+    def run_blocks(self, tasks: Iterable[BlockTask], settings: MeasureSettings,
                    plugins: tuple[str, ...],
-                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
-        """Yield each block's rows in completion order, pass by pass."""
+                   peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome | None]:
+        """Yield each block's rows in completion order, pass by pass (a pass: a run of
+        consecutive tasks with the same block number); and None after a poll of
+        ``WAIT_POLL_S`` that finished nothing, so the caller may store what waits."""
         for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
             yield from self._run_pass(list(one_pass), settings, plugins, peaks)
 
     def _run_pass(self, tasks: list[BlockTask], settings: MeasureSettings,
-                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome]:
+                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome | None]:
         import ray
 
         state = _Pass(deque(tasks))
         state.idle = [self._actor.remote(plugins) for _ in range(min(self.workers, len(tasks)))]
         try:
             while state.pending or state.running:
-                while state.pending and state.idle:
-                    task = state.pending.popleft()
-                    run = self._without_killers(task)
-                    if not run.group.members:  # every member kills its process
-                        yield self._complete(task, ())
-                        continue
-                    actor = state.idle.pop()
-                    ref = actor.run.remote(run, settings, plugins, peaks)
-                    state.running[ref] = (task, actor, time.monotonic())
+                ready = self._submit(state, settings, plugins, peaks)
                 done, _ = ray.wait(list(state.running), num_returns=1, timeout=WAIT_POLL_S)
                 for ref in done:
-                    yield from self._finished(ref, state, settings, plugins, peaks)
-                yield from self._expire(state, settings, plugins)
+                    ready.extend(self._finished(ref, state, settings, plugins, peaks))
+                ready.extend(self._expire(state, settings, plugins))
+                # the freed actors get their next block before the caller merges and
+                # stores these: its work overlaps theirs instead of leaving them idle
+                ready.extend(self._submit(state, settings, plugins, peaks))
+                yield from ready or [None]
         finally:  # the pass's processes end with it (interrupted too)
             for _, actor, _ in state.running.values():
                 ray.kill(actor)
             for actor in state.idle:
                 ray.kill(actor)
+
+    def _submit(self, state: _Pass, settings, plugins, peaks) -> list[BlockOutcome]:
+        """Start a pending block on each idle actor; the outcomes of blocks left with no
+        member to run (each kills its process)."""
+        ready = []
+        while state.pending and state.idle:
+            task = state.pending.popleft()
+            run = self._without_killers(task)
+            if not run.group.members:
+                ready.append(self._complete(task, ()))
+                continue
+            actor = state.idle.pop()
+            ref = actor.run.remote(run, settings, plugins, peaks)
+            state.running[ref] = (task, actor, time.monotonic())
+        return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
         import ray
@@ -302,6 +318,8 @@ class RayExecutor:
 
     def _without_killers(self, task: BlockTask) -> BlockTask:
         """``task`` without the members known to kill their process (in an earlier block)."""
+        if not self._killers:  # the usual case: no hashing of ids per block
+            return task
         known = self._killers.get(task.group.group_id, {})
         keep = tuple(c for c in task.group.members if c.cell_id not in known)
         return task if len(keep) == len(task.group.members) else replace(
@@ -310,6 +328,8 @@ class RayExecutor:
     def _complete(self, task: BlockTask, rows: tuple) -> BlockOutcome:
         """``rows`` of the members that ran, plus the known killers' ``crashed`` rows, in
         the group's member order."""
+        if not self._killers and len(rows) == len(task.group.members):  # already in order
+            return BlockOutcome(task, tuple(rows))
         by_id = {**self._killers.get(task.group.group_id, {}), **{r.cell_id: r for r in rows}}
         return BlockOutcome(task, tuple(by_id[c.cell_id] for c in task.group.members))
 
