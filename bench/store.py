@@ -178,6 +178,12 @@ ORDER_BY = {"sweeps": "at", "cells": "recorded_at", "nodes": "recorded_at",
 #: Longest reason kept for a file that cannot be read.
 MAX_REASON_CHARS = 200
 ROW_INDEX = "__row"
+#: pyarrow's per-row column naming the file a row was read from.
+FILENAME = "__filename"
+#: Files a compaction reads at once, and rows per row group of the merged file: it holds
+#: one chunk of the partition in memory, not the partition (tests/benchmarks/scale.py).
+COMPACT_FILES = 64
+ROW_GROUP_ROWS = 8192
 #: Parquet codec of every file.
 COMPRESSION = "zstd"
 #: Hidden siblings of partition ``sweep_id=X`` while it is compacted: the new
@@ -602,7 +608,8 @@ def _scan(dataset: Dataset, table: str, paths: Sequence[str], columns: list[str]
 
 
 def _empty(table: str, columns: Sequence[str]) -> pa.Table:
-    schema = SCHEMAS[table].append(pa.field(PARTITION, pa.string()))
+    schema = SCHEMAS[table].append(pa.field(PARTITION, pa.string())).append(
+        pa.field(FILENAME, pa.string()))
     return schema.empty_table().select(list(columns))
 
 
@@ -800,11 +807,99 @@ def _compact_with(dataset: Dataset, table: str, sweep_id: str,
     paths = files(dataset, table, [sweep_id])
     if _is_compact(dataset, table, paths):
         return Compacted(table, sweep_id, len(paths), -1, "already compact")
+    if replace is _replace_local:
+        plan = _merge_plan(dataset, table, paths)
+        if plan is not None:  # every row current: stream, a chunk of files at a time
+            kept = move_aside(dataset, table, sweep_id, plan.corrupt)
+            rows = _replace_local(dataset, table, sweep_id, plan.write, paths)
+            return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
     loaded = _load(dataset, table, paths, _columns(table, None), None)
     kept = move_aside(dataset, table, sweep_id, loaded.corrupt)
     data = loaded.table.select(SCHEMAS[table].names).cast(SCHEMAS[table])
-    rows = replace(dataset, table, sweep_id, data, paths)
+    if replace is _replace_local:
+        rows = _replace_local(dataset, table, sweep_id, functools.partial(_write_all, data),
+                              paths)
+    else:
+        rows = replace(dataset, table, sweep_id, data, paths)
     return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
+
+
+@dataclass(frozen=True)
+class _MergePlan:
+    """How to merge a partition whose rows are all current, without loading it whole.
+
+    ``keep`` maps each readable file to the mask of its rows that survive (a
+    newer row of the same key elsewhere replaces the others); ``corrupt`` are
+    the files that could not be read.
+    """
+
+    dataset: Dataset
+    table: str
+    keep: dict[str, np.ndarray]
+    corrupt: tuple[CorruptFile, ...]
+
+    def write(self, path: str) -> int:
+        """The surviving rows as one new Parquet file at ``path``, fsync'ed; rows written.
+
+        Reads :data:`COMPACT_FILES` files at a time and writes row groups of
+        :data:`ROW_GROUP_ROWS`, so memory holds one chunk, not the partition.
+        """
+        schema, good = SCHEMAS[self.table], list(self.keep)
+        columns = _columns(self.table, None)
+        rows = 0
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with open(fd, "wb") as out, pq.ParquetWriter(out, schema,
+                                                       compression=COMPRESSION) as writer:
+            for start in range(0, len(good), COMPACT_FILES):
+                chunk = good[start:start + COMPACT_FILES]
+                data = _arrow_dataset(self.dataset, self.table, chunk).to_table(columns=columns)
+                mask = np.concatenate([self.keep[f] for f in chunk])
+                if len(mask) != data.num_rows:  # a file changed under the lock: never guess
+                    raise OSError(errno.EIO, f"{chunk[0]}...: {data.num_rows} rows, "
+                                             f"{len(mask)} when planned")
+                data = data.filter(pa.array(mask)).select(schema.names).cast(schema)
+                writer.write_table(data, row_group_size=ROW_GROUP_ROWS)
+                rows += data.num_rows
+            writer.close()
+            out.flush()
+            os.fsync(out.fileno())
+        return rows
+
+
+def _merge_plan(dataset: Dataset, table: str, paths: Sequence[str]) -> _MergePlan | None:
+    """Which rows of ``paths`` survive a merge, from their keys alone; None when some
+    row needs a migration (then the partition is merged in memory, as it is small)."""
+    keys, order = [PARTITION, *ROW_KEYS[table]], ORDER_BY[table]
+    wanted = list(dict.fromkeys([*keys, order, "schema_version", FILENAME]))
+    data, corrupt = _scan(dataset, table, paths, wanted, None)
+    version = data["schema_version"]
+    if version.null_count or (len(version) and pc.min(version).as_py() < SCHEMA_VERSION):
+        return None
+    rank = pc.index_in(data[FILENAME], value_set=pa.array(list(paths), pa.string()))
+    if rank.null_count:  # a file named differently from its listing: merge in memory
+        return None
+    survivors = np.ones(data.num_rows, dtype=bool)
+    if data.num_rows > 1:  # newest per key; equal times: the later file (dedupe's order)
+        row = pa.array(range(data.num_rows), pa.int64())
+        indexed = data.select(list(dict.fromkeys([*keys, order])))
+        indexed = indexed.append_column(ROW_INDEX, row).append_column("__rank", rank)
+        indexed = indexed.sort_by([(order, "ascending"), ("__rank", "ascending")])
+        best = indexed.group_by(keys, use_threads=False).aggregate([(ROW_INDEX, "last")])
+        survivors[:] = False
+        survivors[best[f"{ROW_INDEX}_last"].to_numpy()] = True
+    file_of = rank.to_numpy(zero_copy_only=False)
+    by_file = np.argsort(file_of, kind="stable")  # rows of each file, in the file's order
+    counts = np.bincount(file_of, minlength=len(paths))
+    masks = np.split(survivors[by_file], np.cumsum(counts)[:-1])
+    unread = {c.path for c in corrupt}
+    keep = {path: mask for path, mask in zip(paths, masks) if path not in unread}
+    return _MergePlan(dataset, table, keep, corrupt)
+
+
+def _write_all(data: pa.Table, path: str) -> int:
+    """``data`` as the merged file at ``path``; its rows."""
+    _write_file(path, data)
+    return data.num_rows
 
 
 def _is_compact(dataset: Dataset, table: str, paths: Sequence[str]) -> bool:
@@ -881,14 +976,15 @@ def _sibling_paths(table_dir: str, sweep_id: str) -> tuple[str, str, str]:
             f"{table_dir}/{OLD_PREFIX}{live}")
 
 
-def _replace_local(dataset: Dataset, table: str, sweep_id: str, data: pa.Table,
+def _replace_local(dataset: Dataset, table: str, sweep_id: str, write: Callable[[str], int],
                    paths: list[str]) -> int:
-    """Build the merged partition aside, swap it in, clear the old one; rows written."""
+    """Build the merged partition aside (``write(path)`` writes the merged file and
+    returns its rows), swap it in, clear the old one; rows written."""
     table_dir = dataset.table_path(table)
     live, staging, _ = _sibling_paths(table_dir, sweep_id)
     replaced = [posixpath.basename(p) for p in paths]
     try:
-        rows = _stage(live, staging, data, replaced)
+        rows = _stage(live, staging, write, replaced)
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -902,14 +998,14 @@ def _replace_local(dataset: Dataset, table: str, sweep_id: str, data: pa.Table,
     return rows
 
 
-def _stage(live: str, staging: str, data: pa.Table, replaced: list[str]) -> int:
+def _stage(live: str, staging: str, write: Callable[[str], int], replaced: list[str]) -> int:
     """The new partition in ``staging``: merged file, newer files linked, manifest."""
     os.mkdir(staging)
     merged = f"{staging}/{uuid.uuid4().hex}.parquet"
-    _write_file(merged, data)
+    expected = write(merged)
     written = pq.read_metadata(merged).num_rows
-    if written != data.num_rows:
-        raise OSError(errno.EIO, f"merged file has {written} of {data.num_rows} rows", merged)
+    if written != expected:
+        raise OSError(errno.EIO, f"merged file has {written} of {expected} rows", merged)
     carried = _carry_newer(live, staging, frozenset(replaced))
     with open(f"{staging}/{MANIFEST}", "w") as out:
         json.dump(sorted([*replaced, *carried]), out)

@@ -261,6 +261,34 @@ def test_compact_merges_each_partition_without_loss_or_duplicates(tmp_path):
     pd.testing.assert_frame_equal(before, again, check_like=True)
 
 
+def test_compaction_streams_in_chunks_with_the_readers_dedupe(tmp_path, monkeypatch):
+    """Chunks of files and small row groups: the same rows as the readers' in-memory dedupe
+    (equal recorded_at: the file listed later), for cells and for the sweeps table."""
+    monkeypatch.setattr(store, "COMPACT_FILES", 2)
+    monkeypatch.setattr(store, "ROW_GROUP_ROWS", 3)
+    ds = store.resolve(tmp_path / "r")
+    tie = pd.Timestamp("2026-11-30T12:00:00Z")
+    for i in range(7):
+        rows = [cell_row(f"c{i}-{j}", float(j)) for j in range(4)]
+        rows.append(cell_row("dup", float(i)))  # each file: a newer "dup"
+        rows.append(cell_row("tie", float(i), recorded_at=tie))  # equal times
+        store.write(ds, "cells", "s1", rows)
+        store.write(ds, "sweeps", "s1", [{"name": "n", "event": "resumed", "status": "running",
+                                          "at": tie + pd.Timedelta(seconds=i)}])
+    before = {t: store.read(ds, t).sort_values(list(store.ROW_KEYS[t])).reset_index(drop=True)
+              for t in ("cells", "sweeps")}
+    done = {c.table: c for c in store.compact(ds, "s1")}
+    assert done["cells"].files_before == 7 and done["cells"].rows == 7 * 4 + 2
+    for table, frame in before.items():
+        after = store.read(ds, table).sort_values(list(store.ROW_KEYS[table]))
+        pd.testing.assert_frame_equal(frame, after.reset_index(drop=True), check_like=True)
+    merged = pq.ParquetFile(store.files(ds, "cells", ["s1"])[0])
+    assert merged.metadata.num_row_groups > 1 and merged.metadata.num_rows == 30
+    cells = store.read(ds, "cells").set_index("cell_id")
+    assert cells.loc["dup", "median_ns"] == 6.0 and cells.index.is_unique
+    assert len(pd.read_parquet(tmp_path / "r" / "cells")) == 30  # plain pandas: no duplicate
+
+
 def test_compact_sets_a_corrupt_file_aside_and_merges_the_rest(tmp_path):
     ds = store.resolve(tmp_path / "r")
     store.write(ds, "cells", "s1", [cell_row("a", 1.0)])

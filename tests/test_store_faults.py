@@ -330,6 +330,25 @@ def half_written_then_enospc(table, where, **kwargs):
     enospc()
 
 
+class HalfWrittenThenEnospc:
+    """A ``pq.ParquetWriter`` on a full disk (compaction streams through one)."""
+
+    def __init__(self, where, schema, **kwargs):
+        self.where = where
+
+    def write_table(self, table, **kwargs):
+        half_written_then_enospc(table, self.where)
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 @pytest.mark.parametrize("where", ["write_table", "fsync", "rename"])
 def test_a_full_disk_is_one_store_error_and_damages_nothing(template, tmp_path,
                                                              monkeypatch, where):
@@ -338,6 +357,7 @@ def test_a_full_disk_is_one_store_error_and_damages_nothing(template, tmp_path,
     with monkeypatch.context() as patch:
         if where == "write_table":
             patch.setattr(store.pq, "write_table", half_written_then_enospc)
+            patch.setattr(store.pq, "ParquetWriter", HalfWrittenThenEnospc)
         else:
             patch.setattr(os, where, enospc)
         with pytest.raises(store.StoreError) as raised:
