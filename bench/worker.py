@@ -227,6 +227,11 @@ def _prepare(member: _Member, plugins: tuple[str, ...]) -> None:
 #: nothing there; what warmup must cover (first-call paths, page faults, the allocator's
 #: arenas) is done in a few calls. Blocks therefore take a fixed short warmup.
 BLOCK_WARMUPS = 2
+#: The stream of a block's seed that orders its members' preparation and calibration, so
+#: that no member is always allocated first or calibrated last (the rounds' own order is
+#: the seed's main stream). With a fixed order, ten identical tiny members timed over
+#: 100k cells came out in that order, first +0.52% to last -0.44% (tests/benchmarks/scale.py).
+ORDER_STREAM = 1
 #: Rounds between two re-materialisations of every member's case and cache. Measured
 #: (docs/noise.md): copying every round bought nothing over every 4 rounds, at up to 6%
 #: of a 10 ms sample per copy.
@@ -305,9 +310,10 @@ def run_block(task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ..
               interrupts: bool = False) -> tuple[CellResult, ...]:
     """One block of a group in this process: a row per member, never a raise.
 
-    Verify every member against the reference, calibrate and warm each up,
-    then ``rounds_per_block`` rounds of shuffled samples with layout
-    randomisation between rounds, then each member's untimed memory pass.
+    Verify every member against the reference, calibrate and warm each up
+    (in an order shuffled per block), then ``rounds_per_block`` rounds of
+    shuffled samples with layout randomisation between rounds, then each
+    member's untimed memory pass.
     A member that raises, is incorrect or exceeds its ``timeout_s`` fails
     alone; the others go on.
 
@@ -321,10 +327,11 @@ def run_block(task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ..
     started, t0 = datetime.now(UTC), time.perf_counter()
     members = [_Member(cell) for cell in task.group.members]
     load_before = env.load_avg()
+    order = np.random.default_rng([task.seed, ORDER_STREAM]).permutation(len(members))
     with measure.set_threads(task.group.members[0].threads):
-        for m in members:
+        for m in (members[i] for i in order):  # allocation and calibration in a random order
             _guarded(m, settings, lambda m=m: _prepare(m, plugins), interrupts=interrupts)
-        live = [m for m in members if m.failure is None]
+        live = [members[i] for i in order if members[i].failure is None]
         _timed_rounds(live, task, settings, interrupts)
         load = max(load_before, env.load_avg())
         rows = [_block_row(m, task, settings, peaks, load) for m in members]
