@@ -91,7 +91,7 @@ CALIBRATION_UNITS = {"pass": 20.0, "copy": 10.0, "transpose": 2.0, "busy": 0.5}
 
 def copy_project(dest: Path) -> None:
     """This project's working tree (tracked and untracked, not ignored), committed once,
-    with a link tree ``build/lib-own/gradsweep`` of it (as /work/tools/stage_tree.sh)."""
+    with a link tree ``build/lib-own/gradsweep`` of it (links to its bench/*, impls, dashboards)."""
     listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--cached", "--others",
                              "--exclude-standard"], capture_output=True, text=True, check=True)
     for name in listed.stdout.splitlines():

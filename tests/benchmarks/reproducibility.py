@@ -2,7 +2,7 @@
 
     python tests/benchmarks/reproducibility.py SPEC [SPEC ...] [-k 5] [--local]
         [--workers N] [--python PY] [--cwd DIR] [--pythonpath P] [--results-root DIR]
-        [--pyperf-reruns 3] [--pair-runs K] [--kernel rnn --shape N=16,T=32,D=32,H=64
+        [--pyperf-reruns 5] [--pair-runs K] [--kernel rnn --shape N=16,T=32,D=32,H=64
         --dtype float64 --a AXES --b AXES] [--baseline OLD.json] [--json OUT.json]
 
 Issue 14, item 7. Each run is ``python -m gradsweep run SPEC --results DIR`` in a
@@ -18,18 +18,18 @@ their median and max, and the sweep's time.
 
 The anchor: pyperf at its defaults (pyperf_pair.py: 20 processes x 3 values,
 the ratio of means as ``compare_to`` reports it) times two variants of one cell
-``--pyperf-reruns`` times; gradsweep measures the same pair ``--pair-runs``
-times with a spec of just those two members and the first spec's ``[measure]``
+``--pyperf-reruns`` times (5); gradsweep measures the same pair ``--pair-runs``
+times (by default as many, so the two ranges compare fairly) with a spec of just those two members and the first spec's ``[measure]``
 table (pair.toml in the results root), interleaved with the pyperf reruns. Each
 side's ratio spread across reruns and its median time per rerun are compared.
 
 To measure today's code for ``--baseline`` (claims per run, time per sweep),
-point the runs at a checkout of it: ``--pythonpath OLD/build/lib-own`` (a link
-tree of the old commit's worktree, /work/tools/stage_tree.sh), or another venv
+point the runs at a checkout of it: ``--pythonpath DIR`` where ``DIR/gradsweep``
+holds links to the old worktree's ``bench/*``, ``impls`` and ``dashboards``), or another venv
 with ``--python`` and ``--cwd``; save ``--json today.json``; then run the new
 code with ``--baseline today.json``. Prints one table, the machine and the
 targets; exit code 1 when a target fails, 2 on bad input or a failed run.
-A default run (quick.toml, 5 runs, the anchor) takes 5 to 7 minutes on these
+A default run (quick.toml, 5 runs, the anchor) takes about 9 minutes on these
 2-core machines, half of it pyperf's; ``--pyperf-reruns 0 --pair-runs 0`` skips
 the anchor.
 """
@@ -55,6 +55,9 @@ from pathlib import Path
 from pyperf_pair import Pair, add_pair_args, pair_of
 from repro_metrics import Reversals, Spreads, Standing, pair_ratio, ratio_spreads, reversals
 
+#: pyperf reruns of the anchor pair, and by default as many sweeps of the pair spec: a range
+#: (max / min) of more reruns is wider by itself (5 normal draws: 2.33 sd; 3: 1.69 sd).
+PYPERF_RERUNS = 5
 SELF = Path(__file__).resolve()
 HERE = SELF.parent
 PYPERF_PAIR = HERE / "pyperf_pair.py"
@@ -584,10 +587,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--results-root", type=Path,
                         help="keep every run's results and logs here (default: a temporary "
                         "directory, removed at the end unless a run fails)")
-    parser.add_argument("--pyperf-reruns", type=int, default=3,
-                        help="pyperf anchor reruns (default 3; 0 skips pyperf)")
+    parser.add_argument("--pyperf-reruns", type=int, default=PYPERF_RERUNS,
+                        help=f"pyperf anchor reruns (default {PYPERF_RERUNS}; 0 skips pyperf)")
     parser.add_argument("--pair-runs", type=int,
-                        help="sweeps of the pair spec for the anchor (default: --runs)")
+                        help="sweeps of the pair spec for the anchor (default: as many as "
+                        "--pyperf-reruns, so that the two spreads are ranges of equally many "
+                        "reruns)")
     add_pair_args(parser)
     parser.add_argument("--baseline", type=Path, help="a saved --json of today's code")
     parser.add_argument("--json", type=Path, help="save the raw numbers here")
@@ -627,7 +632,7 @@ def measure_all(args: argparse.Namespace, root: Path) -> tuple[list[SpecResult],
     checkout = checkout_of(args)
     specs = [s.resolve() for s in args.specs]
     results = [measure_spec(checkout, spec, root, args.runs) for spec in specs]
-    pair_runs = args.runs if args.pair_runs is None else args.pair_runs
+    pair_runs = args.pyperf_reruns if args.pair_runs is None else args.pair_runs
     anchor = None
     if args.pyperf_reruns or pair_runs:
         anchor = measure_anchor(checkout, pair_of(args), specs[0], root, args.pyperf_reruns,

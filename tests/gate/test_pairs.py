@@ -182,7 +182,7 @@ def set_constant(path: Path, name: str, value: str) -> None:
 
 def link_tree(repo: Path) -> Path:
     """``repo/build/lib-own/gradsweep``: the copy's package as the ``gradsweep`` import name
-    (symlinks to its bench/*, impls and dashboards, as /work/tools/stage_tree.sh makes)."""
+    (symlinks to its bench/*, impls and dashboards)."""
     out = repo / "build" / "lib-own" / "gradsweep"
     if not out.exists():
         out.mkdir(parents=True)
