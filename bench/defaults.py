@@ -11,12 +11,11 @@ ALPHA = 0.01
 #: Minimum effect: a ratio within 5% of 1 is never called a difference, a regression
 #: or an improvement (DESIGN.md, Statistics).
 MIN_EFFECT = 0.05
-#: Blocks per group (``[measure] repeats``), each in its own worker process: the
-#: between-process variance is the larger part of a sweep's spread on shared machines, and
-#: only more processes average it out (docs/noise.md, "Where a sweep's remaining spread
-#: comes from": 5 blocks against 3 narrowed jobs/quick.toml's ratio spread across 5 runs
-#: from 1.054x to 1.044x for 1.2x the time).
-REPEATS = 5
+#: Blocks per group (``[measure] repeats``), each in its own worker process. More blocks
+#: average more of the between-process variance out, but 5 instead of 3 took 1.24x the
+#: time and gave no measurable gain over two benchmark runs of each (docs/noise.md, "Where
+#: a sweep's remaining spread comes from"), so 3 it stays.
+REPEATS = 3
 #: The CI gate's sweep spec.
 CI_SPEC = "jobs/ci.toml"
 #: The CI gate's threshold: below the 5% of rankings, because a cell is flagged only when
