@@ -633,9 +633,18 @@ def _option_ranges() -> dict:
     return dict(checks.OPTION_RANGES)
 
 
+#: Arrow's allocator for the command line (``ARROW_DEFAULT_MEMORY_POOL``, read when pyarrow
+#: is first imported; a value already set wins). The driver's Arrow work comes in bursts
+#: (a flush, the compaction, the reads that rank) and mimalloc, Arrow's default here, keeps
+#: what each burst freed: at 100k cells the end of a sweep peaked 70-150 MB higher with it,
+#: for no measurable speed (tests/benchmarks/scale.py).
+ARROW_POOL = "system"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: the exit code; bad input is one line on stderr and 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_POOL)
     try:
         code = typer.main.get_command(app).main(args=args, prog_name="gradsweep",
                                                 standalone_mode=False)

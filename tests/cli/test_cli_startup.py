@@ -5,6 +5,7 @@ stderr), so these tests read what a real ``python -m gradsweep`` loaded rather
 than timing it: timings on a shared machine are noise, imports are not.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -55,3 +56,22 @@ def test_a_kernel_module_imports_numpy_when_it_first_computes():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_command_line_gives_arrow_the_system_allocator_unless_told(monkeypatch):
+    """mimalloc keeps what a burst of Arrow work freed; a value the user set wins."""
+    from gradsweep.cli import app
+
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "")  # the test's end restores the real one
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL")
+    assert app.main(["--version"]) == 0
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == app.ARROW_POOL == "system"
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    assert app.main(["--version"]) == 0
+    assert os.environ["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"
+    code = ("from gradsweep.cli.app import main; main(['--version']); import pyarrow as pa; "
+            "print(pa.default_memory_pool().backend_name)")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.stdout.split()[-1] == "system", proc.stderr[-1000:]
