@@ -269,7 +269,7 @@ def warnings_as_errors():
 
 #: Reads ``<root>/cells`` with plain pandas until told to stop; counts what it saw.
 READER = """
-import sys, pandas as pd
+import sys, pandas as pd, pyarrow as pa
 cells, stop = sys.argv[1], sys.argv[2]
 import os
 reads = duplicated = shrank = vanished = 0
@@ -278,6 +278,11 @@ while not os.path.exists(stop):
     try:
         frame = pd.read_parquet(cells, columns=["sweep_id", "cell_id"])
     except FileNotFoundError:  # listed files a compaction swapped away: read again
+        vanished += 1
+        continue
+    except pa.ArrowInvalid as exc:  # listed the old directory just as the swap emptied it
+        if "No match for FieldRef" not in str(exc):
+            raise
         vanished += 1
         continue
     reads += 1
