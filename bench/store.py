@@ -794,33 +794,35 @@ def compact_partition(dataset: Dataset, table: str, sweep_id: str) -> Compacted:
     """
     check_sweep_id(sweep_id)
     if not _is_local(dataset):
-        return _compact_with(dataset, table, sweep_id, _replace_remote)
+        return _compact_with(dataset, table, sweep_id, local=False)
     table_dir = dataset.table_path(table)
     with _locked(table_dir, wait=True):
         _recover_partition(table_dir, sweep_id)
-        return _compact_with(dataset, table, sweep_id, _replace_local)
+        return _compact_with(dataset, table, sweep_id, local=True)
 
 
-def _compact_with(dataset: Dataset, table: str, sweep_id: str,
-                  replace: Callable[[Dataset, str, str, pa.Table, list[str]], int]) -> Compacted:
-    """Read the partition's files, set the unreadable aside, ``replace`` the rest."""
+def _compact_with(dataset: Dataset, table: str, sweep_id: str, local: bool) -> Compacted:
+    """Read the partition's files, set the unreadable aside, replace the rest by one file.
+
+    On a local disk a partition whose rows are all current streams (:class:`_MergePlan`);
+    otherwise (rows to migrate, object stores) it is merged in memory.
+    """
     paths = files(dataset, table, [sweep_id])
     if _is_compact(dataset, table, paths):
         return Compacted(table, sweep_id, len(paths), -1, "already compact")
-    if replace is _replace_local:
-        plan = _merge_plan(dataset, table, paths)
-        if plan is not None:  # every row current: stream, a chunk of files at a time
-            kept = move_aside(dataset, table, sweep_id, plan.corrupt)
-            rows = _replace_local(dataset, table, sweep_id, plan.write, paths)
-            return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
+    plan = _merge_plan(dataset, table, paths) if local else None
+    if plan is not None:
+        kept = move_aside(dataset, table, sweep_id, plan.corrupt)
+        rows = _replace_local(dataset, table, sweep_id, plan.write, paths)
+        return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
     loaded = _load(dataset, table, paths, _columns(table, None), None)
     kept = move_aside(dataset, table, sweep_id, loaded.corrupt)
     data = loaded.table.select(SCHEMAS[table].names).cast(SCHEMAS[table])
-    if replace is _replace_local:
+    if local:
         rows = _replace_local(dataset, table, sweep_id, functools.partial(_write_all, data),
                               paths)
     else:
-        rows = replace(dataset, table, sweep_id, data, paths)
+        rows = _replace_remote(dataset, table, sweep_id, data, paths)
     return Compacted(table, sweep_id, len(paths), rows, set_aside=kept)
 
 
