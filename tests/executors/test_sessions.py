@@ -282,11 +282,19 @@ def test_reap_ends_a_killed_drivers_session(driver):
     _assert_gone(ours[1:], within_s=1)
 
 
+def _command(proc: psutil.Process) -> str:
+    """``proc``'s command line; empty for a process that has just ended (a zombie)."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
 @pytest.mark.ray
 def test_watchdog_ends_a_killed_drivers_session(driver):
     proc, session = driver("watch")
     ours = _processes(proc, session)
-    watchdogs = [p for p in ours if "watch_main" in " ".join(p.cmdline())]
+    watchdogs = [p for p in ours if "watch_main" in _command(p)]
     assert len(watchdogs) == 1
     proc.send_signal(signal.SIGKILL)
     proc.wait()
