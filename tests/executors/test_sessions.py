@@ -216,6 +216,16 @@ def _processes(proc: subprocess.Popen, session: Path) -> list[psutil.Process]:
     return [psutil.Process(proc.pid), *found.values()]
 
 
+def _listening(proc: psutil.Process) -> list[tuple[str, str, int]]:
+    """``proc``'s listening sockets as (name, ip, port); none for a process that has
+    ended since it was listed (Ray's idle workers come and go)."""
+    try:
+        return [(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                if c.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []
+
+
 def _loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip.split("%")[0])
     mapped = getattr(address, "ipv4_mapped", None)
@@ -255,10 +265,7 @@ def test_embedded_ray_listens_on_loopback_only(driver):
     and without the token only the two Prometheus endpoints answer over HTTP."""
     proc, session = driver("nowatch")
     assert session.parent.parent.stat().st_mode & 0o777 == sessions.PRIVATE_MODE
-    listening = []
-    for p in _processes(proc, session):
-        listening += [(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
-                      if c.status == psutil.CONN_LISTEN]
+    listening = [s for p in _processes(proc, session) for s in _listening(p)]
     assert RAY_CORE <= {name for name, _, _ in listening}
     assert [s for s in listening if not _loopback(s[1])] == []
     reachable = [(ip, port) for _, _, port in listening for ip in _external_addresses()
@@ -274,12 +281,20 @@ def test_reap_ends_a_killed_drivers_session(driver):
     proc, session = driver("nowatch")
     ours = _processes(proc, session)
     assert sessions.reap_orphans(session.parent) == []  # a live session is not touched
-    assert RAY_CORE <= {p.name() for p in ours if _running(p)}  # (idle workers may come and go)
+    assert RAY_CORE <= {_name(p) for p in ours}  # (idle workers may come and go)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     reaped = sessions.reap_orphans(session.parent)
     assert set(reaped) <= {p.pid for p in ours}
     _assert_gone(ours[1:], within_s=1)
+
+
+def _name(proc: psutil.Process) -> str:
+    """``proc``'s name; empty for a process that has ended (or turned zombie)."""
+    try:
+        return proc.name() if _running(proc) else ""
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
 
 
 def _command(proc: psutil.Process) -> str:
@@ -309,7 +324,7 @@ def _assert_gone(procs: list[psutil.Process], within_s: float) -> None:
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert left == [], f"still running: {[(p.pid, p.name()) for p in left]}"
+    assert left == [], f"still running: {[(p.pid, _name(p)) for p in left]}"
 
 
 def _running(proc: psutil.Process) -> bool:
