@@ -394,6 +394,38 @@ def test_embedded_ray_sweep(embedded_ray, write_spec, results, capsys):
         "rnn/buffers=raises,wgrad=batched,clip=none"] == "error"
 
 
+PASSES_SPEC = """
+name = "passes"
+[measure]
+samples = 9
+repeats = 3
+min_time_s = 0.001
+max_warmups = 2
+memory = false
+[[grid]]
+kernel = "rnn"
+variants = { buffers = ["list"], wgrad = "*", clip = ["none"] }
+peers = ["torch"]
+shape = { N = [2, 3], T = [3], D = [4], H = [5] }
+"""
+
+
+@pytest.mark.ray
+def test_each_pass_runs_in_its_own_processes_started_ahead(embedded_ray, write_spec, results,
+                                                          capsys):
+    """The next pass's actors start during this pass (preloading torch), yet no block
+    of a pass shares a process with a block of another pass."""
+    path = write_spec(PASSES_SPEC)
+    assert main(["run", str(path), "--results", str(results), "--workers", "1"]) == 0
+    sweep_id = capsys.readouterr().out.splitlines()[0].strip()
+    cells = store.read(store.resolve(results), "cells", [sweep_id])
+    assert (cells["status"] == "ok").all() and (cells["blocks"] == 3).all()
+    by_pass = [{tuple(p)[b] for p in cells["pids"]} for b in range(3)]
+    assert all(len(tuple(p)) == 3 for p in cells["pids"])
+    assert not (by_pass[0] & by_pass[1] or by_pass[1] & by_pass[2] or by_pass[0] & by_pass[2])
+    assert not cells["warnings"].map(lambda w: "shared-process" in " ".join(w)).any()
+
+
 def test_run_refuses_a_dashboard_url(write_spec, results, capsys, monkeypatch):
     path = write_spec(PLUGIN_SPEC)
     assert main(["run", str(path), "--address", "http://127.0.0.1:8265"]) == 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from gradsweep import env
 from gradsweep.executors import sessions
 from gradsweep.executors.auth import enable_token_auth, in_ray_job, quiet_token_notice
-from gradsweep.executors.node import probe_node, ready, run_block_on_node
+from gradsweep.executors.node import peer_modules, probe_node, ready, run_block_on_node
 from gradsweep.records import (
     BlockOutcome,
     BlockTask,
@@ -35,6 +35,10 @@ CRASH_RETRIES = 2
 OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
+#: CPUs an embedded Ray has beyond its workers: where the next pass's actor starts
+#: (Python, Ray, torch: about 2 s here) while this pass runs its last block. No block
+#: ever runs there: blocks run on at most ``workers`` actors at once.
+SPARE_CPUS = 1
 #: Seconds past ``timeout_s`` before the driver kills a task whose own alarm did not fire
 #: (a hang inside C code, or a slow worker start).
 HANG_GRACE_S = 30.0
@@ -141,7 +145,7 @@ def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int 
     env_vars["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *sys.path[1:]]))
     return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
             "_temp_dir": str(sessions.temp_dir()), "_system_config": EMBEDDED_SYSTEM_CONFIG,
-            "num_cpus": workers or embedded_workers(), **quiet,
+            "num_cpus": (workers or embedded_workers()) + SPARE_CPUS, **quiet,
             "runtime_env": {"env_vars": env_vars}}
 
 
@@ -161,8 +165,8 @@ def _failure_rows(task: BlockTask, exc: BaseException, attempts: int) -> BlockOu
 class BlockWorker:
     """A Ray actor: one worker process that runs blocks (one pass of a sweep)."""
 
-    def __init__(self, plugins: tuple[str, ...]):
-        ready(plugins)
+    def __init__(self, plugins: tuple[str, ...], preload: tuple[str, ...] = ()):
+        ready(plugins, preload)
 
     def run(self, task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ...],
             peaks: dict[str, dict[str, float]]) -> BlockOutcome:
@@ -179,6 +183,11 @@ class _Pass:
     running: dict = field(default_factory=dict)
     idle: list = field(default_factory=list)
     crashes: Counter = field(default_factory=Counter)
+    #: The next pass's blocks, whose actors start once this pass has started its last block.
+    following: list = field(default_factory=list)
+    #: An actor of this pass was replaced (a crash or a hang): no spares then, so a
+    #: replacement never competes with a spare for a CPU.
+    replaced: bool = False
 
 
 class RayExecutor:
@@ -235,6 +244,8 @@ class RayExecutor:
         #: Per group, members that killed their process alone: later blocks run without
         #: them (their ``crashed`` row stands for every block).
         self._killers: dict[str, dict[str, CellResult]] = {}
+        #: The next pass's actors, started ahead of it (see :meth:`_run_pass`).
+        self._spare: list = []
 
     def nodes(self) -> list[NodeProbe]:
         """Probe every alive node once, each on its own node."""
@@ -252,15 +263,52 @@ class RayExecutor:
         """Yield each block's rows in completion order, pass by pass (a pass: a run of
         consecutive tasks with the same block number); and None after a poll of
         ``WAIT_POLL_S`` that finished nothing, so the caller may store what waits."""
-        for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
-            yield from self._run_pass(list(one_pass), settings, plugins, peaks)
+        passes = (list(p) for _, p in itertools.groupby(tasks, key=lambda t: t.block))
+        one_pass = next(passes, None)
+        try:
+            while one_pass is not None:
+                following = next(passes, None)
+                yield from self._run_pass(one_pass, following or [], settings, plugins, peaks)
+                one_pass = following
+        finally:  # an interrupted sweep ends the actors started for a pass it never ran
+            self._end_spares()
 
-    def _run_pass(self, tasks: list[BlockTask], settings: MeasureSettings,
-                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome | None]:
+    def _end_spares(self) -> None:
         import ray
 
-        state = _Pass(deque(tasks))
-        state.idle = [self._actor.remote(plugins) for _ in range(min(self.workers, len(tasks)))]
+        for actor in self._spare:
+            ray.kill(actor)
+        self._spare = []
+
+    def _start_actors(self, tasks: list[BlockTask], plugins: tuple[str, ...],
+                      count: int | None = None) -> list:
+        """``count`` (default: as many as the pass uses) fresh actors for the pass of
+        ``tasks``, importing its peers' libraries as they start (torch: 1 s of a 2 s start)."""
+        preload = peer_modules(tasks)
+        count = min(self.workers, len(tasks)) if count is None else count
+        return [self._actor.remote(plugins, preload) for _ in range(count)]
+
+    def _top_up_spares(self, following: list[BlockTask], plugins: tuple[str, ...]) -> None:
+        """Start the next pass's actors on the CPUs free now: never on a CPU a running
+        block or a crashed block's replacement needs, so no actor waits on a spare."""
+        import ray
+
+        wanted = min(self.workers, len(following)) - len(self._spare)
+        free = int(ray.available_resources().get("CPU", 0))
+        if wanted > 0 and free > 0:
+            self._spare += self._start_actors(following, plugins, min(wanted, free))
+
+    def _run_pass(self, tasks: list[BlockTask], following: list[BlockTask],
+                  settings: MeasureSettings, plugins: tuple[str, ...],
+                  peaks) -> Iterator[BlockOutcome | None]:
+        """One pass on its own actors. The next pass's actors start once this pass has
+        started its last block, so their start overlaps its tail, not the sweep."""
+        import ray
+
+        state = _Pass(deque(tasks), following=following)
+        spares, self._spare = self._spare, []
+        state.idle = spares + self._start_actors(
+            tasks, plugins, max(0, min(self.workers, len(tasks)) - len(spares)))
         try:
             while state.pending or state.running:
                 ready = self._submit(state, settings, plugins, peaks)
@@ -280,7 +328,10 @@ class RayExecutor:
 
     def _submit(self, state: _Pass, settings, plugins, peaks) -> list[BlockOutcome]:
         """Start a pending block on each idle actor; the outcomes of blocks left with no
-        member to run (each kills its process)."""
+        member to run (each kills its process). Once every block of the pass has
+        started, the actors left idle end and the next pass's start on the freed CPUs."""
+        import ray
+
         ready = []
         while state.pending and state.idle:
             task = state.pending.popleft()
@@ -291,6 +342,12 @@ class RayExecutor:
             actor = state.idle.pop()
             ref = actor.run.remote(run, settings, plugins, peaks)
             state.running[ref] = (task, actor, time.monotonic())
+        if not state.pending:  # this pass's last blocks run: its idle actors are done
+            for actor in state.idle:
+                ray.kill(actor)
+            state.idle.clear()
+            if state.following and not state.replaced:
+                self._top_up_spares(state.following, plugins)
         return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
@@ -302,6 +359,7 @@ class RayExecutor:
             outcome = ray.get(ref)
         except (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError) as exc:
             state.crashes[task] += 1
+            state.replaced = True
             state.idle.append(self._actor.remote(plugins))
             if state.crashes[task] < CRASH_RETRIES:  # the last attempt runs members alone
                 state.pending.appendleft(task)
@@ -362,6 +420,7 @@ class RayExecutor:
             if now - since > limit:
                 ray.kill(actor)
                 del state.running[ref]
+                state.replaced = True
                 state.idle.append(self._actor.remote(plugins))
                 text = f"block did not return within {limit:g} s; its worker was killed"
                 yield BlockOutcome(task, tuple(skeleton(c, "timeout", text)
