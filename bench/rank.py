@@ -85,8 +85,10 @@ class Placed:
     leader : str
         First member of this member's place (the member itself when it leads).
     compared_with : str or None
-        The leader this member was compared with: of its own place, or of the
-        previous place when it opened a new one; None for the fastest member.
+        The member of the place before it in time that decided its place: the
+        first it was not shown to differ from (it joined that place), or that
+        place's slowest member when it differs from all of them (it opened a new
+        place); None for the fastest member.
     ratio : RatioEstimate or None
         ``member / compared_with`` (paired, random effects), which decided the
         place; None for the fastest member and when no block had enough
@@ -131,11 +133,15 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
 
     Members are sorted by estimated time (geometric mean over blocks of their
     block medians, :func:`gradsweep.stats.block_time`; ties keep the mapping's
-    order). Each joins the current place unless its paired ratio to that
-    place's leader (:func:`gradsweep.stats.paired_estimate`: block medians of paired
-    log-ratios, DerSimonian-Laird random effects, HKSJ t interval) is
-    significant at ``confidence`` and at least ``min_effect`` from 1
+    order). Each joins the current place unless its paired ratio to *every*
+    member of that place, its leader included (:func:`gradsweep.stats.paired_estimate`:
+    block medians of paired log-ratios, DerSimonian-Laird random effects, HKSJ t
+    interval), is significant at ``confidence`` and at least ``min_effect`` from 1
     (:func:`gradsweep.stats.significant_effect`); then it leads the next place.
+    So a member placed behind another was shown slower than it by ``min_effect``:
+    two members that differ by less never stand in different places, however
+    close to ``min_effect`` from the leader each is (a rule against the leader
+    alone reversed such pairs between reruns).
 
     Parameters
     ----------
@@ -159,12 +165,28 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
             result.append(Placed(member, 1, time_ns[member], member, None, None))
             continue
         leader, place = result[-1].leader, result[-1].place
-        ratio = stats.paired_estimate(arrays[member], arrays[leader], confidence=confidence,
-                                      modified=modified)
-        opens = ratio is not None and stats.significant_effect(ratio, min_effect)
+        current = [p.member for p in result if p.place == place]
+        opens, compared_with, ratio = _against_place(arrays, member, current, min_effect,
+                                                     confidence, modified)
         result.append(Placed(member, place + int(opens), time_ns[member],
-                             member if opens else leader, leader, ratio))
+                             member if opens else leader, compared_with, ratio))
     return result
+
+
+def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[str],
+                   min_effect: float, confidence: float,
+                   modified: bool) -> tuple[bool, str, stats.RatioEstimate | None]:
+    """Whether ``member`` is shown slower by ``min_effect`` than every member of
+    ``place`` (compared from its slowest member up), and the comparison that
+    decided: the first member it is not shown to differ from, else the closest."""
+    shown = []
+    for other in reversed(place):
+        ratio = stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
+                                      modified=modified)
+        if ratio is None or not stats.significant_effect(ratio, min_effect):
+            return False, other, ratio
+        shown.append(ratio)
+    return True, place[-1], shown[0]
 
 
 def memory_places(peak_bytes: Sequence[float | None]) -> list[int | None]:

@@ -229,18 +229,41 @@ def test_a_twenty_percent_difference_opens_a_new_place(blocks, sigma):
     assert new_place_rate(rng, 1.2, 500, blocks=blocks, sigma=sigma) >= 0.97
 
 
-def test_places_compare_with_the_first_member_of_the_place():
+def test_a_new_place_needs_a_difference_from_every_member_of_the_current_one():
     rng = np.random.default_rng(13)
     times = group(rng, [1.06, 1.0, 1.03, 1.5, 1.52], blocks=5, sigma=0.005, bias_sd=0.001)
     got = rank.block_places(times)
     assert [(p.member, p.place, p.leader, p.compared_with) for p in got] == [
         ("m1", 1, "m1", None),
         ("m2", 1, "m1", "m1"),  # 3%: significant, but under the minimum effect
-        ("m0", 2, "m0", "m1"),  # 6% from m1, the first member of place 1
-        ("m3", 3, "m3", "m0"),
-        ("m4", 3, "m3", "m3")]
-    assert got[2].ratio.ratio == pytest.approx(1.06, abs=0.01) and got[2].ratio.significant
+        ("m0", 1, "m1", "m2"),  # 6% from the leader m1, but only 3% from m2
+        ("m3", 2, "m3", "m0"),  # beyond 5% from all three: compared with the closest
+        ("m4", 2, "m3", "m3")]
+    assert got[2].ratio.ratio == pytest.approx(1.06 / 1.03, abs=0.01)
+    assert got[3].ratio.ratio == pytest.approx(1.5 / 1.06, abs=0.02) and got[3].ratio.significant
     assert got[0].time_ns == pytest.approx(stats.block_time(times["m1"]))
+
+
+def test_members_in_different_places_differ_by_the_minimum_effect():
+    """Over 300 simulated groups of members 0-6% apart in a chain: a member that opens
+    a place is shown slower than every member of the place before by 5%; and any
+    member placed behind another is shown slower than it (by 5% up to the difference
+    between sorting by time and the paired estimate)."""
+    rng = np.random.default_rng(14)
+    opened = behind = 0
+    for _ in range(300):
+        times = group(rng, list(np.cumprod(rng.uniform(1.0, 1.06, 6))), blocks=4,
+                      sigma=0.02, bias_sd=0.01)
+        got = rank.block_places(times)
+        for i, a in enumerate(got):
+            for b in (b for b in got[i + 1:] if b.place > a.place):
+                est = stats.paired_estimate(times[b.member], times[a.member])
+                assert est.significant and est.ratio > 1 + stats.MIN_EFFECT / 2
+                behind += 1
+                if b.leader == b.member and b.place == a.place + 1:
+                    assert stats.significant_effect(est)
+                    opened += 1
+    assert opened > 300 and behind > opened  # the chains do split into places
 
 
 def test_places_with_missing_samples_and_bad_input():
