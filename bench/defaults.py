@@ -11,11 +11,13 @@ ALPHA = 0.01
 #: Minimum effect: a ratio within 5% of 1 is never called a difference, a regression
 #: or an improvement (DESIGN.md, Statistics).
 MIN_EFFECT = 0.05
-#: Blocks per group (``[measure] repeats``), each in its own worker process. More blocks
-#: average more of the between-process variance out, but 5 instead of 3 took 1.24x the
-#: time and gave no measurable gain over two benchmark runs of each (docs/noise.md, "Where
-#: a sweep's remaining spread comes from"), so 3 it stays.
-REPEATS = 3
+#: Blocks per group (``[measure] repeats``), each in its own worker process: 8 blocks of 3
+#: rounds (:data:`SAMPLES`). Each block is a draw of the between-process variance, which
+#: dominates here; with the next pass's processes started during the current one, 8 blocks
+#: take the time 3 did (docs/noise.md, "Where a sweep's remaining spread comes from").
+REPEATS = 8
+#: Timed samples per member (``[measure] samples``), spread over the blocks as rounds.
+SAMPLES = 24
 #: The CI gate's sweep spec.
 CI_SPEC = "jobs/ci.toml"
 #: The CI gate's threshold: below the 5% of rankings, because a cell is flagged only when

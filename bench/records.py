@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from gradsweep.defaults import REPEATS
+from gradsweep.defaults import REPEATS, SAMPLES
 from gradsweep.impls.base import parse_variant
 
 #: Characters of a cell_id: the first 16 hex digits of its sha256.
@@ -65,7 +65,7 @@ class MeasureSettings:
 
     threads: int = 1
     min_time_s: float = 0.01
-    samples: int = 15
+    samples: int = SAMPLES
     repeats: int = REPEATS
     clock: str = "cpu"
     max_warmups: int = 10

@@ -12,6 +12,7 @@ if str(PLUGINS) not in sys.path:
 SMALL_MEASURE = """
 [measure]
 samples = 5
+repeats = 3
 min_time_s = 0.001
 max_warmups = 2
 """

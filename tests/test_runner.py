@@ -232,6 +232,7 @@ name = "faults"
 plugins = ["gs_extra", "gs_faults"]
 [measure]
 samples = 3
+repeats = 3
 min_time_s = 0.001
 max_warmups = 1
 timeout_s = TIMEOUT
@@ -246,6 +247,7 @@ KILL_SPEC = """
 name = "kill-me"
 [measure]
 samples = 5
+repeats = 3
 min_time_s = 0.03
 max_warmups = 2
 memory = false

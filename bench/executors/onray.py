@@ -346,8 +346,8 @@ class RayExecutor:
             for actor in state.idle:
                 ray.kill(actor)
             state.idle.clear()
-            if state.following and not state.replaced:
-                self._top_up_spares(state.following, plugins)
+        if state.following and not state.replaced:
+            self._top_up_spares(state.following, plugins)
         return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
