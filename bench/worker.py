@@ -232,9 +232,10 @@ BLOCK_WARMUPS = 2
 #: the seed's main stream). With a fixed order, ten identical tiny members timed over
 #: 100k cells came out in that order, first +0.52% to last -0.44% (tests/benchmarks/scale.py).
 ORDER_STREAM = 1
-#: Rounds between two re-materialisations of every member's case and cache. Measured
-#: (docs/noise.md): copying every round bought nothing over every 4 rounds, at up to 6%
-#: of a 10 ms sample per copy.
+#: Rounds between two re-materialisations of every member's case and cache, the first
+#: before round 0 (so even a block of 3 rounds times its members at random offsets).
+#: Measured (docs/noise.md): copying every round bought nothing over every 4 rounds, at up
+#: to 6% of a 10 ms sample per copy.
 RELAYOUT_EVERY_ROUNDS = 4
 
 
@@ -283,7 +284,7 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
         live[:] = alive
         measure.interleaved_rounds(
             len(live), rounds_per_block(settings), rng, take,
-            before_round=lambda r: r % RELAYOUT_EVERY_ROUNDS == 0 and r and _relayout(live, rng))
+            before_round=lambda r: r % RELAYOUT_EVERY_ROUNDS == 0 and _relayout(live, rng))
 
 
 def _block_row(member: _Member, task: BlockTask, settings: MeasureSettings,

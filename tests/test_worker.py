@@ -92,6 +92,27 @@ def test_a_block_samples_every_member_in_every_round_paired():
         assert all(w >= 0.5 * c for c, w in zip(r.cpu_ns, r.wall_ns))
 
 
+@pytest.mark.parametrize("rounds, layouts", [(3, 1), (9, 3)])
+def test_every_block_times_its_members_at_fresh_offsets_from_round_0(monkeypatch, rounds,
+                                                                      layouts):
+    """Re-materialised before round 0 and every RELAYOUT_EVERY_ROUNDS rounds after."""
+    from gradsweep import worker
+
+    moved: list[int] = []
+    real = measure.rematerialise
+
+    def counting(obj, rng, **kwargs):
+        moved.append(1)
+        return real(obj, rng, **kwargs)
+
+    monkeypatch.setattr(measure, "rematerialise", counting)
+    group = Group(tuple(cell(v) for v in RNN))
+    settings = MeasureSettings(samples=rounds, repeats=1, min_time_s=0.0002, max_warmups=1)
+    rows = run_block(BlockTask(group, 0, 3), settings)
+    assert all(r.status == "ok" for r in rows) and worker.RELAYOUT_EVERY_ROUNDS == 4
+    assert len(moved) == layouts * len(RNN)
+
+
 def test_a_failing_member_fails_alone_and_the_others_are_timed():
     members = (cell(RNN[0]), cell("rnn/buffers=raises,wgrad=batched,clip=none"),
                cell("rnn/buffers=wrong,wgrad=batched,clip=none"), cell(RNN[3]))
