@@ -229,6 +229,8 @@ class RayExecutor:
 
         self._owns = not ray.is_initialized()
         joined = bool(address) or in_ray_job()
+        #: Started here with ``SPARE_CPUS`` beyond the workers (see :meth:`nodes`).
+        self._embedded = self._owns and not joined
         workers = workers or (None if joined else embedded_workers())
         if self._owns:
             quiet_token_notice()
@@ -248,10 +250,17 @@ class RayExecutor:
         self._spare: list = []
 
     def nodes(self) -> list[NodeProbe]:
-        """Probe every alive node once, each on its own node."""
+        """Probe every alive node once, each on its own node.
+
+        An embedded Ray starts the first pass's actors meanwhile: it has a CPU for
+        the probe beside its workers' (:data:`SPARE_CPUS`), so their start (about 1 s)
+        overlaps the probe's GEMMs instead of following them.
+        """
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if self._embedded and not self._spare:
+            self._spare = [self._actor.remote(self._plugins) for _ in range(self.workers)]
         probe = ray.remote(num_cpus=1)(probe_node)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
