@@ -273,11 +273,12 @@ def _check_scalene() -> None:
                            f"({sys.executable}); pip install scalene")
 
 
-def _execute(argv: list[str], timeout_s: float) -> None:
-    """Run scalene; ProfileError with its last words when it fails."""
+def _execute(argv: list[str], timeout_s: float, tmp: str) -> None:
+    """Run scalene with ``tmp`` as its temporary directory (scalene leaves a directory of
+    python shims behind in it at every run); ProfileError with its last words when it fails."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env={**os.environ, "TMPDIR": tmp})
     except FileNotFoundError:
         raise ProfileError(f"cannot run scalene: {argv[0]} not found") from None
     except subprocess.TimeoutExpired:
@@ -316,7 +317,7 @@ def run_scalene(cell: Cell, plugins: Sequence[str], roots: Sequence[str], second
             json.dump({"cell": _cell_record(cell), "plugins": list(plugins),
                        "seconds": seconds, "outcome": outcome,
                        "sys_path": [p for p in sys.path if p]}, f)
-        _execute(scalene_argv(out, roots, request, memory), seconds + STARTUP_ALLOWANCE_S)
+        _execute(scalene_argv(out, roots, request, memory), seconds + STARTUP_ALLOWANCE_S, tmp)
         loop = _read_json(outcome, "outcome from the profiled cell")
         if "error" in loop:
             raise CellFailed(f"{cell.variant}: {loop['error']}")

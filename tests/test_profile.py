@@ -2,6 +2,8 @@
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -142,12 +144,18 @@ def test_an_empty_profile_is_a_failure_not_an_empty_success(monkeypatch, capsys)
 
 
 @pytest.mark.slow
+def _scalene_leftovers() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("scalene*")}
+
+
 def test_real_profile_of_a_small_cell(tmp_path, capsys):
     results = tmp_path / "results"
+    before = _scalene_leftovers()
     code = cli.main(["profile", RNN_LIST, "--shape", SMALL_RNN, "--seconds", "1",
                      "--store", "--results", str(results)])
     printed = capsys.readouterr().out
     assert code == 0 and "impls/rnn.py" in printed
+    assert _scalene_leftovers() <= before  # scalene's shim directory went with ours
     dataset = store.resolve(str(results))
     rows = store.read(dataset, "profiles")
     assert len(rows) and set(rows["variant"]) == {RNN_LIST}
