@@ -240,6 +240,7 @@ class RayExecutor:
                 ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))
+        self._cpus = cpus
         self._actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0,
                                  scheduling_strategy="SPREAD")(BlockWorker)
         self._plugins = plugins
@@ -297,15 +298,21 @@ class RayExecutor:
         count = min(self.workers, len(tasks)) if count is None else count
         return [self._actor.remote(plugins, preload) for _ in range(count)]
 
-    def _top_up_spares(self, following: list[BlockTask], plugins: tuple[str, ...]) -> None:
+    def _top_up_spares(self, state: _Pass, plugins: tuple[str, ...]) -> None:
         """Start the next pass's actors on the CPUs free now: never on a CPU a running
-        block or a crashed block's replacement needs, so no actor waits on a spare."""
+        block or a crashed block's replacement needs, so no actor waits on a spare.
+
+        Free is what Ray reports, and at most the cluster's CPUs less every actor of
+        ours, placed or not: Ray counts an actor only once it is placed, so its figure
+        alone would let spares queue before this pass's own actors (and take their CPUs).
+        """
         import ray
 
-        wanted = min(self.workers, len(following)) - len(self._spare)
-        free = int(ray.available_resources().get("CPU", 0))
+        wanted = min(self.workers, len(state.following)) - len(self._spare)
+        ours = len(state.running) + len(state.idle) + len(self._spare)
+        free = min(self._cpus - ours, int(ray.available_resources().get("CPU", 0)))
         if wanted > 0 and free > 0:
-            self._spare += self._start_actors(following, plugins, min(wanted, free))
+            self._spare += self._start_actors(state.following, plugins, min(wanted, free))
 
     def _run_pass(self, tasks: list[BlockTask], following: list[BlockTask],
                   settings: MeasureSettings, plugins: tuple[str, ...],
@@ -356,7 +363,7 @@ class RayExecutor:
                 ray.kill(actor)
             state.idle.clear()
         if state.following and not state.replaced:
-            self._top_up_spares(state.following, plugins)
+            self._top_up_spares(state, plugins)
         return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
