@@ -36,8 +36,9 @@ OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
 #: CPUs an embedded Ray has beyond its workers: where the next pass's actor starts
-#: (Python, Ray, torch: about 2 s here) while this pass runs its last block. No block
-#: ever runs there: blocks run on at most ``workers`` actors at once.
+#: (Python, Ray, torch: about 2 s here) while this pass runs, and the node probe runs
+#: while the first pass's actors start. No block ever runs there: blocks run on at most
+#: ``workers`` actors at once.
 SPARE_CPUS = 1
 #: Seconds past ``timeout_s`` before the driver kills a task whose own alarm did not fire
 #: (a hang inside C code, or a slow worker start).
@@ -183,7 +184,7 @@ class _Pass:
     running: dict = field(default_factory=dict)
     idle: list = field(default_factory=list)
     crashes: Counter = field(default_factory=Counter)
-    #: The next pass's blocks, whose actors start once this pass has started its last block.
+    #: The next pass's blocks, whose actors start on CPUs this pass leaves free.
     following: list = field(default_factory=list)
     #: An actor of this pass was replaced (a crash or a hang): no spares then, so a
     #: replacement never competes with a spare for a CPU.
@@ -234,8 +235,7 @@ class RayExecutor:
         workers = workers or (None if joined else embedded_workers())
         if self._owns:
             quiet_token_notice()
-            embedded = not address and not in_ray_job()
-            with (sessions.embedded() if embedded else sessions.loopback_only()
+            with (sessions.embedded() if self._embedded else sessions.loopback_only()
                   if is_loopback(address) else contextlib.nullcontext()):
                 ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -317,8 +317,9 @@ class RayExecutor:
     def _run_pass(self, tasks: list[BlockTask], following: list[BlockTask],
                   settings: MeasureSettings, plugins: tuple[str, ...],
                   peaks) -> Iterator[BlockOutcome | None]:
-        """One pass on its own actors. The next pass's actors start once this pass has
-        started its last block, so their start overlaps its tail, not the sweep."""
+        """One pass on its own actors (those started ahead for it, and more if too few).
+        The next pass's actors start on the CPUs this pass leaves free, so their start
+        overlaps this pass's measuring instead of following it."""
         import ray
 
         state = _Pass(deque(tasks), following=following)
