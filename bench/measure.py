@@ -709,12 +709,21 @@ def ranking_clock(name: str, threads: int) -> Clock:
     return cpu_clock(threads) if name == "cpu" else time.perf_counter_ns
 
 
-def timed_sample(fn: Callable[[], object], loops: int, cpu: Clock) -> tuple[float, float]:
+def timed_sample(fn: Callable[[], object], loops: int, cpu: Clock, *,
+                 primed: bool = False) -> tuple[float, float]:
     """``loops`` back-to-back calls of ``fn``: (CPU ns, wall ns) per call.
 
     The wall clock brackets the CPU clock, so ``wall >= cpu`` unless the CPU
-    clock is coarser than the wall clock.
+    clock is coarser than the wall clock. ``primed``: one untimed call first, so
+    every timed call follows a call of ``fn`` itself, whatever ran before (in
+    shuffled rounds, another member). Unprimed, the first call of a sample pays
+    for caches and allocator state the previous member left, and the per-call
+    time falls with ``loops`` (``c / loops`` of that cost); loops are calibrated
+    per block, and a member near a doubling boundary gets 2 in one run and 4 in
+    the next (docs/noise.md, "Primed samples").
     """
+    if primed:
+        fn()
     wall0 = time.perf_counter_ns()
     cpu0 = cpu()
     for _ in range(loops):

@@ -269,7 +269,7 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
         m = live[i]
 
         def sample() -> None:
-            cpu_ns, wall_ns = measure.timed_sample(m.prepared.call, m.loops, cpu)
+            cpu_ns, wall_ns = measure.timed_sample(m.prepared.call, m.loops, cpu, primed=True)
             m.cpu_ns.append(cpu_ns)
             m.wall_ns.append(wall_ns)
             m.rounds.append(r)

@@ -138,6 +138,37 @@ def test_invalid_arguments():
         measure.time_call(lambda: None, max_warmups=-1)
 
 
+class ColdFirstCall(FakeWork):
+    """Each call costs ``warm`` ns, plus ``cold`` ns when another callable ran since
+    this one's last call (``evict()``): caches a shuffled round's other members took."""
+
+    def __init__(self, warm, cold):
+        super().__init__(lambda i: warm)
+        self.warm, self.cold, self.evicted = warm, cold, True
+
+    def __call__(self):
+        self.now += self.cold if self.evicted else 0
+        self.evicted = False
+        super().__call__()
+
+    def evict(self):
+        self.evicted = True
+
+
+@pytest.mark.parametrize("loops", [1, 2, 4, 16])
+def test_a_primed_sample_times_warm_calls_whatever_its_loops(loops):
+    work = ColdFirstCall(warm=MS, cold=400_000)
+    primed, unprimed = [], []
+    for _ in range(3):
+        work.evict()
+        primed.append(measure.timed_sample(work, loops, work.clock, primed=True)[0])
+        work.evict()
+        unprimed.append(measure.timed_sample(work, loops, work.clock)[0])
+    assert primed == [float(MS)] * 3  # the untimed first call took the cold cost
+    assert unprimed == [MS + 400_000 / loops] * 3  # falls with loops: c / loops
+    assert work.calls == 3 * (2 * loops + 1)
+
+
 def test_real_clock_smoke():
     timing = measure.time_call(lambda: sum(range(100)), min_time_s=0.001, samples=5)
     assert len(timing.samples_ns) == 5 and timing.loops >= 1

@@ -113,6 +113,22 @@ def test_every_block_times_its_members_at_fresh_offsets_from_round_0(monkeypatch
     assert len(moved) == layouts * len(RNN)
 
 
+def test_every_sample_of_a_block_is_primed(monkeypatch):
+    """Each timed sample follows an untimed call of its own member (docs/noise.md)."""
+    seen: list[bool] = []
+    real = measure.timed_sample
+
+    def spy(fn, loops, cpu, *, primed=False):
+        seen.append(primed)
+        return real(fn, loops, cpu, primed=primed)
+
+    monkeypatch.setattr(measure, "timed_sample", spy)
+    group = Group(tuple(cell(v) for v in RNN[:2]))
+    rows = run_block(BlockTask(group, 0, 5), FAST)
+    assert all(r.status == "ok" for r in rows)
+    assert seen == [True] * (2 * rounds_per_block(FAST))
+
+
 def test_a_failing_member_fails_alone_and_the_others_are_timed():
     members = (cell(RNN[0]), cell("rnn/buffers=raises,wgrad=batched,clip=none"),
                cell("rnn/buffers=wrong,wgrad=batched,clip=none"), cell(RNN[3]))
