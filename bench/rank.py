@@ -29,7 +29,7 @@ OVERALL_KEYS = ("kernel", "dtype")
 RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
                 "ratio_fastest", "ratio_low", "ratio_high", "speedup", "speedup_low",
                 "speedup_high", "speedup_peer", "speedup_peer_low", "speedup_peer_high",
-                "paired", "answer", "peak_bytes", "memory_place", "pareto", "flops",
+                "paired", "blocks_set_aside", "answer", "peak_bytes", "memory_place", "pareto", "flops",
                 "gflops", "peak_fraction", "warnings", "cell_id"]
 #: Columns of one interval: (point, low, high) for each ratio a ranking reports.
 RATIO_COLUMNS = {"fastest": ("ratio_fastest", "ratio_low", "ratio_high"),
@@ -275,9 +275,17 @@ def _references(variants: Sequence[str], registry: Registry | None) -> tuple[lis
     return bases, peers
 
 
+def quiet_times(times: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """``times`` without the blocks the machine slowed (:func:`gradsweep.stats.disturbed_blocks`),
+    and how many were set aside."""
+    disturbed = stats.disturbed_blocks(list(times.values()))
+    return {m: t[~disturbed] for m, t in times.items()}, int(disturbed.sum())
+
+
 def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
-    """Places and every ratio with its random-effects interval, for a blocked group."""
-    times = group_times(group)
+    """Places and every ratio with its random-effects interval, for a blocked group,
+    from the blocks the machine did not slow."""
+    times, set_aside = quiet_times(group_times(group))
     placed = {p.member: p for p in block_places(times)}
     variants = list(group["variant"])
     fastest = min(placed.values(), key=lambda p: p.time_ns).member
@@ -297,6 +305,7 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             for name, value in zip(names, values):
                 cols[name].append(value)
     cols["place"] = [placed[v].place for v in variants]
+    cols["blocks_set_aside"] = [set_aside] * len(variants)
     return cols
 
 
@@ -316,6 +325,7 @@ def _unpaired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str,
             cols[low].append(np.nan)  # no interval: one process per cell (unpaired)
             cols[high].append(np.nan)
     cols["place"] = places([np.asarray(s, dtype=float) for s in group["samples_ns"]])
+    cols["blocks_set_aside"] = [0] * len(variants)
     return cols
 
 
@@ -370,8 +380,18 @@ def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, lis
     cols["memory_place"] = memory_places(memory)
     cols["pareto"] = pareto_front(list(group["median_ns"]), memory)
     cols["paired"] = [is_blocked(group)] * len(group)
-    cols["answer"] = [group_answer(list(group["variant"]), cols)] * len(group)
+    cols["answer"] = [group_answer(list(group["variant"]), cols)
+                      + set_aside_note(cols["blocks_set_aside"][0])] * len(group)
     return cols
+
+
+def set_aside_note(blocks: int) -> str:
+    """What the group's answer adds when blocks were set aside (:func:`quiet_times`)."""
+    if not blocks:
+        return ""
+    noun = "block" if blocks == 1 else "blocks"
+    return (f" ({blocks} {noun} the machine slowed by {stats.DISTURBED_SLOWDOWN:.0%} or more "
+            "set aside)")
 
 
 def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:

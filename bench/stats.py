@@ -17,6 +17,7 @@ across cells.
 References
 ----------
 Benjamini, Y. & Hochberg, Y. (1995). Controlling the false discovery rate. JRSS B 57(1), 289-300.
+Chen, J. & Revels, J. (2016). Robust benchmarking in noisy environments. arXiv:1608.04295.
 DerSimonian, R. & Laird, N. (1986). Meta-analysis in clinical trials. Control. Clin. Trials
     7(3), 177-188.
 Efron, B. & Tibshirani, R. J. (1993). *An Introduction to the Bootstrap*. Chapman & Hall.
@@ -85,6 +86,11 @@ MAD_EFFICIENCY = 0.3675
 BLOCK_SE_FLOOR = 1e-3
 #: Fewest complete paired rounds a block needs to give an estimate.
 MIN_ROUNDS = 3
+#: A block in which a group's members ran, by their median, this much slower than in the
+#: group's typical block was disturbed (:func:`disturbed_blocks`). Measured on these
+#: machines (docs/noise.md, "Disturbed blocks"): quiet blocks of ``jobs/quick.toml`` lie
+#: within about 10% of their group's median block, disturbed ones 20-65% above it.
+DISTURBED_SLOWDOWN = 0.15
 #: ``RatioEstimate.method`` of one block: the within-block paired interval.
 WITHIN_BLOCK = "within-block"
 #: ``RatioEstimate.method`` of several blocks: DerSimonian-Laird tau^2 with the
@@ -810,6 +816,75 @@ def paired_estimate(t_a: ArrayLike, t_b: ArrayLike, *, confidence: float = CONFI
                     found[0].rounds, confidence, modified)
 
 
+def _block_medians(arr: np.ndarray) -> np.ndarray:
+    """Each block's median of one member's (blocks, rounds) times, NaN where it has none."""
+    finite = np.isfinite(arr)
+    out = np.full(arr.shape[0], np.nan)
+    rows = finite.any(axis=1)
+    out[rows] = np.nanmedian(np.where(finite[rows], arr[rows], np.nan), axis=1)
+    return out
+
+
+def block_slowdowns(times: Sequence[ArrayLike]) -> np.ndarray:
+    """How much slower each block ran than the group's typical block, shape (blocks,).
+
+    For each member, the log of each block's median over the member's median of
+    them; then, per block, the median of that over the members: a block in which
+    every member ran 30% slower has ``log 1.3``. A block no member has is NaN.
+
+    Parameters
+    ----------
+    times : sequence of array_like, each shape (blocks, rounds)
+        One group's members on one grid (NaN = missing sample).
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (blocks,)
+    """
+    arrays = [_as_blocks(t, "times") for t in times]
+    if not arrays or len({a.shape for a in arrays}) > 1:
+        raise ValueError("times: expected members of one shape (blocks, rounds)")
+    logs = []
+    for arr in arrays:
+        if np.any(arr[np.isfinite(arr)] <= 0):
+            raise ValueError("times must be positive (NaN marks a missing sample)")
+        medians = _block_medians(arr)
+        if np.isfinite(medians).any():
+            logs.append(np.log(medians) - np.nanmedian(np.log(medians)))
+    if not logs:
+        return np.full(arrays[0].shape[0], np.nan)
+    stacked = np.array(logs)
+    seen = np.isfinite(stacked).any(axis=0)
+    out = np.full(stacked.shape[1], np.nan)
+    out[seen] = np.nanmedian(stacked[:, seen], axis=0)
+    return out
+
+
+def disturbed_blocks(times: Sequence[ArrayLike],
+                     slowdown: float = DISTURBED_SLOWDOWN) -> np.ndarray:
+    """Blocks the machine slowed: every member (their median) ran at least ``slowdown``
+    slower than in the group's typical block (:func:`block_slowdowns`).
+
+    Interference on a shared machine only ever adds time, and it does not add it
+    to every member alike (a memory-heavy neighbour slows a memory-bound member
+    most), so a block the whole group ran slow in also has shifted ratios. Such
+    blocks are set aside from the group's statistics, in the spirit of Chen &
+    Revels (2016), who estimate from the least-disturbed measurements because
+    noise on a benchmarking machine is positive. The typical block is the median
+    one, so at most half the blocks can be set aside.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (blocks,)
+        True for a disturbed block.
+    """
+    if slowdown <= 0:
+        raise ValueError(f"slowdown must be > 0, got {slowdown}")
+    slow = block_slowdowns(times)
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(slow, nan=-np.inf) > math.log1p(slowdown)
+
+
 def block_time(times: ArrayLike) -> float:
     """A member's estimated time: the geometric mean over blocks of its block medians.
 
@@ -829,12 +904,10 @@ def block_time(times: ArrayLike) -> float:
     ValueError
         No finite sample, or a time is not positive.
     """
-    arr = _as_blocks(times, "times")
-    rows = arr[np.isfinite(arr).any(axis=1)]
-    if rows.size == 0:
+    medians = _block_medians(_as_blocks(times, "times"))
+    if not np.isfinite(medians).any():
         raise ValueError("times hold no finite sample")
-    medians = np.nanmedian(np.where(np.isfinite(rows), rows, np.nan), axis=1)
-    return geometric_mean(medians)
+    return geometric_mean(medians[np.isfinite(medians)])
 
 
 def significant_effect(estimate: RatioEstimate, min_effect: float = MIN_EFFECT) -> bool:

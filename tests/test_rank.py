@@ -116,3 +116,28 @@ def test_overall_geometric_mean_of_normalised_times():
 def test_rank_of_nothing_is_empty():
     empty = pd.DataFrame([cell(BASE, 1, status="timeout")])
     assert rank.rank(empty).empty and rank.overall(rank.rank(empty)).empty
+
+
+def test_a_block_the_machine_slowed_is_set_aside_from_the_group():
+    """6 blocks x 3 rounds, FAST 1.2x faster than BASE; in block 2 the machine ran both
+    1.5x slower and BASE a further 1.3x (a neighbour hurts one member most). The ranking
+    sets block 2 aside, says so, and reports the quiet blocks' ratio."""
+    rng = np.random.default_rng(4)
+    blocks, rounds = 6, 3
+    machine = np.exp(rng.normal(0, 0.02, (blocks, 1))) * np.where(
+        np.arange(blocks)[:, None] == 2, 1.5, 1.0)
+    times = {FAST: 1e6 * machine * np.exp(rng.normal(0, 0.01, (blocks, rounds))),
+             BASE: 1.2e6 * machine * np.exp(rng.normal(0, 0.01, (blocks, rounds)))}
+    times[BASE][2] *= 1.3
+    rows = [cell(v, 1.0, sample_block=[b for b in range(blocks) for _ in range(rounds)],
+                 sample_round=list(range(rounds)) * blocks) | {"samples_ns": list(t.ravel()),
+                                                               "median_ns": float(np.median(t))}
+            for v, t in times.items()]
+    ranked = rank.rank(pd.DataFrame(rows), load()).set_index("variant")
+    assert list(ranked["blocks_set_aside"]) == [1, 1]
+    assert ranked.loc[FAST, "answer"].endswith(
+        "(1 block the machine slowed by 15% or more set aside)")
+    assert ranked.loc[BASE, "ratio_fastest"] == pytest.approx(1.2, rel=0.02)
+    assert ranked.loc[BASE, "ratio_low"] <= 1.2 <= ranked.loc[BASE, "ratio_high"]
+    every = stats.paired_estimate(times[BASE], times[FAST])
+    assert every.ratio > 1.22  # the disturbed block would have pulled it up
