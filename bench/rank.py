@@ -135,8 +135,8 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     block medians, :func:`gradsweep.stats.block_time`; ties keep the mapping's
     order). Each joins the current place unless its paired ratio to *every*
     member of that place, its leader included (:func:`gradsweep.stats.paired_estimate`:
-    block medians of paired log-ratios, DerSimonian-Laird random effects, HKSJ t
-    interval), is significant at ``confidence`` and at least ``min_effect`` from 1
+    block medians of paired log-ratios, blocks far outside the others screened out,
+    DerSimonian-Laird random effects, HKSJ t interval), is significant at ``confidence`` and at least ``min_effect`` from 1
     (:func:`gradsweep.stats.significant_effect`); then it leads the next place.
     So a member placed behind another was shown slower than it by ``min_effect``:
     two members that differ by less never stand in different places, however
@@ -182,7 +182,7 @@ def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[st
     shown = []
     for other in reversed(place):
         ratio = stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
-                                      modified=modified)
+                                      modified=modified, screen=True)
         if ratio is None or not stats.significant_effect(ratio, min_effect):
             return False, other, ratio
         shown.append(ratio)
@@ -300,7 +300,7 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             elif ref == v:
                 values = (1.0, 1.0, 1.0)
             else:  # fastest: v / fastest (>= 1 slower); speed-ups: reference / v (> 1 faster)
-                values = _interval(stats.paired_estimate(times[v], times[ref]),
+                values = _interval(stats.paired_estimate(times[v], times[ref], screen=True),
                                    invert=key != "fastest")
             for name, value in zip(names, values):
                 cols[name].append(value)

@@ -91,6 +91,13 @@ MIN_ROUNDS = 3
 #: machines (docs/noise.md, "Disturbed blocks"): quiet blocks of ``jobs/quick.toml`` lie
 #: within about 10% of their group's median block, disturbed ones 20-65% above it.
 DISTURBED_SLOWDOWN = 0.15
+#: A block estimate of one pair more than this many modified z-scores from the pair's
+#: median block estimate is left out of the ranking's combination (:func:`outlying_blocks`).
+#: Iglewicz & Hoaglin's candidate-outlier cut-off is 3.5; 5 leaves out about 2% of the
+#: blocks of ``jobs/quick.toml`` (docs/noise.md, "Outlying blocks").
+OUTLYING_BLOCK_Z = 5.0
+#: Fewer block estimates than this are never screened: the MAD of four says little.
+SCREEN_MIN_BLOCKS = 5
 #: ``RatioEstimate.method`` of one block: the within-block paired interval.
 WITHIN_BLOCK = "within-block"
 #: ``RatioEstimate.method`` of several blocks: DerSimonian-Laird tau^2 with the
@@ -784,8 +791,29 @@ def _combine(y: list, v: list, rounds: int | None, confidence: float,
     return _ratio_estimate(mu, se, tau2, k, RANDOM_EFFECTS, k - 1, confidence)
 
 
+def outlying_blocks(log_ratios: ArrayLike, z: float = OUTLYING_BLOCK_Z) -> np.ndarray:
+    """Block estimates that lie more than ``z`` modified z-scores from their median.
+
+    The modified z-score is ``0.6745 * (y - median) / MAD`` (Iglewicz & Hoaglin
+    1993, who call 3.5 a candidate outlier; :data:`OUTLYING_BLOCK_Z` is stricter).
+    Fewer than :data:`SCREEN_MIN_BLOCKS` estimates, or a MAD of 0, flag none.
+
+    Parameters
+    ----------
+    log_ratios : array_like, shape (blocks,)
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (blocks,)
+    """
+    y = _as_1d(log_ratios, "log_ratios")
+    if y.size < SCREEN_MIN_BLOCKS or not np.median(np.abs(y - np.median(y))) > 0:
+        return np.zeros(y.size, dtype=bool)
+    return np.abs(modified_z_scores(y)) > z
+
+
 def paired_estimate(t_a: ArrayLike, t_b: ArrayLike, *, confidence: float = CONFIDENCE,
-                    modified: bool = True) -> RatioEstimate | None:
+                    modified: bool = True, screen: bool = False) -> RatioEstimate | None:
     """The ratio ``a / b`` of two members of a group measured in blocks and rounds.
 
     Each block with at least :data:`MIN_ROUNDS` complete paired rounds gives an
@@ -793,6 +821,9 @@ def paired_estimate(t_a: ArrayLike, t_b: ArrayLike, *, confidence: float = CONFI
     log-ratios, the spread pooled over blocks); the blocks are combined by
     :func:`combine_blocks` (random effects, modified HKSJ by default; one
     usable block: the within-block interval on rounds - 1 degrees of freedom).
+    With ``screen``, block estimates far outside the others (:func:`outlying_blocks`:
+    one process in which a member alone ran twice as slow) are left out of the
+    combination first; the ranking screens, the CI gate and ``compare`` do not.
 
     Parameters
     ----------
@@ -809,6 +840,9 @@ def paired_estimate(t_a: ArrayLike, t_b: ArrayLike, *, confidence: float = CONFI
         None when no block has :data:`MIN_ROUNDS` complete paired rounds.
     """
     found = pooled_block_estimates(t_a, t_b)
+    if screen and found:
+        out = outlying_blocks([e.log_ratio for e in found])
+        found = [e for e, o in zip(found, out) if not o]
     if not found:
         return None
     _check_confidence(confidence)

@@ -171,13 +171,14 @@ def test_combine_blocks_rejects_bad_input(call, match):
 @pytest.mark.parametrize("blocks, rounds", [(3, 15), (5, 15), (8, 3)])
 def test_random_effects_interval_covers_the_true_ratio(blocks, rounds):
     """3 or 5 blocks x 15 rounds, and the default 8 x 3; 1,000 groups, true ratios
-    0.8-1.25, noise 5-15%."""
+    0.8-1.25, noise 5-15%; with the ranking's screen of outlying blocks too."""
     rng = np.random.default_rng(blocks)
     truth = np.exp(rng.uniform(math.log(0.8), math.log(1.25), 1000))
     sigma = rng.uniform(0.05, 0.15, 1000)
     t_a, t_b = simulate(rng, 1000, blocks, rounds, 1.0, sigma)
     t_a = t_a * truth[:, None, None]
     assert coverage(estimates(t_a, t_b), truth) >= 0.93
+    assert coverage(estimates(t_a, t_b, screen=True), truth) >= 0.93
     # unmodified HKSJ is calibrated, not just wide: close to 0.95 either way
     assert 0.93 <= coverage(estimates(t_a, t_b, modified=False), truth) <= 0.97
 
@@ -305,6 +306,29 @@ def test_block_slowdowns_skip_missing_samples_and_refuse_bad_input():
         stats.block_slowdowns([-m0])
     with pytest.raises(ValueError, match="slowdown"):
         stats.disturbed_blocks([m0], slowdown=0.0)
+
+
+def test_outlying_blocks_flag_a_far_block_and_nothing_in_normal_ones():
+    y = [0.10, 0.12, 0.09, 0.11, 0.10, 0.13, 0.11, 0.80]  # one process: a ran 2x slower
+    assert list(stats.outlying_blocks(y)) == [False] * 7 + [True]
+    assert list(stats.outlying_blocks(y[:4] + [0.80])) == [False] * 4 + [True]  # 5: screened
+    assert not stats.outlying_blocks([0.1, 0.1, 0.8, 0.1]).any()  # under 5: never
+    assert not stats.outlying_blocks([0.1] * 6 + [0.5, 0.6]).any()  # MAD 0: never
+    rng = np.random.default_rng(2)
+    normal = rng.normal(0.0, 0.03, (2000, 8))
+    assert np.mean([stats.outlying_blocks(row) for row in normal]) < 0.015  # of blocks
+
+
+def test_screening_keeps_one_wild_process_out_of_the_ratio():
+    """8 blocks x 3 rounds, true ratio 1.3; in one block member a ran 2x slower. The
+    screened estimate stays near 1.3 and its interval covers it; unscreened moves ~9%."""
+    rng = np.random.default_rng(8)
+    t_a, t_b = simulate(rng, 200, 8, 3, 1.3, 0.03)
+    t_a[:, 0, :] *= 2.0
+    screened = estimates(t_a, t_b, screen=True)
+    assert coverage(screened, 1.3) >= 0.93
+    assert np.median([abs(e.ratio / 1.3 - 1) for e in screened]) < 0.01
+    assert np.median([e.ratio / 1.3 - 1 for e in estimates(t_a, t_b)]) > 0.05
 
 
 def disturbed_pairs(rng, groups: int, blocks: int = 8, rounds: int = 3, share: float = 0.2):
