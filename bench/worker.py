@@ -427,18 +427,29 @@ def block_seed(settings: MeasureSettings, group: Group, block: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def pass_order(groups: Sequence[Group], settings: MeasureSettings, block: int) -> list[Group]:
+    """The groups of one pass in an order shuffled per pass (reproducibly, from the
+    spec's seed and the pass): what runs beside a pass's first or last blocks (the
+    next pass's processes starting, the driver storing rows) and what ran before a
+    block in its process then falls on different groups in different passes, as
+    noise the intervals see, instead of on the same groups in every pass."""
+    digest = hashlib.sha256(f"{settings.seed}:pass:{block}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
 def block_tasks(groups: Sequence[Group], settings: MeasureSettings, *,
                 block_major: bool = True) -> list[BlockTask]:
     """Every block of every group.
 
-    ``block_major``: all first blocks, then all second blocks, ...: executors
-    that give each pass fresh processes then run a group's blocks in different
-    processes. Otherwise group by group, so groups finish (and are stored) one
+    ``block_major``: all first blocks, then all second blocks, ..., each pass's
+    groups in their own shuffled order (:func:`pass_order`): executors that give
+    each pass fresh processes then run a group's blocks in different processes. Otherwise group by group, so groups finish (and are stored) one
     after another (one process for everything: ``--local``).
     """
     if block_major:
         return [BlockTask(g, b, block_seed(settings, g, b))
-                for b in range(settings.repeats) for g in groups]
+                for b in range(settings.repeats) for g in pass_order(groups, settings, b)]
     return [BlockTask(g, b, block_seed(settings, g, b))
             for g in groups for b in range(settings.repeats)]
 

@@ -187,6 +187,19 @@ def test_block_tasks_are_block_major_with_distinct_seeds():
     assert block_tasks(groups, FAST) == tasks  # reproducible
 
 
+def test_each_pass_takes_its_groups_in_its_own_shuffled_order():
+    """Over 8 passes of 6 groups, the first group of a pass is not always the same one,
+    every pass holds every group once, and the orders are reproducible."""
+    groups = [Group((cell(v, d),)) for v in RNN[:3] for d in ("float64", "float32")]
+    settings = MeasureSettings(samples=24, repeats=8, min_time_s=0.0002, max_warmups=1)
+    tasks = block_tasks(groups, settings)
+    passes = [[t.group for t in tasks if t.block == b] for b in range(8)]
+    assert all(sorted(p, key=groups.index) == groups for p in passes)
+    assert len({groups.index(p[0]) for p in passes}) > 1
+    assert len({tuple(groups.index(g) for g in p) for p in passes}) > 1
+    assert block_tasks(groups, settings) == tasks
+
+
 def test_members_are_prepared_in_an_order_shuffled_per_block(monkeypatch):
     """No member is always allocated first or calibrated last (a fixed order showed as a
     systematic 1% spread between ten identical members)."""

@@ -36,7 +36,7 @@ OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
 #: CPUs an embedded Ray has beyond its workers: where the next pass's actor starts
-#: (Python, Ray, torch: about 2 s here) while this pass runs, and the node probe runs
+#: (Python, Ray, torch: about 2 s here) while this pass's last blocks run, and the node probe runs
 #: while the first pass's actors start. No block ever runs there: blocks run on at most
 #: ``workers`` actors at once.
 SPARE_CPUS = 1
@@ -318,8 +318,8 @@ class RayExecutor:
                   settings: MeasureSettings, plugins: tuple[str, ...],
                   peaks) -> Iterator[BlockOutcome | None]:
         """One pass on its own actors (those started ahead for it, and more if too few).
-        The next pass's actors start on the CPUs this pass leaves free, so their start
-        overlaps this pass's measuring instead of following it."""
+        The next pass's actors start on the CPUs this pass leaves free once its last
+        blocks run, so their start overlaps those blocks instead of following them."""
         import ray
 
         state = _Pass(deque(tasks), following=following)
@@ -346,7 +346,10 @@ class RayExecutor:
     def _submit(self, state: _Pass, settings, plugins, peaks) -> list[BlockOutcome]:
         """Start a pending block on each idle actor; the outcomes of blocks left with no
         member to run (each kills its process). Once every block of the pass has
-        started, the actors left idle end and the next pass's start on the freed CPUs."""
+        started, the actors left idle end and the next pass's start on the freed CPUs:
+        not before, because a process starting (Python, Ray, numpy, torch) streams
+        memory beside the blocks being timed, and that shifts their ratios
+        (docs/noise.md, "Spares and the blocks they disturb")."""
         import ray
 
         ready = []
@@ -363,7 +366,7 @@ class RayExecutor:
             for actor in state.idle:
                 ray.kill(actor)
             state.idle.clear()
-        if state.following and not state.replaced:
+        if state.following and not state.replaced and not state.pending:
             self._top_up_spares(state, plugins)
         return ready
 
