@@ -91,6 +91,8 @@ MIN_ROUNDS = 3
 #: machines (docs/noise.md, "Disturbed blocks"): quiet blocks of ``jobs/quick.toml`` lie
 #: within about 10% of their group's median block, disturbed ones 20-65% above it.
 DISTURBED_SLOWDOWN = 0.15
+#: Blocks are set aside only while at least this many quiet ones remain.
+MIN_QUIET_BLOCKS = 3
 #: A block estimate of one pair more than this many modified z-scores from the pair's
 #: median block estimate is left out of the ranking's combination (:func:`outlying_blocks`).
 #: Iglewicz & Hoaglin's candidate-outlier cut-off is 3.5; 5 leaves out about 2% of the
@@ -876,8 +878,11 @@ def block_slowdowns(times: Sequence[ArrayLike]) -> np.ndarray:
     numpy.ndarray of float, shape (blocks,)
     """
     arrays = [_as_blocks(t, "times") for t in times]
-    if not arrays or len({a.shape for a in arrays}) > 1:
-        raise ValueError("times: expected members of one shape (blocks, rounds)")
+    if not arrays:
+        raise ValueError("times: expected at least one member, got none")
+    if len({a.shape for a in arrays}) > 1:
+        raise ValueError("times: expected members of one shape (blocks, rounds), got "
+                         f"{sorted({a.shape for a in arrays})}")
     logs = []
     for arr in arrays:
         if np.any(arr[np.isfinite(arr)] <= 0):
@@ -905,7 +910,9 @@ def disturbed_blocks(times: Sequence[ArrayLike],
     blocks are set aside from the group's statistics, in the spirit of Chen &
     Revels (2016), who estimate from the least-disturbed measurements because
     noise on a benchmarking machine is positive. The typical block is the median
-    one, so at most half the blocks can be set aside.
+    one, so at most half the blocks can be set aside; and none is when fewer than
+    :data:`MIN_QUIET_BLOCKS` would be left (their between-block variance is what the
+    interval needs).
 
     Returns
     -------
@@ -916,7 +923,9 @@ def disturbed_blocks(times: Sequence[ArrayLike],
         raise ValueError(f"slowdown must be > 0, got {slowdown}")
     slow = block_slowdowns(times)
     with np.errstate(invalid="ignore"):
-        return np.nan_to_num(slow, nan=-np.inf) > math.log1p(slowdown)
+        disturbed = np.nan_to_num(slow, nan=-np.inf) > math.log1p(slowdown)
+    quiet = int(np.sum(np.isfinite(slow) & ~disturbed))
+    return disturbed if quiet >= MIN_QUIET_BLOCKS else np.zeros_like(disturbed)
 
 
 def block_time(times: ArrayLike) -> float:

@@ -291,6 +291,8 @@ def test_block_slowdowns_hand_computed_and_the_disturbed_block():
     assert np.allclose(stats.block_slowdowns([m0, m1]), [0, 0, math.log(1.3), 0])
     assert list(stats.disturbed_blocks([m0, m1])) == [False, False, True, False]
     assert not stats.disturbed_blocks([m0, m1], slowdown=0.35).any()
+    # never fewer than MIN_QUIET_BLOCKS (3) left: of 3 blocks, none is set aside
+    assert not stats.disturbed_blocks([m0[1:], m1[1:]]).any()
     # one member slow alone is that member, not the machine: the median of two is halfway
     assert not stats.disturbed_blocks([m0, np.array([2.0, 2, 2, 2])[:, None] * wiggle]).any()
 
@@ -302,6 +304,8 @@ def test_block_slowdowns_skip_missing_samples_and_refuse_bad_input():
     assert np.isnan(stats.block_slowdowns([np.full((2, 3), np.nan)])).all()
     with pytest.raises(ValueError, match="one shape"):
         stats.block_slowdowns([m0, m1[:2]])
+    with pytest.raises(ValueError, match="at least one member"):
+        stats.disturbed_blocks([])
     with pytest.raises(ValueError, match="positive"):
         stats.block_slowdowns([-m0])
     with pytest.raises(ValueError, match="slowdown"):
