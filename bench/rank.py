@@ -29,8 +29,8 @@ OVERALL_KEYS = ("kernel", "dtype")
 RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
                 "ratio_fastest", "ratio_low", "ratio_high", "speedup", "speedup_low",
                 "speedup_high", "speedup_peer", "speedup_peer_low", "speedup_peer_high",
-                "paired", "blocks_set_aside", "answer", "peak_bytes", "memory_place", "pareto", "flops",
-                "gflops", "peak_fraction", "warnings", "cell_id"]
+                "paired", "blocks_set_aside", "answer", "peak_bytes", "memory_place",
+                "pareto", "flops", "gflops", "peak_fraction", "warnings", "cell_id"]
 #: Columns of one interval: (point, low, high) for each ratio a ranking reports.
 RATIO_COLUMNS = {"fastest": ("ratio_fastest", "ratio_low", "ratio_high"),
                  "baseline": ("speedup", "speedup_low", "speedup_high"),
@@ -136,7 +136,8 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     order). Each joins the current place unless its paired ratio to *every*
     member of that place, its leader included (:func:`gradsweep.stats.paired_estimate`:
     block medians of paired log-ratios, blocks far outside the others screened out,
-    DerSimonian-Laird random effects, HKSJ t interval), is significant at ``confidence`` and at least ``min_effect`` from 1
+    DerSimonian-Laird random effects, HKSJ t interval), is significant at
+    ``confidence`` and at least ``min_effect`` from 1
     (:func:`gradsweep.stats.significant_effect`); then it leads the next place.
     So a member placed behind another was shown slower than it by ``min_effect``:
     two members that differ by less never stand in different places, however

@@ -444,8 +444,9 @@ def block_tasks(groups: Sequence[Group], settings: MeasureSettings, *,
 
     ``block_major``: all first blocks, then all second blocks, ..., each pass's
     groups in their own shuffled order (:func:`pass_order`): executors that give
-    each pass fresh processes then run a group's blocks in different processes. Otherwise group by group, so groups finish (and are stored) one
-    after another (one process for everything: ``--local``).
+    each pass fresh processes then run a group's blocks in different processes.
+    Otherwise group by group, so groups finish (and are stored) one after another
+    (one process for everything: ``--local``).
     """
     if block_major:
         return [BlockTask(g, b, block_seed(settings, g, b))
