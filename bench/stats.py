@@ -808,10 +808,10 @@ def outlying_blocks(log_ratios: ArrayLike, z: float = OUTLYING_BLOCK_Z) -> np.nd
     -------
     numpy.ndarray of bool, shape (blocks,)
     """
-    y = _as_1d(log_ratios, "log_ratios")
-    if y.size < SCREEN_MIN_BLOCKS or not np.median(np.abs(y - np.median(y))) > 0:
-        return np.zeros(y.size, dtype=bool)
-    return np.abs(modified_z_scores(y)) > z
+    scores = np.abs(modified_z_scores(log_ratios))
+    if scores.size < SCREEN_MIN_BLOCKS or not np.isfinite(scores).all():  # MAD 0: inf
+        return np.zeros(scores.size, dtype=bool)
+    return scores > z
 
 
 def paired_estimate(t_a: ArrayLike, t_b: ArrayLike, *, confidence: float = CONFIDENCE,

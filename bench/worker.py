@@ -421,10 +421,14 @@ def merge_blocks(rows: Sequence[CellResult], peak: float | None = None) -> CellR
                    attempts=max(r.attempts for r in rows))
 
 
+def _derived_seed(text: str) -> int:
+    """A 64-bit seed from ``text`` (its sha256): stable across runs and platforms."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
 def block_seed(settings: MeasureSettings, group: Group, block: int) -> int:
     """A block's seed: from the spec's seed, the group and the block number."""
-    digest = hashlib.sha256(f"{settings.seed}:{group.group_id}:{block}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    return _derived_seed(f"{settings.seed}:{group.group_id}:{block}")
 
 
 def pass_order(groups: Sequence[Group], settings: MeasureSettings, block: int) -> list[Group]:
@@ -433,8 +437,7 @@ def pass_order(groups: Sequence[Group], settings: MeasureSettings, block: int) -
     next pass's processes starting, the driver storing rows) and what ran before a
     block in its process then falls on different groups in different passes, as
     noise the intervals see, instead of on the same groups in every pass."""
-    digest = hashlib.sha256(f"{settings.seed}:pass:{block}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    rng = np.random.default_rng(_derived_seed(f"{settings.seed}:pass:{block}"))
     return [groups[i] for i in rng.permutation(len(groups))]
 
 

@@ -36,9 +36,9 @@ OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
 #: CPUs an embedded Ray has beyond its workers: where the next pass's actor starts
-#: (Python, Ray, torch: about 2 s here) while this pass's last blocks run, and the node probe runs
-#: while the first pass's actors start. No block ever runs there: blocks run on at most
-#: ``workers`` actors at once.
+#: (Python, Ray, torch: about 2 s here) while this pass's last blocks run, and the node
+#: probe runs while the first pass's actors start. No block ever runs there: blocks run
+#: on at most ``workers`` actors at once.
 SPARE_CPUS = 1
 #: Seconds past ``timeout_s`` before the driver kills a task whose own alarm did not fire
 #: (a hang inside C code, or a slow worker start).
@@ -366,8 +366,8 @@ class RayExecutor:
             for actor in state.idle:
                 ray.kill(actor)
             state.idle.clear()
-        if state.following and not state.replaced and not state.pending:
-            self._top_up_spares(state, plugins)
+            if state.following and not state.replaced:
+                self._top_up_spares(state, plugins)
         return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
