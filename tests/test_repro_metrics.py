@@ -132,3 +132,53 @@ def test_pair_ratio_is_b_over_a_within_the_group():
 def test_ratios_to_fastest():
     assert rm.ratios_to_fastest([4.0, 2.0, 3.0]) == pytest.approx([2.0, 1.0, 1.5])
     assert rm.ratios_to_fastest([]) == []
+
+
+# --- drift of one process's ratios (ratio_drift.py) ---------------------------------------
+
+def test_stretch_means_drop_a_short_last_stretch():
+    assert rm.stretch_means([1, 3, 5, 7, 9], 2) == [2.0, 6.0]
+    assert rm.stretch_means([4.0], 3) == []
+    with pytest.raises(ValueError, match="per=0"):
+        rm.stretch_means([1.0], 0)
+
+
+def test_consecutive_spreads_of_a_known_trend():
+    """Log-ratios rising by 0.01 a run: every 5 consecutive runs spread by exp(0.04)."""
+    logs = [0.01 * i for i in range(8)]
+    assert rm.consecutive_spreads(logs, 5) == pytest.approx([math.exp(0.04)] * 4)
+    assert rm.consecutive_spreads([0.3] * 6, 5) == [1.0, 1.0]
+    assert rm.consecutive_spreads([0.1, 0.2], 5) == []
+    with pytest.raises(ValueError, match="runs=1"):
+        rm.consecutive_spreads(logs, 1)
+
+
+def test_consecutive_spreads_match_the_range_of_normal_draws():
+    """Independent N(0, s) stretch means: the median spread of 5 is exp(2.26 s) (the
+    median range of 5 standard normals, Tippett 1925), over 2,000 simulated stretches."""
+    rng = np.random.default_rng(14)
+    s = 0.03
+    got = np.median(rm.consecutive_spreads(rng.normal(0, s, 2000), 5))
+    assert math.log(got) == pytest.approx(2.26 * s, rel=0.05)
+
+
+def test_autocorrelation_recovers_an_ar1_process():
+    """AR(1) with phi = 0.7: the lag-k autocorrelation is phi**k; averaged over 200
+    simulated series of 300 windows, the estimate lies within 0.05 of it."""
+    rng = np.random.default_rng(7)
+    phi, est = 0.7, {1: [], 3: []}
+    for _ in range(200):
+        e, x = rng.normal(size=300), np.empty(300)
+        x[0] = e[0]
+        for t in range(1, 300):
+            x[t] = phi * x[t - 1] + e[t]
+        for k in est:
+            est[k].append(rm.autocorrelation(x, k))
+    for k, values in est.items():
+        assert np.mean(values) == pytest.approx(phi ** k, abs=0.05)
+
+
+def test_autocorrelation_of_short_or_constant_series_is_nan():
+    assert math.isnan(rm.autocorrelation([1.0, 2.0], 1))
+    assert math.isnan(rm.autocorrelation([2.0] * 10, 1))
+    assert rm.autocorrelation([1.0, -1.0] * 10, 1) < -0.9

@@ -188,3 +188,39 @@ def ratios_to_fastest(times: Sequence[float]) -> list[float]:
     """Each time over the smallest (today's rankings have times, not ratios)."""
     t = np.asarray(times, dtype=float)
     return list(t / t.min()) if t.size else []
+
+
+# --- drift of one process's ratios over time (ratio_drift.py) ----------------------------
+
+def stretch_means(x: Sequence[float], per: int) -> list[float]:
+    """Means of consecutive, non-overlapping stretches of ``per`` values of ``x``.
+
+    A last stretch shorter than ``per`` is left out (it would be a shorter sweep).
+    """
+    if per < 1:
+        raise ValueError(f"a stretch needs at least one value, got per={per}")
+    v = np.asarray(x, dtype=float)
+    whole = v.size // per
+    return [float(m) for m in v[:whole * per].reshape(whole, per).mean(axis=1)]
+
+
+def consecutive_spreads(log_values: Sequence[float], runs: int) -> list[float]:
+    """exp(max - min) of every ``runs`` consecutive ``log_values``: what back-to-back
+    runs reporting those log-ratios would spread by (:func:`spread` of their ratios)."""
+    if runs < 2:
+        raise ValueError(f"a spread needs at least two runs, got runs={runs}")
+    v = np.asarray(log_values, dtype=float)
+    return [float(np.exp(v[i:i + runs].max() - v[i:i + runs].min()))
+            for i in range(v.size - runs + 1)]
+
+
+def autocorrelation(x: Sequence[float], lag: int) -> float:
+    """The lag-``lag`` sample autocorrelation of ``x`` (Box & Jenkins' estimator: the
+    lagged autocovariance about the overall mean over the variance); NaN when the
+    series is shorter than ``lag + 2`` or constant."""
+    v = np.asarray(x, dtype=float)
+    if lag < 1 or v.size < lag + 2:
+        return float("nan")
+    d = v - v.mean()
+    denom = float(d @ d)
+    return float(d[:-lag] @ d[lag:] / denom) if denom > 0 else float("nan")

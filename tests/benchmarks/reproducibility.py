@@ -19,9 +19,10 @@ their median and max, and the sweep's time.
 The anchor: pyperf at its defaults (pyperf_pair.py: 20 processes x 3 values,
 the ratio of means as ``compare_to`` reports it) times two variants of one cell
 ``--pyperf-reruns`` times (5); gradsweep measures the same pair ``--pair-runs``
-times (by default as many, so the two ranges compare fairly) with a spec of just those two members and the first spec's ``[measure]``
-table (pair.toml in the results root), interleaved with the pyperf reruns. Each
-side's ratio spread across reruns and its median time per rerun are compared.
+times (by default as many, so the two ranges compare fairly) with a spec of just
+those two members and the first spec's ``[measure]`` table (pair.toml in the
+results root), interleaved with the pyperf reruns. Each side's ratio spread across
+reruns and its median time per rerun are compared.
 
 To measure today's code for ``--baseline`` (claims per run, time per sweep),
 point the runs at a checkout of it: ``--pythonpath DIR`` where ``DIR/gradsweep``

@@ -13,8 +13,9 @@ SPEC --results DIR``, embedded Ray, one sweep at a time) and prints, with the ma
   to the process's exit: compaction, ranking, printing, Ray's shutdown.
 
 Settings (a user's, made small): ``repeats = 3`` (every group runs in three worker
-processes; the default is 5, which would make the 100k run take about 27 minutes instead of
-16), ``samples = 9`` (3 rounds per block, the minimum a block needs), ``min_time_s = 0.0001``, ``memory = false``. Targets (issue 16):
+processes; the default of 8 would make the 100k run take more than twice its 16 minutes),
+``samples = 9`` (3 rounds per block, the minimum a block needs),
+``min_time_s = 0.0001``, ``memory = false``. Targets (issue 16):
 driver peak RSS at 100k within 1.5x of 10k and under 600 MB; post-sweep under 10 s at 100k.
 Not a test; both sizes take about 18 minutes on 2 busy cores (10k: 2, 100k: 16).
 """
