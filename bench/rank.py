@@ -2,8 +2,10 @@
 
 Sort by estimated time; a variant joins the current place unless it differs
 from that place's first member, in which case it opens the next place. With
-blocks and rounds (:func:`block_places`) "differs" is a paired random-effects
-interval excluding 1 and the minimum effect (:func:`gradsweep.stats.significant_effect`);
+blocks and rounds (:func:`block_places`) the sort is by paired ratio to the
+member of least time and "differs" is a paired random-effects interval showing
+it slower than every member of the place, beyond the minimum effect
+(:func:`gradsweep.stats.significant_effect`);
 for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
 and the minimum effect (:func:`gradsweep.stats.differs`). Also here: memory places,
 the Pareto front of time against memory, and the overall ranking across shapes
@@ -81,7 +83,8 @@ class Placed:
     place : int
         1-based; members sharing a place are not shown to differ.
     time_ns : float
-        Estimated time (:func:`gradsweep.stats.block_time`), the sort key.
+        Estimated time (:func:`gradsweep.stats.block_time`); it breaks ties of the
+        sort key (:func:`paired_order_keys`).
     leader : str
         First member of this member's place (the member itself when it leads).
     compared_with : str or None
@@ -131,14 +134,16 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
                  confidence: float = stats.CONFIDENCE, modified: bool = True) -> list[Placed]:
     """Places of a group measured in blocks and rounds (DESIGN.md, Statistics).
 
-    Members are sorted by estimated time (geometric mean over blocks of their
-    block medians, :func:`gradsweep.stats.block_time`; ties keep the mapping's
-    order). Each joins the current place unless its paired ratio to *every*
+    Members are sorted by their paired ratio to the member of least estimated
+    time (:func:`paired_order_keys`; estimated time: the geometric mean over
+    blocks of the block medians, :func:`gradsweep.stats.block_time`, which also
+    breaks ties). Each joins the current place unless its paired ratio to *every*
     member of that place, its leader included (:func:`gradsweep.stats.paired_estimate`:
     block medians of paired log-ratios, blocks far outside the others screened out,
     DerSimonian-Laird random effects, HKSJ t interval), is significant at
     ``confidence`` and at least ``min_effect`` from 1
-    (:func:`gradsweep.stats.significant_effect`); then it leads the next place.
+    (:func:`gradsweep.stats.significant_effect`) and shows it slower
+    (:func:`shown_slower`); then it leads the next place.
     So a member placed behind another was shown slower than it by ``min_effect``:
     two members that differ by less never stand in different places, however
     close to ``min_effect`` from the leader each is (a rule against the leader
@@ -156,12 +161,13 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     Returns
     -------
     list of Placed
-        Sorted by ``time_ns``.
+        In place order (by :func:`paired_order_keys`), the fastest first.
     """
     arrays = _checked_blocks(times)
     time_ns = {m: stats.block_time(a) for m, a in arrays.items()}
+    key = paired_order_keys(arrays, time_ns, confidence=confidence, modified=modified)
     result: list[Placed] = []
-    for member in sorted(arrays, key=time_ns.__getitem__):
+    for member in sorted(arrays, key=lambda m: (key[m], time_ns[m])):
         if not result:
             result.append(Placed(member, 1, time_ns[member], member, None, None))
             continue
@@ -174,17 +180,59 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     return result
 
 
+def paired_order_keys(arrays: Mapping[str, np.ndarray], time_ns: Mapping[str, float], *,
+                      confidence: float = stats.CONFIDENCE,
+                      modified: bool = True) -> dict[str, float]:
+    """Each member's sort key: its paired ratio to the anchor, the member of least
+    estimated time (:func:`gradsweep.stats.paired_estimate`, screened, as the ratios
+    a ranking reports); the ratio of estimated times where no block pairs them.
+
+    Round-paired ratios cancel what moves a whole round or block (a neighbour's
+    burst, a slow process) and the screen drops a block one member alone ran far
+    off, so this order agrees with the ratios shown beside it; sorting by the
+    members' own times let one slow block put a member behind one it was shown
+    faster than (2026-12-01: a member at 0.988x the fastest placed third).
+
+    Parameters
+    ----------
+    arrays : mapping of str to ndarray, each shape (blocks, rounds)
+    time_ns : mapping of str to float
+        :func:`gradsweep.stats.block_time` of each member.
+
+    Returns
+    -------
+    dict of str to float
+        1.0 for the anchor; empty for no members.
+    """
+    if not arrays:
+        return {}
+    anchor = min(arrays, key=time_ns.__getitem__)
+    keys = {}
+    for m, a in arrays.items():
+        est = None if m == anchor else stats.paired_estimate(
+            a, arrays[anchor], confidence=confidence, modified=modified, screen=True)
+        keys[m] = est.ratio if est is not None else time_ns[m] / time_ns[anchor]
+    return keys
+
+
+def shown_slower(ratio: stats.RatioEstimate | None, min_effect: float = stats.MIN_EFFECT) -> bool:
+    """``ratio`` (member / other) shows the member slower by at least ``min_effect``."""
+    return ratio is not None and ratio.ratio > 1.0 and stats.significant_effect(ratio, min_effect)
+
+
 def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[str],
                    min_effect: float, confidence: float,
                    modified: bool) -> tuple[bool, str, stats.RatioEstimate | None]:
     """Whether ``member`` is shown slower by ``min_effect`` than every member of
     ``place`` (compared from its slowest member up), and the comparison that
-    decided: the first member it is not shown to differ from, else the closest."""
+    decided: the first member it is not shown slower than, else the closest. A
+    member shown faster than one of the place joins it: it never opens a place
+    behind a member it beat."""
     shown = []
     for other in reversed(place):
         ratio = stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
                                       modified=modified, screen=True)
-        if ratio is None or not stats.significant_effect(ratio, min_effect):
+        if not shown_slower(ratio, min_effect):
             return False, other, ratio
         shown.append(ratio)
     return True, place[-1], shown[0]
@@ -287,9 +335,10 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
     """Places and every ratio with its random-effects interval, for a blocked group,
     from the blocks the machine did not slow."""
     times, set_aside = quiet_times(group_times(group))
-    placed = {p.member: p for p in block_places(times)}
+    order = block_places(times)
+    placed = {p.member: p for p in order}
     variants = list(group["variant"])
-    fastest = min(placed.values(), key=lambda p: p.time_ns).member
+    fastest = order[0].member
     bases, peers = _references(variants, registry)
     cols: dict[str, list] = {c: [] for names in RATIO_COLUMNS.values() for c in names}
     for v, base, peer in zip(variants, bases, peers):
@@ -375,7 +424,7 @@ def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
 
 
 def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
-    """Derived columns of one (kernel, shape, dtype) group, rows sorted by median."""
+    """Derived columns of one (kernel, shape, dtype) group, its rows in median order."""
     cols = (_paired_group if is_blocked(group) else _unpaired_group)(group, registry)
     memory = list(group["peak_bytes"])
     cols["memory_place"] = memory_places(memory)
@@ -413,7 +462,8 @@ def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
     Returns
     -------
     pd.DataFrame
-        :data:`RANK_COLUMNS`, sorted by kernel, shape, dtype and median. ``ratio_*``
+        :data:`RANK_COLUMNS`, sorted by kernel, shape, dtype, place and ratio to
+        the fastest (median where that ties). ``ratio_*``
         is time / the group's fastest (>= 1); ``speedup*`` the baseline's (or the
         torch peer's) time / this variant's (> 1 faster); ``answer`` the group's
         one-line answer (:func:`group_answer`), repeated on its rows.
@@ -430,7 +480,9 @@ def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
     # groupby(sort=False) visits groups in order of appearance: the sorted order
     for key, values in derived.items():
         ok[key] = pd.Series(values, dtype="int64" if key == "place" else object)
-    return ok.reindex(columns=RANK_COLUMNS)
+    ok["ratio_fastest"] = ok["ratio_fastest"].astype(float)
+    ok = ok.sort_values([*GROUP_KEYS, "place", "ratio_fastest"], kind="stable")
+    return ok.reset_index(drop=True).reindex(columns=RANK_COLUMNS)
 
 
 def normalised_times(ranked: pd.DataFrame) -> pd.Series:

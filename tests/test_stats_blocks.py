@@ -268,6 +268,45 @@ def test_members_in_different_places_differ_by_the_minimum_effect():
     assert opened > 300 and behind > opened  # the chains do split into places
 
 
+def test_the_order_follows_the_paired_ratios_not_one_slow_block():
+    """b is 2% faster than a in every round, but ran 3x slow in one of 6 blocks: its
+    own time (geometric mean of block medians) is 17% above a's, its paired ratio
+    (that block screened) 0.98. b leads, and a joins it (2% is under the effect)."""
+    rng = np.random.default_rng(21)
+    shared = 1e5 * np.exp(rng.normal(0, 0.1, (6, 1)) + rng.normal(0, 0.01, (6, 5)))
+    a, b = (r * shared * np.exp(rng.normal(0, 0.005, (6, 5))) for r in (1.0, 0.98))
+    b[2] *= 3.0
+    assert stats.block_time(b) > 1.15 * stats.block_time(a)
+    keys = rank.paired_order_keys({"a": a, "b": b}, {"a": stats.block_time(a),
+                                                     "b": stats.block_time(b)})
+    assert keys["a"] == 1.0 and keys["b"] == pytest.approx(0.98, abs=0.005)
+    got = rank.block_places({"a": a, "b": b})
+    assert [(p.member, p.place) for p in got] == [("b", 1), ("a", 1)]
+    assert rank.paired_order_keys({}, {}) == {}
+
+
+def test_no_member_is_placed_behind_one_it_was_shown_faster_than():
+    """300 noisy groups of 5 members 0-8% apart, 8 blocks of 3 rounds, where in each
+    group one member ran 1.5-3x slow in one block (a process of its own): every
+    member placed behind another has a paired (screened) ratio above 1 to it. Sorting
+    by the members' own times broke this (2026-12-01: a member at 0.988x the
+    fastest, placed third, behind one at 1.06x)."""
+    rng = np.random.default_rng(22)
+    checked = 0
+    for _ in range(300):
+        times = group(rng, list(np.cumprod(rng.uniform(1.0, 1.08, 5))), blocks=8, rounds=3,
+                      sigma=0.04, bias_sd=0.03)
+        slow = f"m{rng.integers(5)}"
+        times[slow][rng.integers(8)] *= rng.uniform(1.5, 3.0)
+        got = rank.block_places(times)
+        for i, a in enumerate(got):
+            for b in (b for b in got[i + 1:] if b.place > a.place):
+                est = stats.paired_estimate(times[b.member], times[a.member], screen=True)
+                assert est.ratio > 1.0, (a.member, b.member, est.ratio)
+                checked += 1
+    assert checked > 300
+
+
 def test_places_with_missing_samples_and_bad_input():
     times = {"a": np.full((2, 4), 100.0), "b": np.full((2, 4), 300.0)}
     times["b"][:, 1:] = np.nan  # one complete round per block: nothing to compare

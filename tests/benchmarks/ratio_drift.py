@@ -161,8 +161,9 @@ def summary(members: list[Member], logr: np.ndarray, ref: int, window_s: float,
     return rows
 
 
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or np.isnan(value) else format(value, spec)
+def fmt(value: float | None, spec: str, unit: str = "x") -> str:
+    """``value`` formatted, with ``unit``; "-" when there is none (too few stretches)."""
+    return "-" if value is None or np.isnan(value) else format(value, spec) + unit
 
 
 def print_report(rows: list[dict], ref_name: str, args: argparse.Namespace,
@@ -173,9 +174,9 @@ def print_report(rows: list[dict], ref_name: str, args: argparse.Namespace,
     lags = " ".join(f"{'ac ' + format(lag, 'g') + 's':>8s}" for lag in LAGS_S)
     print(f"{'member':40s} {'ratio':>6s} {'sd':>6s} {lags} {'floor med':>9s} {'max':>6s}")
     for r in rows:
-        ac = " ".join(f"{fmt(v, '.2f'):>8s}" for v in r["autocorrelation"].values())
+        ac = " ".join(f"{fmt(v, '.2f', ''):>8s}" for v in r["autocorrelation"].values())
         print(f"{r['member'][:40]:40s} {r['ratio']:6.2f} {r['window_sd']:6.3f} {ac} "
-              f"{fmt(r['floor_median'], '.3f') + 'x':>9s} {fmt(r['floor_max'], '.3f') + 'x':>6s}")
+              f"{fmt(r['floor_median'], '.3f'):>9s} {fmt(r['floor_max'], '.3f'):>6s}")
 
 
 def parse() -> argparse.Namespace:

@@ -13,6 +13,7 @@ PYTHONPATH) or ``gradsweep verify dense --plugin mykernels.dense``.
 """
 
 import numpy as np
+
 from gradsweep.impls.base import (
     Axis,
     Case,
