@@ -148,7 +148,8 @@ def ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
     """Ranked rows as records ordered by kernel, dtype, problem size, shape, place."""
     size = ranked.groupby(list(rank.GROUP_KEYS))["flops"].transform("min")
     ordered = ranked.assign(_size=size.fillna(0)).sort_values(
-        ["kernel", "dtype", "_size", "shape", "median_ns"], kind="stable")
+        ["kernel", "dtype", "_size", "shape", "place", "ratio_fastest", "median_ns"],
+        kind="stable")
     return tuple(
         RankedCell(kernel=r.kernel, shape=r.shape, dtype=r.dtype, place=int(r.place),
                    variant=r.variant, median_ns=float(r.median_ns),
@@ -279,6 +280,13 @@ relative = rank.relative
 
 def _inverse(x: float | None) -> float | None:
     return 1.0 / x if x else None
+
+
+def place_order(c: RankedCell) -> tuple[int, float, float]:
+    """Sort key of a group's cells: place, then time over the fastest, then median."""
+    ratio = c.ratio_fastest if c.ratio_fastest is not None and math.isfinite(c.ratio_fastest) \
+        else math.inf
+    return c.place, ratio, c.median_ns
 
 
 def cell_fields(c: RankedCell) -> dict[str, str]:

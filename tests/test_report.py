@@ -100,3 +100,19 @@ def test_build_is_pure_and_handles_no_registry():
     rep = report.build(pd.DataFrame(rows))
     assert rep.cells and all(c.speedup is None for c in rep.cells)
     assert report.build(pd.DataFrame(rows), load()).cells[0].variant == rep.cells[0].variant
+
+
+def test_cells_are_listed_in_place_order_then_by_ratio_to_the_fastest():
+    """A place-1 member with the larger median (its paired ratio put it first) is
+    listed before a place-2 member with the smaller one; NaN ratios go last."""
+    def cell(variant, place, median, ratio):
+        return report.RankedCell(
+            kernel="rnn", shape="N=1", dtype="float64", place=place, variant=variant,
+            median_ns=median, ci_low_ns=None, ci_high_ns=None, speedup=None,
+            speedup_peer=None, peak_bytes=None, memory_place=None, pareto=False, flops=None,
+            gflops=None, peak_fraction=None, warnings=(), cell_id=variant,
+            ratio_fastest=ratio)
+    cells = [cell("rnn/c", 2, 0.9e6, 1.06), cell("rnn/d", 2, 1.2e6, float("nan")),
+             cell("rnn/b", 1, 1.0e6, 1.01), cell("rnn/a", 1, 1.1e6, 1.0)]
+    assert [c.variant for c in sorted(cells, key=report.place_order)] == [
+        "rnn/a", "rnn/b", "rnn/c", "rnn/d"]

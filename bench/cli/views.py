@@ -125,7 +125,7 @@ def print_ranking(console: Console, ranked: pd.DataFrame, title: str = "ranking"
         for col in RANKING_COLUMNS:
             table.add_column(col, justify="right" if col in ("place", "median ms") else "left",
                              overflow="fold", min_width=longest if col == "variant" else None)
-        for c in sorted(cells, key=lambda c: (c.place, c.median_ns)):
+        for c in sorted(cells, key=rp.place_order):
             fields = rp.cell_fields(c)
             table.add_row(*[text(names[c.variant].replace(",", ", ")) if col == "variant"
                             else text(fields[col]) for col in RANKING_COLUMNS])
