@@ -403,13 +403,31 @@ def relative(ratio: float | None, low: float | None = None, high: float | None =
     return f"{text} [{lo:.2f}, {hi:.2f}]" if known else text
 
 
+def _shown_behind_fastest(cols: Mapping[str, list], j: int) -> bool:
+    """Row j's ratio to the fastest has its interval above 1 and its point beyond
+    the minimum effect (as :func:`shown_slower`; unpaired rows have no interval)."""
+    low, ratio = cols["ratio_low"][j], cols["ratio_fastest"][j]
+    return (low is not None and math.isfinite(low) and low > 1.0
+            and ratio >= 1.0 + stats.MIN_EFFECT)
+
+
 def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
-    """The one-line answer of a group: its fastest member and by how much it leads."""
+    """The one-line answer of a group: its fastest member and by how much it leads.
+
+    Members tied for fastest are those of place 1 not shown slower than the fastest;
+    a place can hold members further apart, through a chain of members each within
+    5% of the one before (:func:`block_places`), and those are not called tied.
+    """
+    def ratio(k: int) -> float:
+        r = cols["ratio_fastest"][k]
+        return r if r is not None and math.isfinite(r) else math.inf
+
     first = [i for i, p in enumerate(cols["place"]) if p == 1]
-    if len(first) > 1:
-        names = ", ".join(variants[i].split("/", 1)[-1] for i in first)
+    i = min(first, key=ratio)
+    tied = [j for j in first if j == i or not _shown_behind_fastest(cols, j)]
+    if len(tied) > 1:
+        names = ", ".join(variants[j].split("/", 1)[-1] for j in sorted(tied, key=ratio))
         return f"tied for fastest (not shown to differ by {stats.MIN_EFFECT:.0%}): {names}"
-    i = first[0]
     name = variants[i].split("/", 1)[-1]
     sp = (cols["speedup"][i], cols["speedup_low"][i], cols["speedup_high"][i])
     if np.isfinite(sp[0]) and sp[0] != 1.0:

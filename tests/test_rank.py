@@ -141,3 +141,26 @@ def test_a_block_the_machine_slowed_is_set_aside_from_the_group():
     assert ranked.loc[BASE, "ratio_low"] <= 1.2 <= ranked.loc[BASE, "ratio_high"]
     every = stats.paired_estimate(times[BASE], times[FAST])
     assert every.ratio > 1.22  # the disturbed block would have pulled it up
+
+
+def answer_cols(places, ratios, lows, speedups=None):
+    """Columns group_answer reads, for members a, b, c, ... (a the baseline)."""
+    n = len(places)
+    sp = speedups or [float("nan")] * n
+    return {"place": places, "ratio_fastest": ratios, "ratio_low": lows,
+            "ratio_high": [r * 1.02 for r in ratios], "speedup": sp,
+            "speedup_low": [x * 0.98 for x in sp], "speedup_high": [x * 1.02 for x in sp]}
+
+
+def test_the_answer_ties_only_members_not_shown_behind_the_fastest():
+    """A chain puts c (1.09x, shown slower than a) in a's place through b (1.04x);
+    the answer ties a and b only, and names the fastest alone when nothing ties."""
+    names = ["rnn/a", "rnn/b", "rnn/c"]
+    chain = answer_cols([1, 1, 1], [1.0, 1.04, 1.09], [1.0, 1.02, 1.07])
+    assert rank.group_answer(names, chain) == (
+        "tied for fastest (not shown to differ by 5%): a, b")
+    alone = answer_cols([1, 1, 2], [1.0, 1.08, 1.3], [1.0, 1.06, 1.25],
+                        speedups=[1.0, 1 / 1.08, 1 / 1.3])
+    assert rank.group_answer(names, alone).startswith("fastest: a (the baseline), ahead of b")
+    unpaired = answer_cols([1, 1, 2], [1.0, 1.2, 1.5], [float("nan")] * 3)
+    assert rank.group_answer(names, unpaired).startswith("tied for fastest")
