@@ -81,7 +81,9 @@ class Placed:
     ----------
     member : str
     place : int
-        1-based; members sharing a place are not shown to differ.
+        1-based; a member in a later place was shown slower than every member of
+        the place before; sharing a place claims nothing (a place can chain members
+        each within ``min_effect`` of another).
     time_ns : float
         Estimated time (:func:`gradsweep.stats.block_time`); it breaks ties of the
         sort key (:func:`paired_order_keys`).
