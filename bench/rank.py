@@ -506,9 +506,15 @@ def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
 
 
 def normalised_times(ranked: pd.DataFrame) -> pd.Series:
-    """Each row's median over the fastest median at its kernel, shape and dtype."""
+    """Each row's time over its group's fastest: the ranking's ``ratio_fastest`` (the
+    paired estimate, for sweeps with blocks) where it has one, else its median over
+    the fastest median at its kernel, shape and dtype."""
     fastest = ranked.groupby(list(GROUP_KEYS))["median_ns"].transform("min")
-    return ranked["median_ns"] / fastest
+    unpaired = ranked["median_ns"] / fastest
+    if "ratio_fastest" not in ranked.columns:
+        return unpaired
+    paired = pd.to_numeric(ranked["ratio_fastest"], errors="coerce")
+    return paired.where(np.isfinite(paired), unpaired)
 
 
 def overall(ranked: pd.DataFrame) -> pd.DataFrame:

@@ -79,10 +79,11 @@ class RankedCell:
 class OverallEntry:
     """A variant's standing across the shapes of its kernel and dtype.
 
-    ``geomean`` is the geometric mean of its median over the fastest median at
-    each shape (1.0: fastest everywhere). ``place`` is None when the variant
-    lacks ``ok`` cells at some shapes (``shapes < total_shapes``): it is then
-    not comparable and listed after the placed ones.
+    ``geomean`` is the geometric mean of its time over the fastest's at each shape
+    (``ratio_fastest``, paired where the sweep has blocks; 1.0: fastest everywhere).
+    ``place`` is None when the variant lacks ``ok`` cells at some shapes
+    (``shapes < total_shapes``): it is then not comparable and listed after the
+    placed ones.
     """
 
     kernel: str

@@ -309,8 +309,9 @@ def render_page(data: SiteData) -> str:
         nav.append(f'<a href="#{fg.slug(str(kernel))}">{e(kernel)}</a>')
     nav += ['<a href="#failed">not ranked</a>', '<a href="#profiles">profiles</a>']
     body = (meta(data) + '<section id="overall"><h2>overall leaders</h2>'
-            "<p>Geometric mean over shapes of each variant's median / the fastest median at "
-            "that shape; variants missing at some shapes are not placed. Full rankings "
+            "<p>Geometric mean over shapes of each variant's time over the fastest's at "
+            "that shape (its paired ratio, as in the rankings); variants missing at some "
+            "shapes are not placed. Full rankings "
             "under each kernel.</p>"
             + leaders_table(data.report) + "</section>" + "".join(sections)
             + f'<section id="failed"><h2>cells not ranked ({len(data.report.failed)})</h2>'

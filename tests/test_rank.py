@@ -164,3 +164,18 @@ def test_the_answer_ties_only_members_not_shown_behind_the_fastest():
     assert rank.group_answer(names, alone).startswith("fastest: a (the baseline), ahead of b")
     unpaired = answer_cols([1, 1, 2], [1.0, 1.2, 1.5], [float("nan")] * 3)
     assert rank.group_answer(names, unpaired).startswith("tied for fastest")
+
+
+def test_overall_uses_the_paired_ratio_to_the_fastest_where_there_is_one():
+    """At N=1 the medians say b is 1.1x a, the paired ratio 0.98x (b fastest); the
+    overall geomean follows the paired ratios, and the medians where there are none."""
+    ranked = pd.DataFrame({
+        "kernel": ["rnn"] * 4, "dtype": ["float64"] * 4, "shape": ["N=1", "N=1", "N=2", "N=2"],
+        "variant": ["rnn/a", "rnn/b", "rnn/a", "rnn/b"],
+        "median_ns": [100.0, 110.0, 100.0, 120.0],
+        "ratio_fastest": [1 / 0.98, 1.0, float("nan"), float("nan")]})
+    got = rank.normalised_times(ranked)
+    assert list(got) == pytest.approx([1 / 0.98, 1.0, 1.0, 1.2])
+    table = rank.overall(ranked).set_index("variant")
+    assert table.loc["rnn/a", "geomean"] == pytest.approx(np.sqrt(1 / 0.98))
+    assert table.loc["rnn/b", "geomean"] == pytest.approx(np.sqrt(1.2))
