@@ -182,3 +182,23 @@ def test_autocorrelation_of_short_or_constant_series_is_nan():
     assert math.isnan(rm.autocorrelation([1.0, 2.0], 1))
     assert math.isnan(rm.autocorrelation([2.0] * 10, 1))
     assert rm.autocorrelation([1.0, -1.0] * 10, 1) < -0.9
+
+
+@pytest.mark.parametrize("sigma, tau", [(0.012, 0.021), (0.03, 0.05)])
+def test_block_spread_recovers_the_simulated_host(sigma, tau):
+    """400 simulated pairs of 8 blocks x 3 rounds (a sweep's design), per-round sd sigma
+    of the log-ratio and a block effect of sd tau: the median block spread is within
+    10% of sqrt(tau^2 + 0.449 sigma^2) (0.449 sigma^2: the variance of the median of 3
+    normal draws)."""
+    rng = np.random.default_rng(int(sigma * 1000))
+    got = []
+    for _ in range(400):
+        shared = 1e6 * np.exp(rng.normal(0, 0.1, (8, 1)) + rng.normal(0, 0.05, (8, 3)))
+        t_b = shared * np.exp(rng.normal(0, sigma / math.sqrt(2), (8, 3)))
+        t_a = 1.2 * shared * np.exp(rng.normal(0, tau, (8, 1))
+                                    + rng.normal(0, sigma / math.sqrt(2), (8, 3)))
+        got.append(rm.block_spread(t_a, t_b))
+    assert np.median(got) == pytest.approx(math.sqrt(tau ** 2 + 0.449 * sigma ** 2), rel=0.1)
+    assert rm.block_spread(t_a[:1], t_b[:1]) is None
+    t_a[1:, 1:] = np.nan  # one block left with 3 complete rounds
+    assert rm.block_spread(t_a, t_b) is None

@@ -224,3 +224,28 @@ def autocorrelation(x: Sequence[float], lag: int) -> float:
     d = v - v.mean()
     denom = float(d @ d)
     return float(d[:-lag] @ d[lag:] / denom) if denom > 0 else float("nan")
+
+
+# --- how noisy the host was (reproducibility.py prints it beside the targets) ------------
+
+#: Complete paired rounds a block needs to count (as ``gradsweep.stats.MIN_ROUNDS``).
+BLOCK_MIN_ROUNDS = 3
+
+
+def block_spread(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
+    """The standard deviation (ddof 1) across blocks of a pair's block estimate, the
+    median of the block's paired ``log(t_a / t_b)``: what one block's process, its
+    moment and its rounds' noise move a pair's ratio by, together (a run of k blocks
+    then has about this over sqrt(k)). None with fewer than two usable blocks.
+
+    Parameters
+    ----------
+    t_a, t_b : ndarray, shape (blocks, rounds)
+        Paired times (NaN: missing); blocks with fewer than ``BLOCK_MIN_ROUNDS``
+        complete rounds are left out.
+    """
+    d = np.log(np.asarray(t_a, dtype=float) / np.asarray(t_b, dtype=float))
+    usable = np.count_nonzero(np.isfinite(d), axis=1) >= BLOCK_MIN_ROUNDS
+    if np.count_nonzero(usable) < 2:
+        return None
+    return float(np.std(np.nanmedian(d[usable], axis=1), ddof=1))

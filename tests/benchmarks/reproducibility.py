@@ -54,7 +54,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyperf_pair import Pair, add_pair_args, pair_of
-from repro_metrics import Reversals, Spreads, Standing, pair_ratio, ratio_spreads, reversals
+from repro_metrics import (
+    Reversals,
+    Spreads,
+    Standing,
+    block_spread,
+    pair_ratio,
+    ratio_spreads,
+    reversals,
+)
 
 #: pyperf reruns of the anchor pair, and by default as many sweeps of the pair spec: a range
 #: (max / min) of more reruns is wider by itself (5 normal draws: 2.33 sd; 3: 1.69 sd).
@@ -102,6 +110,7 @@ def ranking_rows(results: str, spec: str) -> dict:
     samples = ok["n_samples"].median() if "n_samples" in ok and len(ok) else None
     first = cells.iloc[0] if len(cells) else {}
     return {
+        "block_spreads": block_spreads(ok, rank),
         "sweep_id": sweep_ids[0], "cells": len(cells), "cells_ok": len(ok),
         "samples_per_cell": None if samples is None else float(samples),
         "ratio_source": source,
@@ -115,6 +124,22 @@ def ranking_rows(results: str, spec: str) -> dict:
                  for r in ranked.itertuples() if ranked_row(r)],
         "unranked": int(sum(not ranked_row(r) for r in ranked.itertuples())),
     }
+
+
+def block_spreads(ok, rank) -> list[float]:
+    """Every member's :func:`repro_metrics.block_spread` against its group's fastest (by
+    median), over the groups with blocks; empty for code without blocks."""
+    if not hasattr(rank, "group_times") or not len(ok):
+        return []
+    found = []
+    for _, group in ok.groupby(list(rank.GROUP_KEYS)):
+        if not rank.is_blocked(group):
+            continue
+        times = rank.group_times(group)
+        fastest = group.loc[group["median_ns"].idxmin(), "variant"]
+        found += [x for m, t in times.items() if m != fastest
+                  and (x := block_spread(t, times[fastest])) is not None]
+    return found
 
 
 def optional_float(value) -> float | None:
@@ -177,6 +202,7 @@ class SweepRun:
     details: tuple[Detail, ...]  # one per standing
     unranked: int = 0
     environment: Mapping[str, str] = field(default_factory=dict)
+    block_spreads: tuple[float, ...] = ()  # one per non-fastest member (repro_metrics)
 
     @property
     def claims(self) -> int:
@@ -209,7 +235,7 @@ def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int) -> Sw
     details = tuple(Detail(r["ratio_low"], r["ratio_high"], r["duration_s"]) for r in rows)
     return SweepRun(index, got["sweep_id"], code, wall_s, got["cells"], got["cells_ok"],
                     got["samples_per_cell"], got["ratio_source"], standings, details,
-                    got["unranked"], got["environment"])
+                    got["unranked"], got["environment"], tuple(got.get("block_spreads", ())))
 
 
 # --- one spec: K runs and their metrics -------------------------------------------------
@@ -240,6 +266,13 @@ class SpecResult:
     @property
     def samples_per_cell(self) -> float | None:
         known = [r.samples_per_cell for r in self.runs if r.samples_per_cell is not None]
+        return statistics.median(known) if known else None
+
+    @property
+    def block_spread(self) -> float | None:
+        """How noisy the host was: the median over members and runs of the sd of a
+        pair's block estimate (None for code without blocks)."""
+        known = [x for r in self.runs for x in r.block_spreads]
         return statistics.median(known) if known else None
 
 
@@ -529,6 +562,9 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
               f"the pair cells' duration_s {pair_side.median_s:.2f} s")
     print(f"load average      before {fmt_load(result.load_before)}, after "
           f"{fmt_load(result.load_after)}")
+    if result.block_spread is not None:
+        print(f"host noise        a pair's block estimate moved by {result.block_spread:.1%} "
+              "(sd across blocks, median over members and runs; a run's spread scales with it)")
 
 
 def print_anchor(pair: Pair, sides: Sequence[PairSide]) -> None:
@@ -566,6 +602,7 @@ def spec_json(result: SpecResult) -> dict:
             "reversals": asdict(result.reversals) | {"made": result.reversals.made,
                                                      "reversed": result.reversals.reversed},
             "spread_median": result.spreads.median, "spread_max": result.spreads.max,
+            "block_spread": result.block_spread,
             "spreads": [{"group": list(g), "member": m, "spread": v}
                         for (g, m), v in result.spreads.by_member.items()],
             "load_before": result.load_before, "load_after": result.load_after,
