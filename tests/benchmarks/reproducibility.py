@@ -14,7 +14,10 @@ ranking: a member's ratio to its group's fastest is the ranking's
 ``ratio_fastest`` when it has one, else its ``median_ns`` over the group's
 smallest. The metrics (repro_metrics.py): claims ("a ahead of b" in a group),
 claims another run reversed, each member's ratio spread across runs (max/min),
-their median and max, and the sweep's time.
+their median and max, the sweep's time, and how noisy the host was (the sd across
+blocks of a pair's block estimate, ``repro_metrics.block_spread``, median over
+members and runs: a run's spread scales with it, so a target missed on a noisy
+host reads differently from one missed on a quiet host).
 
 The anchor: pyperf at its defaults (pyperf_pair.py: 20 processes x 3 values,
 the ratio of means as ``compare_to`` reports it) times two variants of one cell
