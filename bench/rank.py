@@ -405,6 +405,12 @@ def relative(ratio: float | None, low: float | None = None, high: float | None =
     return f"{text} [{lo:.2f}, {hi:.2f}]" if known else text
 
 
+def sort_ratio(value: float | None) -> float:
+    """A ratio as a sort key: itself, or infinity when unknown (None or NaN), so that
+    members without a ratio come last."""
+    return value if value is not None and math.isfinite(value) else math.inf
+
+
 def _shown_behind_fastest(cols: Mapping[str, list], j: int) -> bool:
     """Row j's ratio to the fastest has its interval above 1 and its point beyond
     the minimum effect (as :func:`shown_slower`; unpaired rows have no interval)."""
@@ -421,8 +427,7 @@ def group_answer(variants: Sequence[str], cols: Mapping[str, list]) -> str:
     5% of the one before (:func:`block_places`), and those are not called tied.
     """
     def ratio(k: int) -> float:
-        r = cols["ratio_fastest"][k]
-        return r if r is not None and math.isfinite(r) else math.inf
+        return sort_ratio(cols["ratio_fastest"][k])
 
     first = [i for i, p in enumerate(cols["place"]) if p == 1]
     i = min(first, key=ratio)

@@ -285,9 +285,7 @@ def _inverse(x: float | None) -> float | None:
 
 def place_order(c: RankedCell) -> tuple[int, float, float]:
     """Sort key of a group's cells: place, then time over the fastest, then median."""
-    ratio = c.ratio_fastest if c.ratio_fastest is not None and math.isfinite(c.ratio_fastest) \
-        else math.inf
-    return c.place, ratio, c.median_ns
+    return c.place, rank.sort_ratio(c.ratio_fastest), c.median_ns
 
 
 def cell_fields(c: RankedCell) -> dict[str, str]:
