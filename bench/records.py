@@ -175,12 +175,16 @@ class BlockTask:
     """One block of a group: its members measured in one worker process.
 
     ``block`` numbers the group's blocks (0 .. repeats - 1); ``seed`` drives the
-    block's shuffled round order and layout offsets.
+    block's shuffled round order and layout offsets. ``loops`` holds ``(cell_id,
+    loops)`` for the members an earlier block of the group calibrated: they take
+    that loop count instead of calibrating again (pyperf calibrates in its first
+    process and passes the count on to the others).
     """
 
     group: Group
     block: int
     seed: int
+    loops: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

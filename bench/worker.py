@@ -227,6 +227,10 @@ def _prepare(member: _Member, plugins: tuple[str, ...]) -> None:
 #: nothing there; what warmup must cover (first-call paths, page faults, the allocator's
 #: arenas) is done in a few calls. Blocks therefore take a fixed short warmup.
 BLOCK_WARMUPS = 2
+#: Warmup samples of a member whose loop count an earlier block calibrated (so this
+#: process has run it only once, untimed, before): one, as pyperf's workers take one
+#: warmup at the loop count its first process calibrated; its samples are primed too.
+CALIBRATED_WARMUPS = 1
 #: The stream of a block's seed that orders its members' preparation and calibration, so
 #: that no member is always allocated first or calibrated last (the rounds' own order is
 #: the seed's main stream). With a fixed order, ten identical tiny members timed over
@@ -239,11 +243,17 @@ ORDER_STREAM = 1
 RELAYOUT_EVERY_ROUNDS = 4
 
 
-def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock) -> None:
+def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock,
+               loops: int | None = None) -> None:
+    """First call, loop count (``loops`` when an earlier block calibrated it), warmup."""
     call = member.prepared.call
     member.first_ns = float(measure.run_sample(call, 1, clock))
-    member.loops = measure.calibrate_loops(call, settings.min_time_s * NS_PER_S, clock)
-    member.warmups = min(BLOCK_WARMUPS, settings.max_warmups)
+    if loops is None:
+        member.loops = measure.calibrate_loops(call, settings.min_time_s * NS_PER_S, clock)
+        member.warmups = min(BLOCK_WARMUPS, settings.max_warmups)
+    else:
+        member.loops = loops
+        member.warmups = min(CALIBRATED_WARMUPS, settings.max_warmups)
     for _ in range(member.warmups):
         measure.run_sample(call, member.loops, clock)
 
@@ -276,9 +286,11 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
 
         return _guarded(m, settings, sample, interrupts=interrupts)
 
+    given = dict(task.loops)
     with measure.gc_paused():
         for m in live:
-            _guarded(m, settings, lambda m=m: _calibrate(m, settings, clock),
+            _guarded(m, settings,
+                     lambda m=m: _calibrate(m, settings, clock, given.get(m.cell.cell_id)),
                      interrupts=interrupts)
         alive = [m for m in live if m.failure is None]
         live[:] = alive
@@ -458,11 +470,38 @@ def block_tasks(groups: Sequence[Group], settings: MeasureSettings, *,
             for g in groups for b in range(settings.repeats)]
 
 
+class LoopCounts:
+    """The loop count each member's first measured block calibrated, handed on to the
+    group's later blocks (:attr:`BlockTask.loops`): every executor keeps one, so only a
+    group's first block pays for calibration (about as long as two samples per member).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, int]] = {}
+
+    def learn(self, task: BlockTask, rows: Sequence[CellResult]) -> None:
+        """Remember the loop counts of ``rows`` (a block of ``task``'s group) not yet known."""
+        known = self._known.setdefault(task.group.group_id, {})
+        for row in rows:
+            if row.status == "ok" and row.loops and row.cell_id not in known:
+                known[row.cell_id] = int(row.loops)
+
+    def given(self, task: BlockTask) -> BlockTask:
+        """``task`` with the loop counts known for its members."""
+        known = self._known.get(task.group.group_id)
+        loops = tuple((c.cell_id, known[c.cell_id]) for c in task.group.members
+                      if c.cell_id in known) if known else ()
+        return replace(task, loops=loops) if loops else task
+
+
 def run_group_here(group: Group, settings: MeasureSettings, plugins: tuple[str, ...] = (),
                    peaks: dict[str, float] | None = None) -> tuple[CellResult, ...]:
     """Every block of ``group`` in this process, one after another, merged per member."""
-    blocks = [run_block(BlockTask(group, b, block_seed(settings, group, b)), settings,
-                        plugins, peaks) for b in range(settings.repeats)]
+    counts, blocks = LoopCounts(), []
+    for b in range(settings.repeats):
+        task = counts.given(BlockTask(group, b, block_seed(settings, group, b)))
+        blocks.append(run_block(task, settings, plugins, peaks))
+        counts.learn(task, blocks[-1])
     peak = (peaks or {}).get(group.members[0].dtype)
     return tuple(merge_blocks([rows[i] for rows in blocks], peak)
                  for i in range(len(group.members)))

@@ -105,6 +105,20 @@ def test_memory_budget_skips_cells_before_they_run(write_spec, results, capsys):
     assert cells["error"].str.contains("memory_budget_mb").all()
 
 
+def test_a_local_sweep_calibrates_loops_in_each_groups_first_block_only(tmp_path, write_spec):
+    """Later blocks take the first block's loop count and one warmup (pyperf's way)."""
+    from gradsweep.worker import BLOCK_WARMUPS, CALIBRATED_WARMUPS
+
+    spec = load_spec(write_spec(PLUGIN_SPEC))
+    ds = store.resolve(tmp_path / "r")
+    runner.run_sweep(spec, ds, LocalExecutor())
+    ok = store.read(ds, "cells").query("status == 'ok'")
+    first = min(BLOCK_WARMUPS, spec.measure.max_warmups)
+    later = min(CALIBRATED_WARMUPS, spec.measure.max_warmups)
+    assert len(ok) == 2 and spec.measure.repeats > 1
+    assert (ok["warmups"] == first + (spec.measure.repeats - 1) * later).all()
+
+
 def test_batch_writer_writes_whole_batches(tmp_path, write_spec):
     spec = load_spec(write_spec(PLUGIN_SPEC))
     ds = store.resolve(tmp_path / "r")
@@ -429,6 +443,9 @@ def test_each_pass_runs_in_its_own_processes_started_ahead(embedded_ray, write_s
     assert all(len(tuple(p)) == 3 for p in cells["pids"])
     assert not (by_pass[0] & by_pass[1] or by_pass[1] & by_pass[2] or by_pass[0] & by_pass[2])
     assert not cells["warnings"].map(lambda w: "shared-process" in " ".join(w)).any()
+    # only each group's first block calibrated: the later ones took its loop count
+    from gradsweep.worker import BLOCK_WARMUPS, CALIBRATED_WARMUPS
+    assert (cells["warmups"] == BLOCK_WARMUPS + 2 * CALIBRATED_WARMUPS).all()
 
 
 def test_run_refuses_a_dashboard_url(write_spec, results, capsys, monkeypatch):

@@ -1,11 +1,15 @@
 """The worker: verify before timing; every failure is a row."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from gradsweep import measure
-from gradsweep.records import BlockTask, Cell, Group, MeasureSettings
+from gradsweep.records import BlockTask, Cell, Group, MeasureSettings, skeleton
 from gradsweep.worker import (
+    CALIBRATED_WARMUPS,
+    LoopCounts,
     block_matrix,
     block_tasks,
     merge_blocks,
@@ -127,6 +131,54 @@ def test_every_sample_of_a_block_is_primed(monkeypatch):
     rows = run_block(BlockTask(group, 0, 5), FAST)
     assert all(r.status == "ok" for r in rows)
     assert seen == [True] * (2 * rounds_per_block(FAST))
+
+
+def test_a_block_given_loop_counts_takes_them_without_calibrating(monkeypatch):
+    """pyperf's way: the first block calibrates, later blocks reuse its loop counts."""
+    calibrated: list[int] = []
+    real = measure.calibrate_loops
+
+    def spy(fn, min_time_ns, clock):
+        calibrated.append(1)
+        return real(fn, min_time_ns, clock)
+
+    monkeypatch.setattr(measure, "calibrate_loops", spy)
+    group = Group(tuple(cell(v) for v in RNN[:3]))
+    given = ((group.members[0].cell_id, 3), (group.members[2].cell_id, 5))
+    rows = run_block(BlockTask(group, 1, 7, loops=given), FAST)
+    assert [r.status for r in rows] == ["ok"] * 3
+    assert rows[0].loops == 3 and rows[2].loops == 5 and len(calibrated) == 1
+    assert rows[0].warmups == rows[2].warmups == CALIBRATED_WARMUPS
+    assert rows[1].warmups == min(2, FAST.max_warmups)
+
+
+def test_loop_counts_learned_from_a_block_are_handed_to_the_groups_later_blocks():
+    group = Group(tuple(cell(v) for v in RNN[:2]))
+    other = Group((cell(RNN[3]),))
+    counts = LoopCounts()
+    first = BlockTask(group, 0, 1)
+    assert counts.given(first) == first
+    rows = run_block(first, FAST)
+    counts.learn(first, rows)
+    later = counts.given(BlockTask(group, 1, 2))
+    assert dict(later.loops) == {r.cell_id: r.loops for r in rows}
+    assert counts.given(BlockTask(other, 1, 2)).loops == ()
+    # the first count learned stays; a failed member has none to hand on
+    counts.learn(first, [replace(rows[0], loops=99)])
+    assert dict(counts.given(later).loops)[rows[0].cell_id] == rows[0].loops
+    lone = Group((cell(RNN[2]),))
+    counts.learn(BlockTask(lone, 0, 1), [skeleton(lone.members[0], "error", "boom")])
+    assert counts.given(BlockTask(lone, 1, 2)).loops == ()
+
+
+def test_a_group_run_here_calibrates_each_member_once(monkeypatch):
+    calibrated: list[int] = []
+    real = measure.calibrate_loops
+    monkeypatch.setattr(measure, "calibrate_loops",
+                        lambda fn, t, clock: calibrated.append(1) or real(fn, t, clock))
+    rows = run_group_here(Group(tuple(cell(v) for v in RNN[:2])), FAST)
+    assert [r.status for r in rows] == ["ok", "ok"] and len(calibrated) == 2
+    assert all(len(r.samples_ns) == FAST.repeats * rounds_per_block(FAST) for r in rows)
 
 
 def test_a_failing_member_fails_alone_and_the_others_are_timed():

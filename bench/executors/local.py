@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from gradsweep.executors.node import probe_node, run_block_on_node
 from gradsweep.records import BlockOutcome, BlockTask, Cell, MeasureSettings, NodeProbe
+from gradsweep.worker import LoopCounts
 
 
 class LocalExecutor:
@@ -28,9 +29,14 @@ class LocalExecutor:
     def run_blocks(self, tasks: list[BlockTask], settings: MeasureSettings,
                    plugins: tuple[str, ...],
                    peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
-        """Yield each block's rows as it finishes."""
+        """Yield each block's rows as it finishes; a group's later blocks take the loop
+        counts its first calibrated (:class:`gradsweep.worker.LoopCounts`)."""
+        counts = LoopCounts()
         for task in tasks:
-            yield run_block_on_node(task, settings, plugins, peaks, in_worker=False)
+            outcome = run_block_on_node(counts.given(task), settings, plugins, peaks,
+                                        in_worker=False)
+            counts.learn(task, outcome.rows)
+            yield outcome
 
     def profile(self, cells: list[Cell], settings: MeasureSettings,
                 plugins: tuple[str, ...]) -> Iterator:

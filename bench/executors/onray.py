@@ -28,6 +28,7 @@ from gradsweep.records import (
     NodeProbe,
     skeleton,
 )
+from gradsweep.worker import LoopCounts
 
 #: Retries of a cell whose worker process died, before it is recorded ``crashed``.
 CRASH_RETRIES = 2
@@ -249,6 +250,8 @@ class RayExecutor:
         self._killers: dict[str, dict[str, CellResult]] = {}
         #: The next pass's actors, started ahead of it (see :meth:`_run_pass`).
         self._spare: list = []
+        #: Loop counts of each group's first blocks, handed to its later ones.
+        self._loops = LoopCounts()
 
     def nodes(self) -> list[NodeProbe]:
         """Probe every alive node once, each on its own node.
@@ -355,7 +358,7 @@ class RayExecutor:
         ready = []
         while state.pending and state.idle:
             task = state.pending.popleft()
-            run = self._without_killers(task)
+            run = self._loops.given(self._without_killers(task))
             if not run.group.members:
                 ready.append(self._complete(task, ()))
                 continue
@@ -405,7 +408,8 @@ class RayExecutor:
 
     def _complete(self, task: BlockTask, rows: tuple) -> BlockOutcome:
         """``rows`` of the members that ran, plus the known killers' ``crashed`` rows, in
-        the group's member order."""
+        the group's member order; their loop counts are kept for the group's next blocks."""
+        self._loops.learn(task, rows)
         if not self._killers and len(rows) == len(task.group.members):  # already in order
             return BlockOutcome(task, tuple(rows))
         by_id = {**self._killers.get(task.group.group_id, {}), **{r.cell_id: r for r in rows}}
@@ -419,7 +423,7 @@ class RayExecutor:
 
         rows = []
         for cell in self._without_killers(task).group.members:
-            alone = BlockTask(Group((cell,)), task.block, task.seed)
+            alone = self._loops.given(BlockTask(Group((cell,)), task.block, task.seed))
             actor = self._actor.remote(plugins)
             try:
                 rows.extend(ray.get(actor.run.remote(alone, settings, plugins, peaks)).rows)
