@@ -3,7 +3,8 @@
 Sort by estimated time; a variant joins the current place unless it differs
 from that place's first member, in which case it opens the next place. With
 blocks and rounds (:func:`block_places`) the sort is by paired ratio to the
-member of least time and "differs" is a paired random-effects interval showing
+member of least time and "differs" is a paired interval over blocks (screened,
+Hodges-Lehmann with 6 blocks or more, else random effects) showing
 it slower than every member of the place, beyond the minimum effect
 (:func:`gradsweep.stats.significant_effect`);
 for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
@@ -142,7 +143,8 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     breaks ties). Each joins the current place unless its paired ratio to *every*
     member of that place, its leader included (:func:`gradsweep.stats.paired_estimate`:
     block medians of paired log-ratios, blocks far outside the others screened out,
-    DerSimonian-Laird random effects, HKSJ t interval), is significant at
+    combined by Hodges-Lehmann with its signed-rank interval where 6 or more remain,
+    else DerSimonian-Laird random effects with the HKSJ t interval), is significant at
     ``confidence`` and at least ``min_effect`` from 1
     (:func:`gradsweep.stats.significant_effect`) and shows it slower
     (:func:`shown_slower`); then it leads the next place.
@@ -158,7 +160,8 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
         round of the same block pairs two members); NaN marks a missing sample.
     min_effect, confidence : float
     modified : bool
-        Modified HKSJ (see :func:`gradsweep.stats.combine_blocks`).
+        Modified HKSJ where random effects combine (see
+        :func:`gradsweep.stats.combine_blocks`).
 
     Returns
     -------
@@ -212,7 +215,8 @@ def paired_order_keys(arrays: Mapping[str, np.ndarray], time_ns: Mapping[str, fl
     keys = {}
     for m, a in arrays.items():
         est = None if m == anchor else stats.paired_estimate(
-            a, arrays[anchor], confidence=confidence, modified=modified, screen=True)
+            a, arrays[anchor], confidence=confidence, modified=modified, screen=True,
+            robust=True)
         keys[m] = est.ratio if est is not None else time_ns[m] / time_ns[anchor]
     return keys
 
@@ -233,7 +237,7 @@ def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[st
     shown = []
     for other in reversed(place):
         ratio = stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
-                                      modified=modified, screen=True)
+                                      modified=modified, screen=True, robust=True)
         if not shown_slower(ratio, min_effect):
             return False, other, ratio
         shown.append(ratio)
@@ -334,7 +338,7 @@ def quiet_times(times: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
 
 
 def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
-    """Places and every ratio with its random-effects interval, for a blocked group,
+    """Places and every ratio with its interval over blocks (screened, robust), for a blocked group,
     from the blocks the machine did not slow."""
     times, set_aside = quiet_times(group_times(group))
     order = block_places(times)
@@ -352,7 +356,8 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             elif ref == v:
                 values = (1.0, 1.0, 1.0)
             else:  # fastest: v / fastest (>= 1 slower); speed-ups: reference / v (> 1 faster)
-                values = _interval(stats.paired_estimate(times[v], times[ref], screen=True),
+                values = _interval(stats.paired_estimate(times[v], times[ref], screen=True,
+                                                         robust=True),
                                    invert=key != "fastest")
             for name, value in zip(names, values):
                 cols[name].append(value)
@@ -472,8 +477,8 @@ def set_aside_note(blocks: int) -> str:
 def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:
     """Ranked ``ok`` cells: one row per variant per (kernel, shape, dtype).
 
-    Sweeps with blocks and rounds (schema 3) are placed by paired random-effects
-    intervals (:func:`block_places`) and every ratio carries its 95% interval;
+    Sweeps with blocks and rounds (schema 3) are placed by paired intervals over
+    blocks (:func:`block_places`) and every ratio carries its 95% interval;
     older sweeps are placed unpaired (Mann-Whitney) with point ratios only
     (``paired`` False).
 
