@@ -302,7 +302,7 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
 
     runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
     _store_rows(dataset, sweep_id, [skipped], tally, on_result)
-    nodes = executor.nodes()
+    nodes = executor.nodes(runnable)
     store.write(dataset, "nodes", sweep_id, nodes)
     peaks = peaks_of(nodes)
     collector = GroupCollector(spec.measure.repeats, peaks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from gradsweep.executors.node import probe_node, run_block_on_node
 from gradsweep.records import BlockOutcome, BlockTask, Cell, MeasureSettings, NodeProbe
@@ -22,8 +22,8 @@ class LocalExecutor:
     workers = 1
     processes = False
 
-    def nodes(self) -> list[NodeProbe]:
-        """One record: this process's machine."""
+    def nodes(self, cells: Sequence[Cell] = ()) -> list[NodeProbe]:
+        """One record: this process's machine (``cells``: what the sweep will run)."""
         return [probe_node()]
 
     def run_blocks(self, tasks: list[BlockTask], settings: MeasureSettings,

@@ -11,13 +11,20 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from gradsweep import env
 from gradsweep.executors import sessions
 from gradsweep.executors.auth import enable_token_auth, in_ray_job, quiet_token_notice
-from gradsweep.executors.node import peer_modules, probe_node, ready, run_block_on_node
+from gradsweep.executors.node import (
+    BlockProcessDied,
+    BlockProcessHung,
+    block_processes,
+    peer_modules,
+    probe_node,
+    run_block_in_process,
+)
 from gradsweep.records import (
     BlockOutcome,
     BlockTask,
@@ -36,13 +43,14 @@ CRASH_RETRIES = 2
 OOM_RETRIES = "1"
 #: Seconds between checks for timed-out cells while waiting on Ray.
 WAIT_POLL_S = 1.0
-#: CPUs an embedded Ray has beyond its workers: where the next pass's actor starts
-#: (Python, Ray, torch: about 2 s here) while this pass's last blocks run, and the node
-#: probe runs while the first pass's actors start. No block ever runs there: blocks run
+#: CPUs an embedded Ray has beyond its workers: where the node probe runs while the
+#: sweep's actors start (Python, Ray, and their fork servers importing torch: 2-3 s
+#: here), and where the driver merges and stores. No block ever runs there: blocks run
 #: on at most ``workers`` actors at once.
 SPARE_CPUS = 1
-#: Seconds past ``timeout_s`` before the driver kills a task whose own alarm did not fire
-#: (a hang inside C code, or a slow worker start).
+#: Seconds past every member's ``timeout_s`` before a block's process is killed (its own
+#: alarm did not fire: a hang inside C code), and again before the driver kills an actor
+#: that did not answer at all.
 HANG_GRACE_S = 30.0
 LOOPBACK = "127.0.0.1"
 #: Ray settings of the embedded node: no metrics export (its Prometheus endpoint
@@ -155,8 +163,8 @@ def _failure_rows(task: BlockTask, exc: BaseException, attempts: int) -> BlockOu
     """Every member's row when the block's process failed in a way no member reported."""
     import ray.exceptions as rex
 
-    if isinstance(exc, rex.RayActorError | rex.WorkerCrashedError | rex.NodeDiedError
-                  | rex.OutOfMemoryError):
+    if isinstance(exc, BlockProcessDied | rex.RayActorError | rex.WorkerCrashedError
+                  | rex.NodeDiedError | rex.OutOfMemoryError):
         status, text = "crashed", f"worker died {attempts} times: {type(exc).__name__}: {exc}"
     else:
         status, text = "error", f"{type(exc).__name__}: {exc}"
@@ -165,15 +173,23 @@ def _failure_rows(task: BlockTask, exc: BaseException, attempts: int) -> BlockOu
 
 
 class BlockWorker:
-    """A Ray actor: one worker process that runs blocks (one pass of a sweep)."""
+    """A Ray actor: one worker for a whole sweep. Each block runs in a fresh process of
+    its own, forked from the fork server this actor starts (:func:`block_processes`)."""
 
     def __init__(self, plugins: tuple[str, ...], preload: tuple[str, ...] = ()):
-        ready(plugins, preload)
+        self._node = env.ray_node_id() or env.collect().host
+        self._processes = block_processes(plugins, preload)
 
     def run(self, task: BlockTask, settings: MeasureSettings, plugins: tuple[str, ...],
-            peaks: dict[str, dict[str, float]]) -> BlockOutcome:
-        """One block in this process."""
-        return run_block_on_node(task, settings, plugins, peaks)
+            peaks: dict[str, dict[str, float]], limit_s: float) -> BlockOutcome:
+        """One block in a process of its own (:func:`run_block_in_process`)."""
+        return run_block_in_process(self._processes, task, settings, plugins, peaks,
+                                    node=self._node, limit_s=limit_s)
+
+
+def block_limit_s(task: BlockTask, settings: MeasureSettings) -> float:
+    """Seconds a block's process may run: every member's ``timeout_s`` plus a grace."""
+    return settings.timeout_s * len(task.group.members) + HANG_GRACE_S
 
 
 @dataclass
@@ -185,27 +201,23 @@ class _Pass:
     running: dict = field(default_factory=dict)
     idle: list = field(default_factory=list)
     crashes: Counter = field(default_factory=Counter)
-    #: The next pass's blocks, whose actors start on CPUs this pass leaves free.
-    following: list = field(default_factory=list)
-    #: An actor of this pass was replaced (a crash or a hang): no spares then, so a
-    #: replacement never competes with a spare for a CPU.
-    replaced: bool = False
 
 
 class RayExecutor:
-    """Blocks as Ray actor calls, in passes: each pass gets fresh worker processes.
+    """Blocks as Ray actor calls, each block in a fresh process, in passes.
 
     A sweep's blocks come block-major window by window (every group of a window's
     first block, then its second blocks, ...; then the next window: see
-    :func:`gradsweep.runner.windows`); each pass starts ``workers`` new actors (one
-    process each, spread over the nodes) and ends them, so the blocks of one group
-    run in different processes (DESIGN.md, Measurement) at the cost of one process
-    start per worker per pass. A freed actor gets its next block before the
-    finished block's rows are handed on, so the driver's merging and storing
-    overlaps the workers' measuring. A block whose process dies is retried on a new
-    actor; its last of ``1 + CRASH_RETRIES`` attempts runs the members one by one,
-    each in a fresh process, so a member that keeps killing its process is
-    ``crashed`` alone and the others are measured.
+    :func:`gradsweep.runner.windows`); ``workers`` actors (one per CPU used, spread
+    over the nodes) serve the whole sweep, and each block runs in a process of its
+    own forked from its actor's fork server, so the blocks of one group run in
+    different processes (DESIGN.md, Measurement) at the cost of a fork, not of a new
+    interpreter. A freed actor gets its next block before the finished block's rows
+    are handed on, so the driver's merging and storing overlaps the workers'
+    measuring. A block whose process dies is retried; its last of ``1 +
+    CRASH_RETRIES`` attempts runs the members one by one, each in a process of its
+    own, so a member that keeps killing its process is ``crashed`` alone and the
+    others are measured.
 
     Parameters
     ----------
@@ -241,30 +253,33 @@ class RayExecutor:
                 ray.init(**ray_init_kwargs(address, plugins, workers))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, min(workers or cpus, cpus))
-        self._cpus = cpus
         self._actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0,
                                  scheduling_strategy="SPREAD")(BlockWorker)
         self._plugins = plugins
         #: Per group, members that killed their process alone: later blocks run without
         #: them (their ``crashed`` row stands for every block).
         self._killers: dict[str, dict[str, CellResult]] = {}
-        #: The next pass's actors, started ahead of it (see :meth:`_run_pass`).
-        self._spare: list = []
+        #: The sweep's actors, started by :meth:`nodes` (with the peers' libraries to
+        #: preload) or by the first pass; ended with the sweep.
+        self._actors: list = []
         #: Loop counts of each group's first blocks, handed to its later ones.
         self._loops = LoopCounts()
 
-    def nodes(self) -> list[NodeProbe]:
+    def nodes(self, cells: Sequence[Cell] = ()) -> list[NodeProbe]:
         """Probe every alive node once, each on its own node.
 
-        An embedded Ray starts the first pass's actors meanwhile: it has a CPU for
-        the probe beside its workers' (:data:`SPARE_CPUS`), so their start (about 1 s)
+        An embedded Ray starts the sweep's actors meanwhile (their fork servers
+        importing the libraries of the peers among ``cells``): it has a CPU for the probe
+        beside its workers' (:data:`SPARE_CPUS`), so their start (2-3 s with torch)
         overlaps the probe's GEMMs instead of following them.
         """
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if self._embedded and not self._spare:
-            self._spare = [self._actor.remote(self._plugins) for _ in range(self.workers)]
+        if self._embedded and not self._actors:
+            preload = peer_modules(cells)
+            self._actors = [self._actor.remote(self._plugins, preload)
+                            for _ in range(self.workers)]
         probe = ray.remote(num_cpus=1)(probe_node)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=n["NodeID"], soft=False)).remote() for n in ray.nodes() if n["Alive"]]
@@ -274,87 +289,56 @@ class RayExecutor:
                    plugins: tuple[str, ...],
                    peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome | None]:
         """Yield each block's rows in completion order, pass by pass (a pass: a run of
-        consecutive tasks with the same block number); and None after a poll of
-        ``WAIT_POLL_S`` that finished nothing, so the caller may store what waits."""
-        passes = (list(p) for _, p in itertools.groupby(tasks, key=lambda t: t.block))
-        one_pass = next(passes, None)
+        consecutive tasks with the same block number, so a group's first block has
+        finished before its second starts); and None after a poll of ``WAIT_POLL_S``
+        that finished nothing, so the caller may store what waits."""
         try:
-            while one_pass is not None:
-                following = next(passes, None)
-                yield from self._run_pass(one_pass, following or [], settings, plugins, peaks)
-                one_pass = following
-        finally:  # an interrupted sweep ends the actors started for a pass it never ran
-            self._end_spares()
+            for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
+                yield from self._run_pass(list(one_pass), settings, plugins, peaks)
+        finally:  # the sweep's actors (and their fork servers) end with it
+            self._end_actors()
 
-    def _end_spares(self) -> None:
+    def _end_actors(self) -> None:
         import ray
 
-        for actor in self._spare:
+        for actor in self._actors:
             ray.kill(actor)
-        self._spare = []
+        self._actors = []
 
-    def _start_actors(self, tasks: list[BlockTask], plugins: tuple[str, ...],
-                      count: int | None = None) -> list:
-        """``count`` (default: as many as the pass uses) fresh actors for the pass of
-        ``tasks``, importing its peers' libraries as they start (torch: 1 s of a 2 s start)."""
-        preload = peer_modules(tasks)
-        count = min(self.workers, len(tasks)) if count is None else count
-        return [self._actor.remote(plugins, preload) for _ in range(count)]
+    def _ensure_actors(self, tasks: list[BlockTask], plugins: tuple[str, ...]) -> None:
+        """Enough actors for ``tasks`` (up to ``workers``), each preloading its peers'
+        libraries in its fork server."""
+        preload = peer_modules(c for t in tasks for c in t.group.members)
+        wanted = min(self.workers, len(tasks)) - len(self._actors)
+        self._actors += [self._actor.remote(plugins, preload) for _ in range(max(0, wanted))]
 
-    def _top_up_spares(self, state: _Pass, plugins: tuple[str, ...]) -> None:
-        """Start the next pass's actors on the CPUs free now: never on a CPU a running
-        block or a crashed block's replacement needs, so no actor waits on a spare.
+    def _replace(self, actor, plugins: tuple[str, ...], preload: tuple[str, ...]):
+        """A new actor in the place of ``actor`` (which died or was killed)."""
+        fresh = self._actor.remote(plugins, preload)
+        self._actors = [fresh if a is actor else a for a in self._actors]
+        return fresh
 
-        Free is what Ray reports, and at most the cluster's CPUs less every actor of
-        ours, placed or not: Ray counts an actor only once it is placed, so its figure
-        alone would let spares queue before this pass's own actors (and take their CPUs).
-        """
+    def _run_pass(self, tasks: list[BlockTask], settings: MeasureSettings,
+                  plugins: tuple[str, ...], peaks) -> Iterator[BlockOutcome | None]:
+        """One pass on the sweep's actors."""
         import ray
 
-        wanted = min(self.workers, len(state.following)) - len(self._spare)
-        ours = len(state.running) + len(state.idle) + len(self._spare)
-        free = min(self._cpus - ours, int(ray.available_resources().get("CPU", 0)))
-        if wanted > 0 and free > 0:
-            self._spare += self._start_actors(state.following, plugins, min(wanted, free))
-
-    def _run_pass(self, tasks: list[BlockTask], following: list[BlockTask],
-                  settings: MeasureSettings, plugins: tuple[str, ...],
-                  peaks) -> Iterator[BlockOutcome | None]:
-        """One pass on its own actors (those started ahead for it, and more if too few).
-        The next pass's actors start on the CPUs this pass leaves free once its last
-        blocks run, so their start overlaps those blocks instead of following them."""
-        import ray
-
-        state = _Pass(deque(tasks), following=following)
-        spares, self._spare = self._spare, []
-        state.idle = spares + self._start_actors(
-            tasks, plugins, max(0, min(self.workers, len(tasks)) - len(spares)))
-        try:
-            while state.pending or state.running:
-                ready = self._submit(state, settings, plugins, peaks)
-                done, _ = ray.wait(list(state.running), num_returns=1, timeout=WAIT_POLL_S)
-                for ref in done:
-                    ready.extend(self._finished(ref, state, settings, plugins, peaks))
-                ready.extend(self._expire(state, settings, plugins))
-                # the freed actors get their next block before the caller merges and
-                # stores these: its work overlaps theirs instead of leaving them idle
-                ready.extend(self._submit(state, settings, plugins, peaks))
-                yield from ready or [None]
-        finally:  # the pass's processes end with it (interrupted too)
-            for _, actor, _ in state.running.values():
-                ray.kill(actor)
-            for actor in state.idle:
-                ray.kill(actor)
+        self._ensure_actors(tasks, plugins)
+        state = _Pass(deque(tasks), idle=list(self._actors))
+        while state.pending or state.running:
+            ready = self._submit(state, settings, plugins, peaks)
+            done, _ = ray.wait(list(state.running), num_returns=1, timeout=WAIT_POLL_S)
+            for ref in done:
+                ready.extend(self._finished(ref, state, settings, plugins, peaks))
+            ready.extend(self._expire(state, settings, plugins))
+            # the freed actors get their next block before the caller merges and
+            # stores these: its work overlaps theirs instead of leaving them idle
+            ready.extend(self._submit(state, settings, plugins, peaks))
+            yield from ready or [None]
 
     def _submit(self, state: _Pass, settings, plugins, peaks) -> list[BlockOutcome]:
         """Start a pending block on each idle actor; the outcomes of blocks left with no
-        member to run (each kills its process). Once every block of the pass has
-        started, the actors left idle end and the next pass's start on the freed CPUs:
-        not before, because a process starting (Python, Ray, numpy, torch) streams
-        memory beside the blocks being timed, and that shifts their ratios
-        (docs/noise.md, "Spares and the blocks they disturb")."""
-        import ray
-
+        member to run (each kills its process)."""
         ready = []
         while state.pending and state.idle:
             task = state.pending.popleft()
@@ -363,14 +347,8 @@ class RayExecutor:
                 ready.append(self._complete(task, ()))
                 continue
             actor = state.idle.pop()
-            ref = actor.run.remote(run, settings, plugins, peaks)
+            ref = actor.run.remote(run, settings, plugins, peaks, block_limit_s(run, settings))
             state.running[ref] = (task, actor, time.monotonic())
-        if not state.pending:  # this pass's last blocks run: its idle actors are done
-            for actor in state.idle:
-                ray.kill(actor)
-            state.idle.clear()
-            if state.following and not state.replaced:
-                self._top_up_spares(state, plugins)
         return ready
 
     def _finished(self, ref, state: _Pass, settings, plugins, peaks) -> Iterator[BlockOutcome]:
@@ -380,14 +358,21 @@ class RayExecutor:
         task, actor, _ = state.running.pop(ref)
         try:
             outcome = ray.get(ref)
-        except (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError) as exc:
+        except (BlockProcessDied, rex.RayActorError, rex.WorkerCrashedError,
+                rex.OutOfMemoryError) as exc:
             state.crashes[task] += 1
-            state.replaced = True
-            state.idle.append(self._actor.remote(plugins))
+            alive = isinstance(exc, BlockProcessDied)  # else the actor itself died
+            state.idle.append(actor if alive else self._replace(
+                actor, plugins, peer_modules(task.group.members)))
             if state.crashes[task] < CRASH_RETRIES:  # the last attempt runs members alone
                 state.pending.appendleft(task)
             else:
                 yield self._isolated(task, exc, settings, plugins, peaks)
+            return
+        except BlockProcessHung as exc:
+            state.idle.append(actor)
+            yield self._complete(task, tuple(skeleton(c, "timeout", str(exc)) for c in
+                                             self._without_killers(task).group.members))
             return
         except Exception as exc:  # noqa: BLE001 - the block's failure is its members' rows
             state.idle.append(actor)
@@ -417,16 +402,17 @@ class RayExecutor:
 
     def _isolated(self, task: BlockTask, exc: BaseException, settings, plugins,
                   peaks) -> BlockOutcome:
-        """After repeated crashes: each member alone in a fresh process, so only a
-        member that kills its process is ``crashed``."""
+        """After repeated crashes: each member alone in a process of its own (on a fresh
+        actor), so only a member that kills its process is ``crashed``."""
         import ray
 
         rows = []
         for cell in self._without_killers(task).group.members:
             alone = self._loops.given(BlockTask(Group((cell,)), task.block, task.seed))
-            actor = self._actor.remote(plugins)
+            actor = self._actor.remote(plugins, peer_modules(alone.group.members))
             try:
-                rows.extend(ray.get(actor.run.remote(alone, settings, plugins, peaks)).rows)
+                rows.extend(ray.get(actor.run.remote(alone, settings, plugins, peaks,
+                                                     block_limit_s(alone, settings))).rows)
             except Exception:  # noqa: BLE001 - this member kills its process
                 (crashed,) = _failure_rows(alone, exc, CRASH_RETRIES + 1).rows
                 self._killers.setdefault(task.group.group_id, {})[cell.cell_id] = crashed
@@ -435,17 +421,17 @@ class RayExecutor:
         return self._complete(task, tuple(rows))
 
     def _expire(self, state: _Pass, settings: MeasureSettings, plugins) -> Iterator[BlockOutcome]:
-        """Blocks past every member's ``timeout_s`` plus a grace: kill, rows ``timeout``."""
+        """Blocks whose actor did not answer within their limit plus a grace (the actor
+        itself hung: its block's process has its own limit): kill it, rows ``timeout``."""
         import ray
 
         now = time.monotonic()
         for ref, (task, actor, since) in list(state.running.items()):
-            limit = settings.timeout_s * len(task.group.members) + HANG_GRACE_S
+            limit = block_limit_s(task, settings) + HANG_GRACE_S
             if now - since > limit:
                 ray.kill(actor)
                 del state.running[ref]
-                state.replaced = True
-                state.idle.append(self._actor.remote(plugins))
+                state.idle.append(self._replace(actor, plugins, peer_modules(task.group.members)))
                 text = f"block did not return within {limit:g} s; its worker was killed"
                 yield BlockOutcome(task, tuple(skeleton(c, "timeout", text)
                                                for c in task.group.members))

@@ -11,9 +11,10 @@ SETTINGS = MeasureSettings(samples=6, repeats=2, min_time_s=0.0005, max_warmups=
 
 
 @pytest.mark.ray
-def test_an_embedded_executor_starts_the_first_passs_actors_during_the_probe():
-    """The embedded Ray has a CPU beyond its workers: the first pass's actors start while
-    the probe runs, and the first pass uses them; each pass still has its own processes."""
+def test_an_embedded_executor_starts_its_actors_during_the_probe_and_forks_each_block():
+    """The embedded Ray has a CPU beyond its workers: the sweep's actors start while the
+    probe runs and serve every pass; each block still runs in a process of its own, and
+    the actors end with the sweep."""
     import ray
 
     group = Group(tuple(Cell("rnn", f"rnn/buffers=list,wgrad={w},clip=none", SHAPE,
@@ -21,13 +22,19 @@ def test_an_embedded_executor_starts_the_first_passs_actors_during_the_probe():
     executor = RayExecutor(workers=1)
     try:
         assert ray.cluster_resources()["CPU"] == executor.workers + SPARE_CPUS
-        nodes = executor.nodes()
-        assert len(nodes) == 1 and len(executor._spare) == executor.workers
-        outcomes = [o for o in executor.run_blocks(block_tasks([group], SETTINGS), SETTINGS,
-                                                   (), peaks_of(nodes)) if o is not None]
-        assert executor._spare == []  # the first pass took them, the second its own
+        nodes = executor.nodes(group.members)
+        started = list(executor._actors)
+        assert len(nodes) == 1 and len(started) == executor.workers
+        blocks = executor.run_blocks(block_tasks([group], SETTINGS), SETTINGS, (),
+                                     peaks_of(nodes))
+        outcomes = []
+        for outcome in blocks:
+            assert executor._actors == started  # no new actor for the second pass
+            outcomes += [outcome] if outcome is not None else []
+        assert executor._actors == []  # ended with the sweep
         rows = [r for o in outcomes for r in o.rows]
         assert [r.status for r in rows] == ["ok"] * 4
+        assert {r.node for r in rows} == {nodes[0].node}  # the Ray node id, from the actor
         pids = [{r.pids[0] for r in o.rows} for o in outcomes]
         assert len(pids[0]) == len(pids[1]) == 1 and not pids[0] & pids[1]
     finally:

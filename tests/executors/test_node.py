@@ -1,0 +1,57 @@
+"""A block in a process of its own (tests mirror bench/executors/node.py)."""
+
+import os
+
+import pytest
+from conftest import PLUGINS  # noqa: F401 - puts the test plugins on sys.path
+
+from gradsweep.executors import node
+from gradsweep.records import BlockTask, Cell, Group, MeasureSettings
+
+SHAPE = (("N", 2), ("T", 3), ("D", 4), ("H", 5))
+SETTINGS = MeasureSettings(samples=3, repeats=1, min_time_s=0.0005, max_warmups=1, memory=False)
+FAULTS = ("gs_faults",)
+
+
+def group(*buffers: str) -> Group:
+    return Group(tuple(Cell("rnn", f"rnn/buffers={b},wgrad=batched,clip=none", SHAPE,
+                            "float64", 1, 0, 1.0, 5.0) for b in buffers))
+
+
+@pytest.fixture(scope="module")
+def processes():
+    return node.block_processes(FAULTS)
+
+
+def test_each_block_runs_in_a_fresh_process_and_keeps_the_node_given(processes):
+    task = BlockTask(group("list", "prealloc"), 0, 1)
+    first = node.run_block_in_process(processes, task, SETTINGS, FAULTS, {}, node="n1",
+                                      limit_s=60)
+    second = node.run_block_in_process(processes, task, SETTINGS, FAULTS, {}, node="n1",
+                                       limit_s=60)
+    assert [r.status for r in first.rows + second.rows] == ["ok"] * 4
+    pids = {r.pids[0] for r in first.rows}, {r.pids[0] for r in second.rows}
+    assert len(pids[0]) == len(pids[1]) == 1 and not pids[0] & pids[1]
+    assert os.getpid() not in pids[0] | pids[1]
+    assert {r.node for r in first.rows + second.rows} == {"n1"}
+
+
+def test_a_member_that_kills_its_process_is_reported_not_raised_in_the_parent(processes):
+    task = BlockTask(group("list", "crash"), 0, 1)
+    with pytest.raises(node.BlockProcessDied, match="exit code 3"):
+        node.run_block_in_process(processes, task, SETTINGS, FAULTS, {}, node="n1",
+                                  limit_s=60)
+
+
+def test_a_block_past_its_limit_is_killed(processes):
+    task = BlockTask(group("sleep"), 0, 1)
+    with pytest.raises(node.BlockProcessHung, match="within 2 s"):
+        node.run_block_in_process(processes, task, SETTINGS, FAULTS, {}, node="n1",
+                                  limit_s=2)
+
+
+def test_the_fork_server_preloads_a_peers_first_use_modules():
+    assert "torch.fx.experimental.symbolic_shapes" in node.PEER_FIRST_USE_MODULES["torch"]
+    assert node.peer_modules(group("list").members) == ()
+    peer = Cell("rnn", "rnn/peer=torch", SHAPE, "float64", 1, 0, 1.0, 5.0)
+    assert node.peer_modules([peer, *group("list").members]) == ("torch",)
