@@ -11,13 +11,16 @@ ALPHA = 0.01
 #: Minimum effect: a ratio within 5% of 1 is never called a difference, a regression
 #: or an improvement (DESIGN.md, Statistics).
 MIN_EFFECT = 0.05
-#: Blocks per group (``[measure] repeats``), each in its own worker process: 8 blocks of 3
-#: rounds (:data:`SAMPLES`). Each block is a draw of the between-process variance, which
-#: dominates here; with the next pass's processes started during the current one, 8 blocks
-#: take the time 3 did (docs/noise.md, "Where a sweep's remaining spread comes from").
+#: Blocks per group (``[measure] repeats``), each in its own worker process: 8 blocks of 5
+#: rounds (:data:`SAMPLES`). Each block is a draw of the between-process variance
+#: (docs/noise.md, "Where a sweep's remaining spread comes from").
 REPEATS = 8
-#: Timed samples per member (``[measure] samples``), spread over the blocks as rounds.
-SAMPLES = 24
+#: Timed samples per member (``[measure] samples``), spread over the blocks as rounds: 5 per
+#: block. Within a block the paired samples are heavy-tailed, and with 3 rounds a block's
+#: median still moved with two disturbed samples; since blocks fork from a loaded server and
+#: only a group's first block calibrates, 8 x 5 takes less time than 8 x 3 did, and spread
+#: less across runs than 8 x 3, 10 x 4 or 12 x 4 (docs/noise.md, "Blocks in forked processes").
+SAMPLES = 40
 #: The CI gate's sweep spec.
 CI_SPEC = "jobs/ci.toml"
 #: The CI gate's threshold: below the 5% of rankings, because a cell is flagged only when
