@@ -337,7 +337,8 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
     executor = api.make_executor(address, local, workers, spec.plugins)
     if not local and not workers and not address and not in_ray_job():
         errors.print(f"embedded Ray: {executor.workers} worker(s), the cores minus one left to "
-                     "the driver and Ray; each block in a fresh process (--workers N to change)", markup=False, highlight=False)
+                     "the driver and Ray; each block in a fresh process (--workers N to change)",
+                     markup=False, highlight=False)
     started: list[str] = []
     try:
         with sigterm_as_interrupt(), progress_reporter(errors) as (on_start, on_result):

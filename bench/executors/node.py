@@ -11,8 +11,8 @@ import multiprocessing
 import signal
 import sys
 import types
-from dataclasses import replace
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from gradsweep import env, measure
 from gradsweep.executors.guards import freeze_imports, freeze_survivors, memory_guard
@@ -89,7 +89,7 @@ START_METHOD = "forkserver"
 #: Modules every block's process needs, imported by the fork server before any fork
 #: (what a block imported on its own cost a fresh child 0.3-0.6 s).
 FORK_SERVER_MODULES = ("numpy", "threadpoolctl", "psutil", "resource", "gradsweep.worker",
-                       "gradsweep.executors.node")
+                       "gradsweep.executors.node", "gradsweep.executors.warm")
 #: Modules a peer's library imports only on its first backward (torch: sympy, through
 #: its symbolic shapes), imported by the fork server beside the library itself.
 PEER_FIRST_USE_MODULES = {"torch": ("torch.fx.experimental.symbolic_shapes",)}
