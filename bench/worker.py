@@ -39,12 +39,18 @@ def error_text(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A cell ready to time: its backward, case and (prepared) cache."""
+    """A cell ready to time: its backward, case and (prepared) cache.
+
+    ``cache`` is the forward's cache when the backward has a ``prepare`` hook (a peer:
+    ``state`` is then what the hook built from it, e.g. torch's tensors and graph),
+    kept so that the state can be built again on a moved case (:func:`_relayout`).
+    """
 
     backward: Any
     case: Case
     state: Any
     flops: int
+    cache: Any = None
 
     def call(self) -> Any:
         """One backward call, as timed."""
@@ -71,7 +77,8 @@ def prepare(cell: Cell, plugins: tuple[str, ...] = ()) -> tuple[Prepared, float]
     _, cache64 = forward(case64)
     want = reference_for(kernel, cell.variant)(case64, cache64)
     err = max_rel_err(grads, want)
-    return Prepared(backward, case, state, kernel.flops(cell.dims)), err
+    return Prepared(backward, case, state, kernel.flops(cell.dims),
+                    cache=cache if hook else None), err
 
 
 def correctness_error(err: float, dtype: str) -> str | None:
@@ -258,13 +265,29 @@ def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock,
         measure.run_sample(call, member.loops, clock)
 
 
-def _relayout(members: list[_Member], rng: np.random.Generator) -> None:
+def _moved(prepared: Prepared, rng: np.random.Generator) -> Prepared:
+    """``prepared`` with its case and cache copied to fresh buffers at random offsets; a
+    member with a ``prepare`` hook (a peer) gets its state built again from the moved
+    copies, since the copy cannot move what the hook made (torch's tensors and graph)."""
+    hook = getattr(prepared.backward, "prepare", None)
+    if hook is None:
+        case, state = measure.rematerialise((prepared.case, prepared.state), rng)
+        return replace(prepared, case=case, state=state)
+    case, cache = measure.rematerialise((prepared.case, prepared.cache), rng)
+    return replace(prepared, case=case, cache=cache, state=hook(case, cache))
+
+
+def _relayout(members: list[_Member], settings: MeasureSettings, rng: np.random.Generator,
+              interrupts: bool) -> None:
     """Every member's case and cache copied to fresh buffers at random offsets, outside
-    the clock (Stabilizer, Curtsinger & Berger 2013; docs/noise.md)."""
+    the clock (Stabilizer, Curtsinger & Berger 2013; docs/noise.md); a member whose
+    state fails to build again fails alone."""
     for m in members:
         if m.prepared is not None and m.failure is None:
-            case, state = measure.rematerialise((m.prepared.case, m.prepared.state), rng)
-            m.prepared = replace(m.prepared, case=case, state=state)
+            def move(m=m) -> None:
+                m.prepared = _moved(m.prepared, rng)
+
+            _guarded(m, settings, move, interrupts=interrupts)
 
 
 def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSettings,
@@ -296,7 +319,8 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
         live[:] = alive
         measure.interleaved_rounds(
             len(live), rounds_per_block(settings), rng, take,
-            before_round=lambda r: r % RELAYOUT_EVERY_ROUNDS == 0 and _relayout(live, rng))
+            before_round=lambda r: r % RELAYOUT_EVERY_ROUNDS == 0 and _relayout(
+                live, settings, rng, interrupts))
 
 
 def _block_row(member: _Member, task: BlockTask, settings: MeasureSettings,

@@ -181,6 +181,48 @@ def test_a_group_run_here_calibrates_each_member_once(monkeypatch):
     assert all(len(r.samples_ns) == FAST.repeats * rounds_per_block(FAST) for r in rows)
 
 
+def test_relayout_builds_a_peers_state_again_on_the_moved_case():
+    """A peer's state (torch's tensors and graph) cannot be copied by rematerialise: it is
+    built again from the moved case, so the peer's buffers move like everyone's."""
+    pytest.importorskip("torch")
+    from gradsweep.worker import _moved, prepare
+
+    prepared, err = prepare(cell("rnn/peer=torch"))
+    moved = _moved(prepared, np.random.default_rng(0))
+    assert err < 1e-9 and moved.state is not prepared.state
+    assert moved.case.X.ctypes.data != prepared.case.X.ctypes.data
+    assert moved.state.leaves[0].data_ptr() == moved.case.X.ctypes.data  # reads the copy
+    before, after = prepared.call(), moved.call()
+    assert before.keys() == after.keys()
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-12, atol=0)
+    plain, _ = prepare(cell(RNN[0]))
+    moved_plain = _moved(plain, np.random.default_rng(1))
+    assert moved_plain.cache is None and moved_plain.state is not plain.state
+
+
+def test_a_member_whose_state_fails_to_build_again_fails_alone(monkeypatch):
+    pytest.importorskip("torch")
+    from gradsweep.impls import peer_torch
+
+    calls = []
+
+    def flaky(case, cache=None):
+        calls.append(1)
+        if len(calls) > 1:  # the first build (verification) works, the relayout's does not
+            raise RuntimeError("no memory for the graph")
+        return real(case, cache)
+
+    real = peer_torch.prepare
+    monkeypatch.setattr(peer_torch, "prepare", flaky)
+    members = (cell(RNN[0]), cell("rnn/peer=torch"))
+    for variant in peer_torch.VARIANTS:
+        monkeypatch.setattr(variant.backward, "prepare", flaky)
+    rows = run_block(BlockTask(Group(members), 0, 1), FAST)
+    assert [r.status for r in rows] == ["ok", "error"]
+    assert "no memory for the graph" in rows[1].error
+
+
 def test_a_failing_member_fails_alone_and_the_others_are_timed():
     members = (cell(RNN[0]), cell("rnn/buffers=raises,wgrad=batched,clip=none"),
                cell("rnn/buffers=wrong,wgrad=batched,clip=none"), cell(RNN[3]))
