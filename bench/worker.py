@@ -498,13 +498,19 @@ class LoopCounts:
     """The loop count each member's first measured block calibrated, handed on to the
     group's later blocks (:attr:`BlockTask.loops`): every executor keeps one, so only a
     group's first block pays for calibration (about as long as two samples per member).
+    A group is forgotten once its last block (``repeats - 1``) is done, so what is kept
+    stays bounded by the groups in flight, not the sweep.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, repeats: int) -> None:
+        self._last = repeats - 1
         self._known: dict[str, dict[str, int]] = {}
 
     def learn(self, task: BlockTask, rows: Sequence[CellResult]) -> None:
         """Remember the loop counts of ``rows`` (a block of ``task``'s group) not yet known."""
+        if task.block >= self._last:
+            self._known.pop(task.group.group_id, None)
+            return
         known = self._known.setdefault(task.group.group_id, {})
         for row in rows:
             if row.status == "ok" and row.loops and row.cell_id not in known:
@@ -521,7 +527,7 @@ class LoopCounts:
 def run_group_here(group: Group, settings: MeasureSettings, plugins: tuple[str, ...] = (),
                    peaks: dict[str, float] | None = None) -> tuple[CellResult, ...]:
     """Every block of ``group`` in this process, one after another, merged per member."""
-    counts, blocks = LoopCounts(), []
+    counts, blocks = LoopCounts(settings.repeats), []
     for b in range(settings.repeats):
         task = counts.given(BlockTask(group, b, block_seed(settings, group, b)))
         blocks.append(run_block(task, settings, plugins, peaks))

@@ -155,7 +155,7 @@ def test_a_block_given_loop_counts_takes_them_without_calibrating(monkeypatch):
 def test_loop_counts_learned_from_a_block_are_handed_to_the_groups_later_blocks():
     group = Group(tuple(cell(v) for v in RNN[:2]))
     other = Group((cell(RNN[3]),))
-    counts = LoopCounts()
+    counts = LoopCounts(3)
     first = BlockTask(group, 0, 1)
     assert counts.given(first) == first
     rows = run_block(first, FAST)
@@ -169,6 +169,9 @@ def test_loop_counts_learned_from_a_block_are_handed_to_the_groups_later_blocks(
     lone = Group((cell(RNN[2]),))
     counts.learn(BlockTask(lone, 0, 1), [skeleton(lone.members[0], "error", "boom")])
     assert counts.given(BlockTask(lone, 1, 2)).loops == ()
+    # the group's last block done (repeats 3: block 2), the group is forgotten
+    counts.learn(BlockTask(group, 2, 3), rows)
+    assert counts.given(BlockTask(group, 2, 3)).loops == () and group.group_id not in counts._known
 
 
 def test_a_group_run_here_calibrates_each_member_once(monkeypatch):

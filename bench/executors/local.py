@@ -31,7 +31,7 @@ class LocalExecutor:
                    peaks: dict[str, dict[str, float]]) -> Iterator[BlockOutcome]:
         """Yield each block's rows as it finishes; a group's later blocks take the loop
         counts its first calibrated (:class:`gradsweep.worker.LoopCounts`)."""
-        counts = LoopCounts()
+        counts = LoopCounts(settings.repeats)
         for task in tasks:
             outcome = run_block_on_node(counts.given(task), settings, plugins, peaks,
                                         in_worker=False)

@@ -262,8 +262,8 @@ class RayExecutor:
         #: The sweep's actors, started by :meth:`nodes` (with the peers' libraries to
         #: preload) or by the first pass; ended with the sweep.
         self._actors: list = []
-        #: Loop counts of each group's first blocks, handed to its later ones.
-        self._loops = LoopCounts()
+        #: Loop counts of each group's first blocks, handed to its later ones (per sweep).
+        self._loops = LoopCounts(1)
 
     def nodes(self, cells: Sequence[Cell] = ()) -> list[NodeProbe]:
         """Probe every alive node once, each on its own node.
@@ -292,6 +292,7 @@ class RayExecutor:
         consecutive tasks with the same block number, so a group's first block has
         finished before its second starts); and None after a poll of ``WAIT_POLL_S``
         that finished nothing, so the caller may store what waits."""
+        self._loops = LoopCounts(settings.repeats)
         try:
             for _, one_pass in itertools.groupby(tasks, key=lambda t: t.block):
                 yield from self._run_pass(list(one_pass), settings, plugins, peaks)
