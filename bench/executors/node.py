@@ -8,6 +8,7 @@ import ctypes
 import gc
 import importlib
 import multiprocessing
+import os
 import signal
 import sys
 import types
@@ -93,6 +94,10 @@ FORK_SERVER_MODULES = ("numpy", "threadpoolctl", "psutil", "resource", "gradswee
 #: Modules a peer's library imports only on its first backward (torch: sympy, through
 #: its symbolic shapes), imported by the fork server beside the library itself.
 PEER_FIRST_USE_MODULES = {"torch": ("torch.fx.experimental.symbolic_shapes",)}
+#: Environment variable naming (comma-separated) the plugins and peer libraries the fork
+#: server imports through :mod:`gradsweep.executors.warm`, which survives their failing:
+#: a module multiprocessing preloads itself may raise only ImportError, or the server dies.
+PRELOAD_ENV = "GRADSWEEP_FORK_PRELOAD"
 #: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
 #: Seconds a block's process may take to exit after sending its rows before it is killed.
@@ -110,12 +115,14 @@ class BlockProcessHung(RuntimeError):
 def block_processes(plugins: tuple[str, ...], preload: tuple[str, ...] = ()):
     """Start the fork server this process's blocks will be forked from, and return its
     multiprocessing context. It imports :data:`FORK_SERVER_MODULES`, the plugins and
-    ``preload`` (the peers' libraries) now, so that no block pays for them."""
+    ``preload`` (the peers' libraries) now, so that no block pays for them; a plugin or
+    library that fails to import is left to each block to report."""
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context(START_METHOD)
     first_use = [m for name in preload for m in PEER_FIRST_USE_MODULES.get(name, ())]
-    context.set_forkserver_preload([*FORK_SERVER_MODULES, *plugins, *preload, *first_use])
+    os.environ[PRELOAD_ENV] = ",".join([*plugins, *preload, *first_use])
+    context.set_forkserver_preload(list(FORK_SERVER_MODULES))
     with _main_left_behind():
         forkserver.ensure_running()
     return context

@@ -55,3 +55,36 @@ def test_the_fork_server_preloads_a_peers_first_use_modules():
     assert node.peer_modules(group("list").members) == ()
     peer = Cell("rnn", "rnn/peer=torch", SHAPE, "float64", 1, 0, 1.0, 5.0)
     assert node.peer_modules([peer, *group("list").members]) == ("torch",)
+
+
+BROKEN_PLUGIN_RUN = """
+import sys
+from gradsweep.executors import node
+from gradsweep.records import BlockTask, Cell, Group, MeasureSettings
+cells = (Cell("rnn", "rnn/buffers=list,wgrad=batched,clip=none",
+              (("N", 2), ("T", 3), ("D", 4), ("H", 5)), "float64", 1, 0, 1.0, 5.0),)
+settings = MeasureSettings(samples=3, repeats=1, min_time_s=0.0005, max_warmups=1,
+                           memory=False)
+if __name__ == "__main__":
+    processes = node.block_processes(("gs_broken",), ("torch",))
+    out = node.run_block_in_process(processes, BlockTask(Group(cells), 0, 1), settings,
+                                    ("gs_broken",), {}, node="n", limit_s=60)
+    print([(r.status, r.error) for r in out.rows])
+"""
+
+
+def test_a_plugin_that_fails_to_import_is_each_members_error_not_a_dead_server(tmp_path):
+    """The fork server imports plugins through executors.warm, which survives them; the
+    block's process then reports the plugin's error on its members' rows."""
+    import subprocess
+    import sys
+
+    (tmp_path / "gs_broken.py").write_text("raise RuntimeError('broken at import')\n")
+    script = tmp_path / "run.py"
+    script.write_text(BROKEN_PLUGIN_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "('error'" in done.stdout and "broken at import" in done.stdout
