@@ -2,9 +2,9 @@
 libraries named in ``$GRADSWEEP_FORK_PRELOAD`` (one failing to import is left to each
 block to report: the server must live) and fills the per-process caches that every
 block's process would otherwise fill again (the environment record with its git state,
-the kernel registry with those plugins), about 40 ms of each fork's start (docs/noise.md,
-"Blocks in forked processes"). Importing is the only thing a fork server does before it
-forks."""
+the registry of the built-in kernels and entry points), about 40 ms of each fork's start
+(docs/noise.md, "Blocks in forked processes"). Importing is the only thing a fork server
+does before it forks."""
 
 import importlib
 import os
