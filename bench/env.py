@@ -23,7 +23,7 @@ import numpy as np
 from gradsweep.measure import blas_libraries, describe_blas, numpy_blas
 
 #: Seconds the GEMM probe keeps timing (best of however many runs fit).
-GEMM_SECONDS = 0.5
+GEMM_SECONDS = 0.2
 #: Side of the square matrices of the GEMM probe: large enough to reach peak
 #: with one thread (~7 ms per float64 run at 40 GFLOP/s), small enough for cache-free repeats.
 GEMM_SIZE = 512

@@ -338,8 +338,9 @@ def embedded_ray(tmp_path_factory):
     fault_dir = tmp_path_factory.mktemp("faults")
     os.environ["GS_FAULT_DIR"] = str(fault_dir)
     os.environ.setdefault("RAY_task_oom_retries", onray.OOM_RETRIES)
-    with sessions.embedded(watch=False):
-        ray.init(**onray.ray_init_kwargs(None, ("gs_extra", "gs_faults"), 2))
+    plugins = ("gs_extra", "gs_faults")
+    with sessions.embedded(watch=False, env=onray.embedded_env(plugins)):
+        ray.init(**onray.ray_init_kwargs(None, plugins, 2))
     try:
         yield fault_dir
     finally:

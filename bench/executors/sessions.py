@@ -11,6 +11,8 @@ a file in it (Ray's processes keep their logs there) is an orphan.
   take the loopback address as its node IP (:data:`PRIVATE_ENV`, see
   docs/security.md), and starts a watchdog that reaps this driver's sessions
   as soon as the driver exits, even by SIGKILL.
+* :func:`shutdown` ends this driver's embedded Ray without the second Ray's
+  autoscaler monitor spends on SIGTERM.
 * :func:`reap_orphans` ends the processes of every ended session (SIGTERM, then
   SIGKILL after :data:`TERM_GRACE_S`) and removes its directory, keeping the
   newest for a post-mortem.
@@ -26,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -263,13 +265,30 @@ def reap_orphans(root: Path | None = None) -> list[int]:
     return sorted(pids)
 
 
+def shutdown() -> None:
+    """``ray.shutdown()`` for the embedded Ray this process started.
+
+    Ray ends its head processes with SIGTERM and waits up to a second for each; its
+    autoscaler monitor always takes that second (its SIGTERM handler reports to a
+    GCS that is already gone) and an embedded node has nothing to autoscale, so
+    the monitor is killed first: the shutdown takes 0.3 s instead of 1.35 s here.
+    """
+    import ray
+
+    node = ray._private.worker._global_node
+    if node is not None and node.head:
+        node.kill_monitor(check_alive=False)
+    ray.shutdown()
+
+
 @contextmanager
-def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
+def embedded(enabled: bool = True, watch: bool = True,
+             env: Mapping[str, str] | None = None) -> Iterator[Path | None]:
     """Around the embedded ``ray.init``: reap orphans, keep Ray on loopback, watch the driver.
 
-    Sets :data:`PRIVATE_ENV` (and Ray's flag computed from it at import, should
-    Ray be imported already) for the duration of the block only: the processes
-    Ray starts inherit it, while a later ``ray.init(address=...)`` in this
+    Sets :data:`PRIVATE_ENV` and ``env`` (and Ray's flag computed from the first at
+    import, should Ray be imported already) for the duration of the block only: the
+    processes Ray starts inherit them, while a later ``ray.init(address=...)`` in this
     process is not affected. Only for the embedded default, never for a cluster,
     whose nodes need an address the others can reach.
 
@@ -280,6 +299,10 @@ def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
         caller wraps every ``ray.init`` alike.
     watch : bool
         Start :func:`watch_driver` (once per process).
+    env : mapping, optional
+        More variables for Ray's processes (and so its workers: the embedded Ray
+        prestarts them with its own environment, while a ``runtime_env`` would
+        make every worker wait for a fresh one; ``onray.embedded_env``).
 
     Yields
     ------
@@ -294,22 +317,23 @@ def embedded(enabled: bool = True, watch: bool = True) -> Iterator[Path | None]:
     reap_orphans(root)
     if watch:
         watch_driver(root)
-    with loopback_only():
+    with loopback_only(env):
         yield root
 
 
 @contextmanager
-def loopback_only() -> Iterator[None]:
+def loopback_only(env: Mapping[str, str] | None = None) -> Iterator[None]:
     """Ray's single-host mode for the ``ray.init`` inside: the node IP is loopback.
 
     Needed to start an embedded Ray on loopback (:func:`embedded`), and to join
     one at a loopback address from another driver (``run --address 127.0.0.1:...``):
     a driver in Ray's cluster mode looks for its raylet at the machine's own
-    address and never connects. Sets :data:`PRIVATE_ENV` and Ray's flag computed
-    from it at import, for the block only.
+    address and never connects. Sets :data:`PRIVATE_ENV` (with ``env``) and Ray's
+    flag computed from it at import, for the block only.
     """
-    saved = {key: os.environ.get(key) for key in PRIVATE_ENV}
-    os.environ.update(PRIVATE_ENV)
+    variables = {**(env or {}), **PRIVATE_ENV}
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
     from ray._private import ray_constants
 
     flag = getattr(ray_constants, RAY_CLUSTER_FLAG, None)  # read once, at Ray's import

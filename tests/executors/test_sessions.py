@@ -38,7 +38,7 @@ HOLDER = ("import signal, sys, time\n"
 #: waits for a line on stdin before shutting down.
 DRIVER = ("import sys, ray\n"
           "from gradsweep.executors import onray, sessions\n"
-          "with sessions.embedded(watch=sys.argv[1] == 'watch'):\n"
+          "with sessions.embedded(watch=sys.argv[1] == 'watch', env=onray.embedded_env(())):\n"
           "    ray.init(**onray.ray_init_kwargs(None, (), 1))\n"
           "assert ray.get(ray.remote(num_cpus=1)(lambda: 41 + 1).remote()) == 42\n"
           "print(ray._private.worker._global_node.get_session_dir_path(), flush=True)\n"
@@ -158,6 +158,10 @@ def test_embedded_sets_loopback_only_for_its_block(tmp_path, monkeypatch):
         assert ray_constants.ENABLE_RAY_CLUSTER is False
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
     assert ray_constants.ENABLE_RAY_CLUSTER is before
+    monkeypatch.setenv("GS_KEPT", "before")
+    with sessions.embedded(watch=False, env={"GS_KEPT": "during", "GS_NEW": "1"}):
+        assert os.environ["GS_KEPT"] == "during" and os.environ["GS_NEW"] == "1"
+    assert os.environ["GS_KEPT"] == "before" and "GS_NEW" not in os.environ
     with sessions.embedded(enabled=False) as root:  # joining a cluster: nothing changes
         assert root is None and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
         assert ray_constants.ENABLE_RAY_CLUSTER is before
