@@ -73,9 +73,8 @@ def freeze_imports() -> None:
 def freeze_survivors() -> None:
     """Collect garbage, then move every object still alive out of the collector's reach.
 
-    A worker calls this after each block too: a block may import a peer library
-    (torch: 0.06 s of ``gc.collect()`` at the start of every later block, a fifth
-    of a block of five members); collected first, so no garbage is frozen.
+    Collected first, so no garbage is frozen. (Workers no longer call it after a
+    block: each block runs in a process of its own that exits after it.)
     """
     import gc
 

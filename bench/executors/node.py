@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from gradsweep import env, measure
-from gradsweep.executors.guards import freeze_imports, freeze_survivors, memory_guard
+from gradsweep.executors.guards import freeze_imports, memory_guard
 from gradsweep.impls.base import PEER_AXIS, parse_variant
 from gradsweep.impls.registry import load
 from gradsweep.records import BlockOutcome, BlockTask, Cell, MeasureSettings, NodeProbe
@@ -72,10 +72,7 @@ def run_block_on_node(task: BlockTask, settings: MeasureSettings, plugins: tuple
     budget = settings.memory_budget_mb * len(task.group.members)
     with memory_guard(budget):
         rows = run_block(task, settings, plugins, peaks.get(node), interrupts=in_worker)
-    rows = tuple(replace(r, node=node) for r in rows)  # a block's own process has no Ray
-    if in_worker:
-        freeze_survivors()  # what the block imported (torch) is not walked by the next one
-    return BlockOutcome(task, rows)
+    return BlockOutcome(task, tuple(replace(r, node=node) for r in rows))  # no Ray in a fork
 
 
 
