@@ -86,7 +86,7 @@ def run_block_on_node(task: BlockTask, settings: MeasureSettings, plugins: tuple
 START_METHOD = "forkserver"
 #: Modules every block's process needs, imported by the fork server before any fork
 #: (what a block imported on its own cost a fresh child 0.3-0.6 s).
-FORK_SERVER_MODULES = ("numpy", "threadpoolctl", "psutil", "resource", "gradsweep.worker",
+FORK_SERVER_MODULES = ("numpy", "numpy.ma", "numpy.random", "threadpoolctl", "psutil", "resource", "gradsweep.worker",
                        "gradsweep.executors.node", "gradsweep.executors.warm")
 #: Modules a peer's library imports only on its first backward (torch: sympy, through
 #: its symbolic shapes), imported by the fork server beside the library itself.

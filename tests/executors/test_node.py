@@ -88,3 +88,32 @@ def test_a_plugin_that_fails_to_import_is_each_members_error_not_a_dead_server(t
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "('error'" in done.stdout and "broken at import" in done.stdout
+
+
+FIRST_BLOCK_IMPORTS = """
+import importlib, sys
+from gradsweep.executors import node
+for name in node.FORK_SERVER_MODULES:
+    importlib.import_module(name)
+from gradsweep.records import BlockTask, Cell, Group, MeasureSettings
+before = set(sys.modules)
+cells = tuple(Cell("rnn", f"rnn/buffers={b},wgrad=batched,clip=none",
+                   (("N", 2), ("T", 3), ("D", 4), ("H", 5)), "float64", 1, 0, 1.0, 5.0)
+              for b in ("list", "prealloc"))
+settings = MeasureSettings(samples=6, repeats=1, min_time_s=0.0005, max_warmups=1)
+out = node.run_block_on_node(BlockTask(Group(cells), 0, 1), settings, (), {}, node="n")
+assert [r.status for r in out.rows] == ["ok", "ok"], out.rows
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_a_block_imports_nothing_its_fork_server_did_not():
+    """Every block's process is new: a module a block imports first (numpy.ma, through
+    np.median; numpy.random) would be imported again by every block (45 ms each)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_BLOCK_IMPORTS], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
