@@ -85,9 +85,11 @@ def run_block_on_node(task: BlockTask, settings: MeasureSettings, plugins: tuple
 #: the server has no threads and no Ray, so forking it is safe (forking a Ray worker is not).
 START_METHOD = "forkserver"
 #: Modules every block's process needs, imported by the fork server before any fork
-#: (what a block imported on its own cost a fresh child 0.3-0.6 s).
-FORK_SERVER_MODULES = ("numpy", "numpy.ma", "numpy.random", "threadpoolctl", "psutil", "resource", "gradsweep.worker",
-                       "gradsweep.executors.node", "gradsweep.executors.warm")
+#: (what a block imported on its own cost a fresh child 0.3-0.6 s; numpy imports
+#: ``numpy.ma`` at the first ``np.median``, 45 ms, and ``numpy.random`` lazily).
+FORK_SERVER_MODULES = ("numpy", "numpy.ma", "numpy.random", "threadpoolctl", "psutil",
+                       "resource", "gradsweep.worker", "gradsweep.executors.node",
+                       "gradsweep.executors.warm")
 #: Modules a peer's library imports only on its first backward (torch: sympy, through
 #: its symbolic shapes), imported by the fork server beside the library itself.
 PEER_FIRST_USE_MODULES = {"torch": ("torch.fx.experimental.symbolic_shapes",)}

@@ -11,7 +11,7 @@ a file in it (Ray's processes keep their logs there) is an orphan.
   take the loopback address as its node IP (:data:`PRIVATE_ENV`, see
   docs/security.md), and starts a watchdog that reaps this driver's sessions
   as soon as the driver exits, even by SIGKILL.
-* :func:`shutdown` ends this driver's embedded Ray without the second Ray's
+* :func:`shutdown` ends this driver's embedded Ray without the second its
   autoscaler monitor spends on SIGTERM.
 * :func:`reap_orphans` ends the processes of every ended session (SIGTERM, then
   SIGKILL after :data:`TERM_GRACE_S`) and removes its directory, keeping the
