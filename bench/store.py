@@ -576,15 +576,19 @@ class _Vanished(Exception):
 
 
 def _scan(dataset: Dataset, table: str, paths: Sequence[str], columns: list[str],
-          filt: ds.Expression | None,
-          retry: bool = False) -> tuple[pa.Table, tuple[CorruptFile, ...]]:
+          filt: ds.Expression | None, retry: bool = False,
+          per_file: bool = False) -> tuple[pa.Table, tuple[CorruptFile, ...]]:
     """Read ``paths``; on failure read file by file and name the files that fail.
 
     With ``retry``, a file that no longer exists raises :class:`_Vanished`
-    instead of being named.
+    instead of being named. ``per_file``: read file by file from the start (a
+    scan of many small files at once leaves the process ~0.2 MB larger per file,
+    freed memory the allocator keeps: 520 MB at 1,700 files against 140 MB).
     """
     try:
-        return _arrow_dataset(dataset, table, paths).to_table(columns=columns, filter=filt), ()
+        if not per_file:
+            return (_arrow_dataset(dataset, table, paths).to_table(columns=columns, filter=filt),
+                    ())
     except FileNotFoundError:
         if retry:
             raise _Vanished from None
@@ -873,7 +877,7 @@ def _merge_plan(dataset: Dataset, table: str, paths: Sequence[str]) -> _MergePla
     row needs a migration (then the partition is merged in memory, as it is small)."""
     keys, order = [PARTITION, *ROW_KEYS[table]], ORDER_BY[table]
     wanted = list(dict.fromkeys([*keys, order, "schema_version", FILENAME]))
-    data, corrupt = _scan(dataset, table, paths, wanted, None)
+    data, corrupt = _scan(dataset, table, paths, wanted, None, per_file=True)
     version = data["schema_version"]
     if version.null_count or (len(version) and pc.min(version).as_py() < SCHEMA_VERSION):
         return None

@@ -493,3 +493,17 @@ def test_profiled_sweep_stores_profiles_compacts_and_writes_dashboard(write_spec
     for table in ("sweeps", "cells", "nodes", "profiles"):
         assert len(list((results / table).rglob("*.parquet"))) == 1, table
     assert (site / "index.html").is_file() and f"dashboard: {site}" in out
+
+
+def test_rows_wait_longer_as_a_long_sweep_goes_on(tmp_path):
+    """A second at first (progress stays live), then a fiftieth of the sweep so far, up
+    to five seconds: a long sweep of tiny groups writes hundreds of files, not thousands."""
+    finished = runner._Finished(store.resolve(tmp_path / "r"), "s1", runner._Tally(),
+                                lambda row: None, started=100.0)
+    waits = [finished.longest_wait_s(100.0 + t) for t in (0, 30, 60, 150, 250, 1800)]
+    assert waits == pytest.approx([1.0, 1.0, 1.2, 3.0, 5.0, 5.0])
+    files, t = 0, 0.0  # one file per longest wait over a 30-minute sweep
+    while t < 1800:
+        t += finished.longest_wait_s(100.0 + t)
+        files += 1
+    assert files < 450  # at a file a second: 1,800
