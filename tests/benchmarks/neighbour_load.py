@@ -37,11 +37,10 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
-from ratio_drift import calibrate, group_members, window, window_log_ratios  # noqa: E402
+from ratio_drift import measuring, window, window_log_ratios  # noqa: E402
 from reproducibility import machine  # noqa: E402
 
 from gradsweep import measure  # noqa: E402
-from gradsweep.spec import load_spec  # noqa: E402
 
 #: Each neighbour's code, run by a fresh interpreter pinned to the other CPU.
 NEIGHBOURS = {
@@ -138,10 +137,7 @@ def main() -> None:
         raise SystemExit(f"--neighbours: unknown {sorted(unknown)}; expected {list(NEIGHBOURS)}")
     with_malloc_env()
     print(" | ".join(f"{k} {v}" for k, v in machine().items()))
-    spec = load_spec(args.spec)
-    with measure.set_threads(1), measure.gc_paused():
-        members = group_members(args.spec, args.kernel, args.dtype)
-        calibrate(members, spec.measure.min_time_s, measure.cpu_clock(1))
+    with measuring(args.spec, args.kernel, args.dtype) as members:
         phases = run_cycles(members, kinds, args)
     times = np.median(np.concatenate([w for c in phases["quiet"] for w in c]), axis=0)
     ref = int(np.argmin(times))

@@ -38,6 +38,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,17 @@ def calibrate(members: list[Member], min_time_s: float, clock) -> None:
         m.loops = measure.calibrate_loops(m.call, min_time_s * NS_PER_S, clock)
         for _ in range(WARMUP_CALLS):
             m.call()
+
+
+@contextmanager
+def measuring(spec_path: Path, kernel: str, dtype: str) -> Iterator[list[Member]]:
+    """The group's members verified, calibrated and warmed up, as a block has them:
+    inside, BLAS keeps one thread and the cyclic GC is paused."""
+    spec = load_spec(spec_path)
+    with measure.set_threads(1), measure.gc_paused():
+        members = group_members(spec_path, kernel, dtype)
+        calibrate(members, spec.measure.min_time_s, measure.cpu_clock(1))
+        yield members
 
 
 def window(members: list[Member], seconds: float, cpu, rng: np.random.Generator) -> np.ndarray:
@@ -198,10 +211,7 @@ def main() -> None:
     args = parse()
     with_malloc_env()
     print(" | ".join(f"{k} {v}" for k, v in machine().items()))
-    spec = load_spec(args.spec)
-    with measure.set_threads(1), measure.gc_paused():
-        members = group_members(args.spec, args.kernel, args.dtype)
-        calibrate(members, spec.measure.min_time_s, measure.cpu_clock(1))
+    with measuring(args.spec, args.kernel, args.dtype) as members:
         windows, loads = measure_windows(members, args.minutes, args.window_s, args.seed)
     times = np.median(np.concatenate(windows), axis=0)
     ref = int(np.argmin(times))
