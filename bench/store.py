@@ -1222,6 +1222,9 @@ def compact(dataset: Dataset, sweep_id: str | None = None) -> list[Compacted]:
         ids = partitions(dataset, table)
         for sid in ids if sweep_id is None else [s for s in ids if s == sweep_id]:
             done.append(compact_partition(dataset, table, sid))
+    # what the merge freed goes back to the system rather than stay the process's (with the
+    # command line's system allocator: 66 MB after merging 100k cells from 400 files)
+    pa.default_memory_pool().release_unused()
     return done
 
 
