@@ -131,20 +131,25 @@ def embedded_workers() -> int:
     return max(1, env.collect().cores - 1)
 
 
+def _worker_env_vars() -> dict[str, str]:
+    """What every worker's environment holds: fixed malloc thresholds (no per-process
+    allocation history bias: :data:`gradsweep.measure.MALLOC_ENV`), no usage stats."""
+    from gradsweep.measure import MALLOC_ENV
+
+    return {"RAY_USAGE_STATS_ENABLED": "0", **MALLOC_ENV}
+
+
 def embedded_env(plugins: tuple[str, ...]) -> dict[str, str]:
     """The environment of an embedded Ray's processes, and so of its workers.
 
-    Fixed malloc thresholds (no per-process allocation history bias:
-    :data:`gradsweep.measure.MALLOC_ENV`), no usage stats, and a ``PYTHONPATH`` of
-    the driver's ``sys.path`` with the plugins' roots. Set around ``ray.init`` by
+    :func:`_worker_env_vars` and a ``PYTHONPATH`` of the driver's ``sys.path`` with the
+    plugins' roots. Set around ``ray.init`` by
     ``sessions.embedded(env=...)`` rather than given as a ``runtime_env``: workers
     of a runtime env cannot be the ones Ray prestarts, and each would wait for a
     fresh one (a task 0.9 s instead of 0.3 s, an actor 0.8 s instead of 0.1 s).
     """
-    from gradsweep.measure import MALLOC_ENV
-
     roots, _ = _plugin_paths(plugins)
-    return {"RAY_USAGE_STATS_ENABLED": "0", **MALLOC_ENV,
+    return {**_worker_env_vars(),
             "PYTHONPATH": os.pathsep.join(dict.fromkeys([*roots, *sys.path[1:]]))}
 
 
@@ -158,15 +163,12 @@ def ray_init_kwargs(address: str | None, plugins: tuple[str, ...], workers: int 
     ``sessions.embedded(env=embedded_env(plugins))``, which keeps every listening
     socket on loopback and gives Ray's processes their environment.
     """
-    from gradsweep.measure import MALLOC_ENV
-
     quiet = {"logging_level": "WARNING", "log_to_driver": True}
     if in_ray_job():  # the job's runtime env already carries the tree and the plugins
         return quiet
-    if address:  # workers start with fixed malloc thresholds (MALLOC_ENV)
+    if address:
         return {"address": address, **quiet, "runtime_env": {
-            "py_modules": shipped_modules(plugins),
-            "env_vars": {"RAY_USAGE_STATS_ENABLED": "0", **MALLOC_ENV},
+            "py_modules": shipped_modules(plugins), "env_vars": _worker_env_vars(),
             "excludes": ["__pycache__", "*.pyc"]}}
     return {"address": "local", "_node_ip_address": LOOPBACK, "include_dashboard": False,
             "_temp_dir": str(sessions.temp_dir()), "_system_config": EMBEDDED_SYSTEM_CONFIG,
