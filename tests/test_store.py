@@ -509,3 +509,45 @@ def test_each_table_reads_by_its_own_path_empty_tables_too(tmp_path):
         assert set(frame.columns) <= {*store.SCHEMAS[table].names, "sweep_id"}
         assert list(store.read(store.resolve(tmp_path / "r"), table).columns) == [
             *store.SCHEMAS[table].names, "sweep_id"]
+
+
+def test_a_filtered_read_in_small_batches_keeps_exactly_the_matching_rows(tmp_path,
+                                                                          monkeypatch):
+    """Batches smaller than a file and a file, across files and after compaction: the rows
+    a filter keeps are those of the whole read, newest per key."""
+    monkeypatch.setattr(store, "FILTERED_BATCH_ROWS", 2)
+    ds = store.resolve(tmp_path / "r")
+    for i in range(3):
+        store.write(ds, "cells", "s1", [cell_row(f"c{j}", float(10 * i + j)) for j in range(5)])
+    wanted = ["c1", "c3", "c4"]
+    for _ in range(2):  # three files, then one merged file
+        whole = store.read(ds, "cells").set_index("cell_id").loc[wanted, "median_ns"]
+        some = store.read(ds, "cells", columns=["median_ns"],
+                          filter=pads.field("cell_id").isin(wanted))
+        assert some.set_index("cell_id")["median_ns"].sort_index().to_dict() == whole.to_dict()
+        assert whole.to_dict() == {"c1": 21.0, "c3": 23.0, "c4": 24.0}
+        store.compact(ds, "s1")
+
+
+def test_a_merge_plan_reads_keys_and_file_positions_not_file_names(tmp_path):
+    """Rows come file by file with each file's position; a corrupt file in the middle
+    leaves the others' masks aligned (newest per key; a tie goes to the file listed
+    later)."""
+    ds = store.resolve(tmp_path / "r")
+    tie = pd.Timestamp("2026-11-30T12:00:00Z")
+    store.write(ds, "cells", "s1", [cell_row("a", 1.0), cell_row("t", 1.0, recorded_at=tie)])
+    part = tmp_path / "r" / "cells" / "sweep_id=s1"
+    store.write(ds, "cells", "s1", [cell_row("b", 2.0), cell_row("a", 2.0)])
+    store.write(ds, "cells", "s1", [cell_row("t", 3.0, recorded_at=tie)])
+    paths = store.files(ds, "cells", ["s1"])
+    paths = [paths[0], str(part / "bad.parquet"), *paths[1:]]
+    (part / "bad.parquet").write_bytes(b"junk")
+    with pytest.warns(store.CorruptFileWarning, match="bad.parquet"):
+        plan = store._merge_plan(ds, "cells", paths)
+    assert [c.path for c in plan.corrupt] == [paths[1]]
+    ids = {p: pq.read_table(p, columns=["cell_id"])["cell_id"].to_pylist() for p in plan.keep}
+    kept = sorted(i for p, mask in plan.keep.items() for i, k in zip(ids[p], mask) if k)
+    assert kept == ["a", "b", "t"] and sum(m.sum() for m in plan.keep.values()) == 3
+    newest = {i: p for p, mask in plan.keep.items() for i, k in zip(ids[p], mask) if k}
+    assert newest["t"] == [p for p in paths if "t" in ids.get(p, ())][-1]
+    assert newest["a"] == [p for p in paths if "b" in ids.get(p, ())][0]  # written later

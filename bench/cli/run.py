@@ -270,11 +270,43 @@ def shown_groups(light: pd.DataFrame, rows: int) -> pd.DataFrame:
     """The ok cells of the first (kernel, shape, dtype) groups, in ranking order, that fit
     in ``rows`` together (the first group whatever its size)."""
     keys = list(rank.GROUP_KEYS)
-    ok = light[(light["status"] == "ok") & light["median_ns"].notna()].sort_values(
-        keys, kind="stable")
-    sizes = ok.groupby(keys, sort=False).size().cumsum()
+    ok = light[(light["status"] == "ok") & light["median_ns"].notna()]
+    sizes = ok.groupby(keys).size().cumsum()  # groups in key order
     keep = sizes[(sizes <= rows) | (sizes.index == sizes.index[0])] if len(sizes) else sizes
-    return ok.merge(keep.index.to_frame(index=False), on=keys)
+    shown = ok[pd.MultiIndex.from_frame(ok[keys]).isin(keep.index)]
+    return shown.sort_values(keys, kind="stable")
+
+
+@dataclass(frozen=True)
+class EndOfRun:
+    """What the end of a run prints besides the ranked groups, from the light columns.
+
+    ``shown`` are the ``cell_id`` of the groups ranked in full (None: every ok cell);
+    ``overall`` the per-kernel ranking when some groups are not shown.
+    """
+
+    shown: tuple[str, ...] | None
+    hidden_groups: int
+    hidden_cells: int
+    overall: pd.DataFrame | None
+    failed: pd.DataFrame
+    failed_total: int
+
+
+def end_of_run(light: pd.DataFrame, rows: int) -> EndOfRun:
+    """The groups a run's end ranks in full (those fitting in ``rows``), the overall
+    ranking when that leaves some out, and the first ``rows`` cells not ok."""
+    keys = list(rank.GROUP_KEYS)
+    shown = shown_groups(light, rows)
+    ok = light[light["status"] == "ok"]
+    rankable = int(ok["median_ns"].notna().sum())
+    failed = light[light["status"] != "ok"]
+    if len(shown) == rankable:
+        return EndOfRun(None, 0, 0, None, failed.head(rows).copy(), len(failed))
+    return EndOfRun(tuple(shown["cell_id"]),
+                    ok.groupby(keys).ngroups - shown.groupby(keys).ngroups,
+                    rankable - len(shown), rank.overall(ok), failed.head(rows).copy(),
+                    len(failed))
 
 
 def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
@@ -284,30 +316,29 @@ def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
     A sweep whose ok cells fit in :data:`.views.REPORT_MAX_ROWS` rows gets every group's
     ranking; a bigger one the first groups that fit, the overall ranking per kernel and
     dtype and a note naming ``gradsweep report``; so the work after the last cell does
-    not grow with the sweep beyond one read of a few columns.
+    not grow with the sweep beyond one read of a few columns. That read is summarised
+    and dropped before the ranked groups' rows are read, which reuse its memory.
     """
     light = store.read(dataset, "cells", [sweep_id], columns=LIGHT_COLUMNS)
-    shown = shown_groups(light, views.REPORT_MAX_ROWS)
-    ok = int(((light["status"] == "ok") & light["median_ns"].notna()).sum())
+    end = end_of_run(light, views.REPORT_MAX_ROWS)
+    del light
     import pyarrow.dataset as pads
 
-    wanted = None if len(shown) == ok else pads.field("cell_id").isin(list(shown["cell_id"]))
+    wanted = None if end.shown is None else pads.field("cell_id").isin(list(end.shown))
     cells = store.read(dataset, "cells", [sweep_id], columns=RANK_READ, filter=wanted)
     views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
                         title=f"{spec.name} ({sweep_id})")
-    if len(shown) < ok:
-        overall = rank.overall(light[light["status"] == "ok"])
-        views.print_frame(console, overall.assign(geomean=overall["geomean"].map(views.fmt_num)),
-                          title="overall (geometric mean of time / fastest over shapes)")
-        groups = light[light["status"] == "ok"].groupby(list(rank.GROUP_KEYS)).ngroups
+    if end.overall is not None:
+        views.print_frame(console, end.overall.assign(
+            geomean=end.overall["geomean"].map(views.fmt_num)),
+            title="overall (geometric mean of time / fastest over shapes)")
         console.print(printable(
-            f"note: {groups - shown.groupby(list(rank.GROUP_KEYS)).ngroups} more groups "
-            f"({ok - len(shown)} cells) not shown; gradsweep report {sweep_id} "
-            "(--format md or csv) ranks every group"), markup=False, highlight=False)
-    failed, most = light[light["status"] != "ok"], views.REPORT_MAX_ROWS
-    views.print_failures(console, failed.head(most))
-    if len(failed) > most:
-        console.print(printable(f"note: {len(failed) - most} more cells not "
+            f"note: {end.hidden_groups} more groups ({end.hidden_cells} cells) not shown; "
+            f"gradsweep report {sweep_id} (--format md or csv) ranks every group"),
+            markup=False, highlight=False)
+    views.print_failures(console, end.failed)
+    if end.failed_total > len(end.failed):
+        console.print(printable(f"note: {end.failed_total - len(end.failed)} more cells not "
                                 f"ranked not shown; gradsweep results show {sweep_id}"),
                       markup=False, highlight=False)
 

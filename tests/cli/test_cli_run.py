@@ -1,0 +1,64 @@
+"""The end of ``run``: which groups it ranks in full, what it summarises, what it lists."""
+
+import numpy as np
+import pandas as pd
+
+from gradsweep.cli import run
+
+
+def light_cells(sizes: dict[tuple[str, str, str], int], failed: int = 0,
+                unmeasured: int = 0) -> pd.DataFrame:
+    """Light columns of ok cells in groups of the given sizes (listed out of key order),
+    ``failed`` error cells and ``unmeasured`` ok cells without a median."""
+    rows = []
+    for (kernel, shape, dtype), n in sizes.items():
+        rows += [{"kernel": kernel, "shape": shape, "dtype": dtype, "variant": f"{kernel}/v={i}",
+                  "status": "ok", "median_ns": 1e6 * (1 + i), "error": None} for i in range(n)]
+    rows += [{"kernel": "rnn", "shape": "N=9", "dtype": "float64", "variant": f"rnn/bad={i}",
+              "status": "error", "median_ns": np.nan, "error": "boom"} for i in range(failed)]
+    rows += [{"kernel": "rnn", "shape": "N=1", "dtype": "float64", "variant": f"rnn/nan={i}",
+              "status": "ok", "median_ns": np.nan, "error": None} for i in range(unmeasured)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(cell_id=[f"{i:04x}" for i in range(len(frame))])
+
+
+GROUPS = {("rnn", "N=3", "float64"): 2, ("gru", "N=2", "float64"): 3,
+          ("rnn", "N=1", "float64"): 2}
+
+
+def test_the_first_groups_in_key_order_that_fit_are_ranked_in_full():
+    light = light_cells(GROUPS, failed=3)
+    end = run.end_of_run(light, rows=5)
+    shown = light.set_index("cell_id").loc[list(end.shown)]
+    assert list(dict.fromkeys(zip(shown["kernel"], shown["shape"]))) == [
+        ("gru", "N=2"), ("rnn", "N=1")]  # 3 + 2 cells: the third group (2 more) does not fit
+    assert (end.hidden_groups, end.hidden_cells) == (1, 2)
+    assert set(end.overall["kernel"]) == {"gru", "rnn"} and "geomean" in end.overall
+    assert end.failed_total == 3 and list(end.failed["error"]) == ["boom"] * 3
+
+
+def test_a_sweep_that_fits_is_ranked_whole_without_an_overall_ranking():
+    end = run.end_of_run(light_cells(GROUPS, failed=2, unmeasured=1), rows=7)
+    assert end.shown is None and end.overall is None
+    assert (end.hidden_groups, end.hidden_cells, end.failed_total) == (0, 0, 2)
+
+
+def test_the_first_group_is_ranked_whatever_its_size_and_failures_are_capped():
+    end = run.end_of_run(light_cells(GROUPS, failed=4), rows=1)
+    assert len(end.shown) == 3  # the gru group, the first in key order, over the limit
+    assert (end.hidden_groups, end.hidden_cells) == (2, 4)
+    assert len(end.failed) == 1 and end.failed_total == 4
+
+
+def test_an_ok_cell_without_a_median_is_neither_ranked_nor_counted_hidden():
+    end = run.end_of_run(light_cells(GROUPS, unmeasured=2), rows=5)
+    assert not set(end.shown) & set(light_cells(GROUPS, unmeasured=2).tail(2)["cell_id"])
+    assert end.hidden_cells == 2 and end.failed_total == 0
+
+
+def test_what_the_end_keeps_holds_no_view_of_the_light_columns():
+    """The light frame is dropped before the ranked rows are read: nothing may keep it."""
+    light = light_cells(GROUPS, failed=3)
+    end = run.end_of_run(light, rows=5)
+    light.loc[:, "error"] = "changed"
+    assert list(end.failed["error"]) == ["boom"] * 3
