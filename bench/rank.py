@@ -38,6 +38,11 @@ RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_h
 RATIO_COLUMNS = {"fastest": ("ratio_fastest", "ratio_low", "ratio_high"),
                  "baseline": ("speedup", "speedup_low", "speedup_high"),
                  "peer": ("speedup_peer", "speedup_peer_low", "speedup_peer_high")}
+#: Columns of the ``cells`` table :func:`rank` and :func:`overall` read (not the other
+#: clocks' samples, the machine or the git state): half the bytes of a whole row.
+READ_COLUMNS = [*GROUP_KEYS, "variant", "status", "median_ns", "ci_low_ns", "ci_high_ns",
+                "peak_bytes", "flops", "gflops", "peak_fraction", "warnings", "samples_ns",
+                "sample_block", "sample_round"]
 OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
 #: The peer speed-ups are measured against (``KERNEL/peer=torch``).
 PEER = "torch"

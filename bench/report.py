@@ -183,6 +183,10 @@ def _overall_records(table: pd.DataFrame) -> tuple[OverallEntry, ...]:
         for r in table.itertuples(index=False))
 
 
+#: Columns a failed cell's record adds to those the ranking reads (``cell_id`` is a key).
+FAILED_COLUMNS = ["error"]
+
+
 def _failed_records(cells: pd.DataFrame) -> tuple[FailedCell, ...]:
     bad = cells[(cells["status"] != "ok") | cells["median_ns"].isna()]
     bad = bad.sort_values(["kernel", "status", "variant", "shape", "dtype"], kind="stable")
@@ -241,8 +245,9 @@ def load_report(dataset: store.Dataset, sweep: str, *, kernel: str | None = None
     sweep_id = store.resolve_sweep(dataset, sweep)
     row = sweep_row(dataset, sweep_id)
     registry, notes = registry_for(plugins_of(row.get("spec")), fallback=True)
-    cells = query.filter_cells(store.read(dataset, "cells", [sweep_id]), kernel=kernel,
-                               shape=shape, dtype=dtype)
+    columns = [*rank.READ_COLUMNS, *FAILED_COLUMNS]
+    cells = query.filter_cells(store.read(dataset, "cells", [sweep_id], columns=columns),
+                               kernel=kernel, shape=shape, dtype=dtype)
     return build(cells, registry, sweep_id=sweep_id, name=str(row.get("name") or ""),
                  status=str(row.get("status") or ""), notes=notes)
 

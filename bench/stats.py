@@ -163,6 +163,32 @@ def median(x: ArrayLike) -> float:
     return float(np.median(_as_1d(x)))
 
 
+def nanmedian_rows(arr: ArrayLike) -> np.ndarray:
+    """Each row's median ignoring NaN, NaN for a row without a value (``np.nanmedian(axis=1)``).
+
+    The same values as :func:`numpy.nanmedian`, which for small arrays goes through
+    masked arrays and takes ~0.2 ms a call; a ranking takes thousands. Sorting puts NaN
+    last, so a row's median is the mean of its middle finite order statistics.
+
+    Parameters
+    ----------
+    arr : array_like, shape (rows, n)
+        Finite values or NaN (an infinity counts as a value).
+
+    Returns
+    -------
+    numpy.ndarray of float, shape (rows,)
+    """
+    ordered = np.sort(np.asarray(arr, dtype=float), axis=1)
+    if not ordered.shape[1]:
+        return np.full(ordered.shape[0], np.nan)
+    n = np.count_nonzero(~np.isnan(ordered), axis=1)
+    rows = np.arange(ordered.shape[0])
+    with np.errstate(invalid="ignore"):  # -inf and inf in the middle: NaN, as numpy's
+        middle = (ordered[rows, np.maximum(n - 1, 0) // 2] + ordered[rows, n // 2]) / 2
+    return np.where(n > 0, middle, np.nan)
+
+
 def mad(x: ArrayLike) -> float:
     """Median absolute deviation, unscaled: ``median(|x - median(x)|)``.
 
@@ -585,7 +611,7 @@ def pooled_block_estimates(t_a: ArrayLike, t_b: ArrayLike) -> list[BlockEstimate
     if not rounds.size:
         return []
     full = bool(np.all(np.isfinite(d)))
-    centres = np.median(d, axis=1) if full else np.nanmedian(d, axis=1)
+    centres = np.median(d, axis=1) if full else nanmedian_rows(d)
     deviations = (d - centres[:, None]).ravel()
     sigma = _robust_sigma(deviations if full else deviations[np.isfinite(deviations)])
     se = np.maximum(MEDIAN_SE_FACTOR * sigma / np.sqrt(rounds), BLOCK_SE_FLOOR)
@@ -955,7 +981,7 @@ def _block_medians(arr: np.ndarray) -> np.ndarray:
     finite = np.isfinite(arr)
     out = np.full(arr.shape[0], np.nan)
     rows = finite.any(axis=1)
-    out[rows] = np.nanmedian(np.where(finite[rows], arr[rows], np.nan), axis=1)
+    out[rows] = nanmedian_rows(np.where(finite[rows], arr[rows], np.nan))
     return out
 
 
@@ -987,13 +1013,13 @@ def block_slowdowns(times: Sequence[ArrayLike]) -> np.ndarray:
             raise ValueError("times must be positive (NaN marks a missing sample)")
         medians = _block_medians(arr)
         if np.isfinite(medians).any():
-            logs.append(np.log(medians) - np.nanmedian(np.log(medians)))
+            logs.append(np.log(medians) - nanmedian_rows(np.log(medians)[None])[0])
     if not logs:
         return np.full(arrays[0].shape[0], np.nan)
     stacked = np.array(logs)
     seen = np.isfinite(stacked).any(axis=0)
     out = np.full(stacked.shape[1], np.nan)
-    out[seen] = np.nanmedian(stacked[:, seen], axis=0)
+    out[seen] = nanmedian_rows(stacked[:, seen].T)
     return out
 
 

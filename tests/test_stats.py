@@ -175,3 +175,21 @@ def test_differs_decisions():
     assert not stats.differs(slow[:3], fast[:3])  # too few samples for alpha = 0.01
     assert stats.paired_differs(slow, fast)
     assert not stats.paired_differs(fast, fast)
+
+
+def test_nanmedian_rows_equals_numpys_on_many_random_grids():
+    """Odd and even counts, rows with some, all or no NaN, ties, infinities, and any shape:
+    the same values as np.nanmedian(axis=1), bit for bit."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        rows, cols = rng.integers(1, 9), rng.integers(1, 12)
+        arr = rng.choice([rng.normal(size=(rows, cols)), rng.integers(0, 3, (rows, cols))])
+        arr = np.asarray(arr, dtype=float)
+        arr[rng.random((rows, cols)) < rng.random()] = np.nan
+        arr[rng.random((rows, cols)) < 0.05] = np.inf
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy: all-NaN rows
+            expected = np.nanmedian(arr, axis=1)
+        np.testing.assert_array_equal(stats.nanmedian_rows(arr), expected)
+    assert stats.nanmedian_rows(np.empty((3, 0))).shape == (3,)
+    assert np.isnan(stats.nanmedian_rows(np.empty((3, 0)))).all()

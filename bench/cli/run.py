@@ -260,10 +260,6 @@ def check_arguments(results: str | None, dashboard: str | None, address: str | N
 #: Columns the end of a run reads of every cell: enough to choose the groups shown, for
 #: the overall ranking and for the cells not ranked.
 LIGHT_COLUMNS = ["kernel", "shape", "dtype", "variant", "status", "median_ns", "error"]
-#: Columns :func:`.rank.rank` reads of a ranked group (not the per-clock samples, the
-#: machine or the git state): half the bytes of a whole row.
-RANK_READ = [*LIGHT_COLUMNS, "ci_low_ns", "ci_high_ns", "peak_bytes", "flops", "gflops",
-             "peak_fraction", "warnings", "samples_ns", "sample_block", "sample_round"]
 
 
 def shown_groups(light: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -325,7 +321,7 @@ def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
     import pyarrow.dataset as pads
 
     wanted = None if end.shown is None else pads.field("cell_id").isin(list(end.shown))
-    cells = store.read(dataset, "cells", [sweep_id], columns=RANK_READ, filter=wanted)
+    cells = store.read(dataset, "cells", [sweep_id], columns=rank.READ_COLUMNS, filter=wanted)
     views.print_ranking(console, rank.rank(cells, load(spec.plugins)),
                         title=f"{spec.name} ({sweep_id})")
     if end.overall is not None:
