@@ -166,6 +166,9 @@ def axis_suffix(index: int) -> str:
 
 
 def _domains(count: int) -> list[tuple[float, float]]:
+    """``count`` equal panel extents on [0, 1] with gaps between them (none for 0)."""
+    if count < 1:
+        return []
     width = (1.0 - FACET_GAP * (count - 1)) / count
     return [(i * (width + FACET_GAP), i * (width + FACET_GAP) + width) for i in range(count)]
 

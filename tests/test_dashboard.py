@@ -420,3 +420,17 @@ def test_the_rankings_answers_head_each_kernel_section(rnn_report, rnn_ranked):
         < section.index("each shape's ranking")
     assert "<b>float32</b>" not in section and "fastest: &lt;b&gt;float32&lt;/b&gt;" in section
     assert "<details" not in section
+
+
+@pytest.mark.parametrize("shapes", [1, 2])
+def test_a_sweep_without_memory_or_roofline_figures_still_draws_the_rest(shapes):
+    """memory = false leaves peak_bytes empty; a kernel without FLOPs has no peak fraction:
+    their figures are left out, the others drawn (one shape: bars; several: sizes)."""
+    ranked = tiny()
+    ranked = ranked[ranked["shape"].isin(["N=1", "N=2"][:shapes])]
+    ranked = ranked.assign(peak_bytes=np.nan, pareto=False, peak_fraction=np.nan)
+    figs = fg.kernel_figures("k", ranked, None, {})
+    ids = [f["id"] for f in figs]
+    assert ids and not any(i.startswith(("memory-", "roofline-")) for i in ids), ids
+    assert all(f["data"] for f in figs)
+    assert fg._domains(0) == [] and fg._domains(1) == [(0.0, 1.0)]
