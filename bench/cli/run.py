@@ -297,12 +297,12 @@ def end_of_run(light: pd.DataFrame, rows: int) -> EndOfRun:
     ok = light[light["status"] == "ok"]
     rankable = int(ok["median_ns"].notna().sum())
     failed = light[light["status"] != "ok"]
+    first_failed = failed.head(rows).copy()  # no view that would keep ``light`` alive
     if len(shown) == rankable:
-        return EndOfRun(None, 0, 0, None, failed.head(rows).copy(), len(failed))
+        return EndOfRun(None, 0, 0, None, first_failed, len(failed))
     return EndOfRun(tuple(shown["cell_id"]),
                     ok.groupby(keys).ngroups - shown.groupby(keys).ngroups,
-                    rankable - len(shown), rank.overall(ok), failed.head(rows).copy(),
-                    len(failed))
+                    rankable - len(shown), rank.overall(ok), first_failed, len(failed))
 
 
 def print_results(console: Console, dataset: store.Dataset, sweep_id: str,
