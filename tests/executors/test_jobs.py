@@ -41,6 +41,9 @@ NODE_PORT_FLAGS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port
                    "--object-manager-port")
 WORKER_PORTS = 40
 STOP_WAIT_S = 15
+#: Tries at starting the cluster, and the lines of a failed start shown.
+START_ATTEMPTS = 2
+START_LOG_LINES = 20
 
 
 def free_port() -> int:
@@ -73,29 +76,40 @@ class Cluster:
     temp_dir: str
 
 
+def _ray_start(args: list[str], env: dict[str, str]) -> None:
+    """``ray start ARGS``; a failure raises with the command's last output lines."""
+    done = subprocess.run([str(VENV_BIN / "ray"), "start", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-START_LOG_LINES:]
+        raise RuntimeError(f"ray start {args[0]} exited {done.returncode}:\n" + "\n".join(tail))
+
+
 def start_cluster(temp_dir: str) -> Cluster:
     """A head and one joining node, one CPU each, on this host."""
-    ray = str(VENV_BIN / "ray")
     port, dash = free_port(), free_port()
     env = cluster_env()
-    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=1", f"--port={port}",
-                    f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-                    f"--temp-dir={temp_dir}", "--disable-usage-stats", *node_flags()],
-                   env=env, check=True, capture_output=True, timeout=120)
+    _ray_start(["--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+                "--num-cpus=1", f"--port={port}", f"--dashboard-port={dash}",
+                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
+                "--disable-usage-stats", *node_flags()], env)
     gcs = (Path(temp_dir) / "ray_current_cluster").read_text().strip()
-    subprocess.run([ray, "start", f"--address={gcs}", "--num-cpus=1",
-                    f"--temp-dir={temp_dir}", *node_flags()],
-                   env=env, check=True, capture_output=True, timeout=120)
+    _ray_start([f"--address={gcs}", "--num-cpus=1", f"--temp-dir={temp_dir}", *node_flags()], env)
     return Cluster(gcs, f"http://127.0.0.1:{dash}", temp_dir)
 
 
 def cluster_processes(cluster: Cluster) -> list[psutil.Process]:
-    """This cluster's processes: those naming its temp dir or GCS, and their descendants."""
+    """This cluster's processes: those naming its temp dir or GCS, and their descendants.
+
+    Only markers that are set count (``"" in line`` holds for every process: a
+    cluster whose start failed before its GCS address was known once matched
+    the whole machine), and this process and its ancestors are never included.
+    """
+    marks = [m for m in (cluster.temp_dir, cluster.gcs) if m]
     roots = []
     for p in psutil.process_iter(["cmdline"]):
         line = " ".join(p.info["cmdline"] or ())
-        if cluster.temp_dir in line or cluster.gcs in line:
+        if any(m in line for m in marks):
             roots.append(p)
     found = {p.pid: p for p in roots}
     for p in roots:
@@ -103,7 +117,8 @@ def cluster_processes(cluster: Cluster) -> list[psutil.Process]:
             found.update({c.pid: c for c in p.children(recursive=True)})
         except psutil.NoSuchProcess:
             pass
-    return [p for pid, p in found.items() if pid != os.getpid()]
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    return [p for pid, p in found.items() if pid not in spared]
 
 
 def stop_cluster(cluster: Cluster) -> None:
@@ -120,13 +135,34 @@ def stop_cluster(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    temp_dir = tempfile.mkdtemp(prefix="gsr", dir="/tmp")  # short: socket paths
-    info = Cluster("", "", temp_dir)
+    """A started two-node cluster; a start that fails (a port taken between
+    choosing and binding it) is cleaned up and tried again with fresh ports."""
+    for attempt in range(START_ATTEMPTS):
+        temp_dir = tempfile.mkdtemp(prefix="gsr", dir="/tmp")  # short: socket paths
+        try:
+            info = start_cluster(temp_dir)
+        except (RuntimeError, subprocess.SubprocessError, OSError):
+            stop_cluster(Cluster("", "", temp_dir))
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            continue
+        try:
+            yield info
+        finally:
+            stop_cluster(info)
+        return
+
+
+def test_a_cluster_without_its_gcs_address_matches_only_its_own_processes(tmp_path):
+    marker = str(tmp_path / "gsr-own")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
-        info = start_cluster(temp_dir)
-        yield info
+        found = {p.pid for p in cluster_processes(Cluster("", "", marker))}
+        assert found == {sleeper.pid}
+        assert not {p.pid for p in cluster_processes(Cluster("", "", str(tmp_path / "none")))}
     finally:
-        stop_cluster(info)
+        sleeper.kill()
+        sleeper.wait()
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
