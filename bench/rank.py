@@ -15,8 +15,9 @@ by the geometric mean of normalised times. Every function is pure.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,8 +139,37 @@ def _checked_blocks(times: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
+#: ``estimate(member, other)``: the ranking's paired ratio member / other, or None.
+Estimate = Callable[[str, str], RatioEstimate | None]
+
+
+def paired_estimates(arrays: Mapping[str, np.ndarray], *, confidence: float = stats.CONFIDENCE,
+                     modified: bool = True) -> Estimate:
+    """The ranking's paired estimate of each ordered pair of members, computed once.
+
+    Places, their sort keys and the ratio columns ask for the same pairs
+    (:func:`gradsweep.stats.paired_estimate`, screened and robust); a group of k
+    members needs at most k(k-1) of them however often each is asked for.
+
+    Parameters
+    ----------
+    arrays : mapping of str to ndarray, each shape (blocks, rounds)
+
+    Returns
+    -------
+    Estimate
+        ``estimate(m, o)``: m / o, None where no block pairs them.
+    """
+    @functools.cache
+    def estimate(member: str, other: str) -> RatioEstimate | None:
+        return stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
+                                     modified=modified, screen=True, robust=True)
+    return estimate
+
+
 def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.MIN_EFFECT,
-                 confidence: float = stats.CONFIDENCE, modified: bool = True) -> list[Placed]:
+                 confidence: float = stats.CONFIDENCE, modified: bool = True,
+                 estimate: Estimate | None = None) -> list[Placed]:
     """Places of a group measured in blocks and rounds (DESIGN.md, Statistics).
 
     Members are sorted by their paired ratio to the member of least estimated
@@ -167,6 +197,9 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
     modified : bool
         Modified HKSJ where random effects combine (see
         :func:`gradsweep.stats.combine_blocks`).
+    estimate : Estimate, optional
+        The pairs' estimates, shared with a caller that reports them too
+        (default: :func:`paired_estimates` of ``times``).
 
     Returns
     -------
@@ -174,8 +207,10 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
         In place order (by :func:`paired_order_keys`), the fastest first.
     """
     arrays = _checked_blocks(times)
+    if estimate is None:
+        estimate = paired_estimates(arrays, confidence=confidence, modified=modified)
     time_ns = {m: stats.block_time(a) for m, a in arrays.items()}
-    key = paired_order_keys(arrays, time_ns, confidence=confidence, modified=modified)
+    key = paired_order_keys(arrays, time_ns, estimate=estimate)
     result: list[Placed] = []
     for member in sorted(arrays, key=lambda m: (key[m], time_ns[m])):
         if not result:
@@ -183,16 +218,15 @@ def block_places(times: Mapping[str, np.ndarray], *, min_effect: float = stats.M
             continue
         leader, place = result[-1].leader, result[-1].place
         current = [p.member for p in result if p.place == place]
-        opens, compared_with, ratio = _against_place(arrays, member, current, min_effect,
-                                                     confidence, modified)
+        opens, compared_with, ratio = _against_place(estimate, member, current, min_effect)
         result.append(Placed(member, place + int(opens), time_ns[member],
                              member if opens else leader, compared_with, ratio))
     return result
 
 
 def paired_order_keys(arrays: Mapping[str, np.ndarray], time_ns: Mapping[str, float], *,
-                      confidence: float = stats.CONFIDENCE,
-                      modified: bool = True) -> dict[str, float]:
+                      confidence: float = stats.CONFIDENCE, modified: bool = True,
+                      estimate: Estimate | None = None) -> dict[str, float]:
     """Each member's sort key: its paired ratio to the anchor, the member of least
     estimated time (:func:`gradsweep.stats.paired_estimate`, screened, as the ratios
     a ranking reports); the ratio of estimated times where no block pairs them.
@@ -208,6 +242,8 @@ def paired_order_keys(arrays: Mapping[str, np.ndarray], time_ns: Mapping[str, fl
     arrays : mapping of str to ndarray, each shape (blocks, rounds)
     time_ns : mapping of str to float
         :func:`gradsweep.stats.block_time` of each member.
+    estimate : Estimate, optional
+        Default :func:`paired_estimates` of ``arrays`` at ``confidence``, ``modified``.
 
     Returns
     -------
@@ -216,12 +252,12 @@ def paired_order_keys(arrays: Mapping[str, np.ndarray], time_ns: Mapping[str, fl
     """
     if not arrays:
         return {}
+    if estimate is None:
+        estimate = paired_estimates(arrays, confidence=confidence, modified=modified)
     anchor = min(arrays, key=time_ns.__getitem__)
     keys = {}
-    for m, a in arrays.items():
-        est = None if m == anchor else stats.paired_estimate(
-            a, arrays[anchor], confidence=confidence, modified=modified, screen=True,
-            robust=True)
+    for m in arrays:
+        est = None if m == anchor else estimate(m, anchor)
         keys[m] = est.ratio if est is not None else time_ns[m] / time_ns[anchor]
     return keys
 
@@ -231,9 +267,8 @@ def shown_slower(ratio: stats.RatioEstimate | None, min_effect: float = stats.MI
     return ratio is not None and ratio.ratio > 1.0 and stats.significant_effect(ratio, min_effect)
 
 
-def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[str],
-                   min_effect: float, confidence: float,
-                   modified: bool) -> tuple[bool, str, stats.RatioEstimate | None]:
+def _against_place(estimate: Estimate, member: str, place: list[str],
+                   min_effect: float) -> tuple[bool, str, stats.RatioEstimate | None]:
     """Whether ``member`` is shown slower by ``min_effect`` than every member of
     ``place`` (compared from its slowest member up), and the comparison that
     decided: the first member it is not shown slower than, else the closest. A
@@ -241,8 +276,7 @@ def _against_place(arrays: Mapping[str, np.ndarray], member: str, place: list[st
     behind a member it beat."""
     shown = []
     for other in reversed(place):
-        ratio = stats.paired_estimate(arrays[member], arrays[other], confidence=confidence,
-                                      modified=modified, screen=True, robust=True)
+        ratio = estimate(member, other)
         if not shown_slower(ratio, min_effect):
             return False, other, ratio
         shown.append(ratio)
@@ -346,7 +380,8 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
     """Places and every ratio with its interval over blocks (screened, robust), for a blocked group,
     from the blocks the machine did not slow."""
     times, set_aside = quiet_times(group_times(group))
-    order = block_places(times)
+    estimate = paired_estimates(_checked_blocks(times))
+    order = block_places(times, estimate=estimate)
     placed = {p.member: p for p in order}
     variants = list(group["variant"])
     fastest = order[0].member
@@ -361,9 +396,7 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             elif ref == v:
                 values = (1.0, 1.0, 1.0)
             else:  # fastest: v / fastest (>= 1 slower); speed-ups: reference / v (> 1 faster)
-                values = _interval(stats.paired_estimate(times[v], times[ref], screen=True,
-                                                         robust=True),
-                                   invert=key != "fastest")
+                values = _interval(estimate(v, ref), invert=key != "fastest")
             for name, value in zip(names, values):
                 cols[name].append(value)
     cols["place"] = [placed[v].place for v in variants]

@@ -179,3 +179,33 @@ def test_overall_uses_the_paired_ratio_to_the_fastest_where_there_is_one():
     table = rank.overall(ranked).set_index("variant")
     assert table.loc["rnn/a", "geomean"] == pytest.approx(np.sqrt(1 / 0.98))
     assert table.loc["rnn/b", "geomean"] == pytest.approx(np.sqrt(1.2))
+
+
+def test_a_group_estimates_each_ordered_pair_once_and_ranks_as_without_sharing(monkeypatch):
+    """Places, their order and the ratio columns ask for the same pairs; the group
+    shares them (rank.paired_estimates) and ranks exactly as fresh estimates do."""
+    rng = np.random.default_rng(7)
+    blocks, rounds = 6, 4
+    speed = {BASE: 1.0, FAST: 0.8, PEER: 1.5, "rnn/buffers=list,wgrad=batched,clip=none": 0.82}
+    rows = []
+    for v, s in speed.items():
+        t = 1e6 * s * np.exp(rng.normal(0, 0.02, blocks * rounds))
+        rows.append(cell(v, 1.0, sample_block=[b for b in range(blocks) for _ in range(rounds)],
+                         sample_round=list(range(rounds)) * blocks)
+                    | {"samples_ns": list(t), "median_ns": float(np.median(t))})
+    cells = pd.DataFrame(rows)
+    real = stats.paired_estimate
+    with monkeypatch.context() as m:
+        m.setattr(rank, "paired_estimates", lambda arrays, **kw: lambda a, b: real(
+            arrays[a], arrays[b], screen=True, robust=True, **kw))
+        unshared = rank.rank(cells, load())
+    asked = []
+
+    def counted(a, b, **kw):
+        asked.append((a.tobytes(), b.tobytes()))
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(stats, "paired_estimate", counted)
+    shared = rank.rank(cells, load())
+    assert len(asked) == len(set(asked)) <= len(speed) * (len(speed) - 1)
+    pd.testing.assert_frame_equal(shared, unshared)
