@@ -32,6 +32,12 @@ INDEX = "index.html"
 PROFILE_TOP = 10
 #: Places per kernel and dtype in the summary at the top.
 LEADERS = 3
+#: Shapes per kernel and dtype whose one-line answers and ranking tables the page shows,
+#: smallest problem first; the others are counted, with the command that ranks them all.
+#: The plots show every shape. (Every table of a sweep of 10,000 shapes made a 78 MB page.)
+SHOWN_SHAPES = 100
+#: Rows of the table of cells not ranked; ``gradsweep report`` lists them all.
+SHOWN_FAILED = 200
 HISTORY_COLUMNS = ["cell_id", "kernel", "variant", "shape", "dtype", "status", "median_ns",
                    "ci_low_ns", "ci_high_ns"]
 NS_PER_MS = 1e6
@@ -47,6 +53,14 @@ class SiteData:
     history: pd.DataFrame | None  # ok cells of every shown sweep (None for one sweep)
     nodes: pd.DataFrame
     profiles: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The shapes of one kernel and dtype the page details, and how many it does not."""
+
+    shapes: tuple[str, ...]
+    hidden: int
 
 
 e = fg.esc
@@ -110,20 +124,31 @@ def _ranked_row(c: rp.RankedCell) -> str:
     return row
 
 
-def ranking_tables(report: rp.Report, kernel: str) -> str:
-    """Per dtype, every shape's ranking of ``kernel`` (a header row per shape)."""
+def ranking_tables(report: rp.Report, kernel: str, shown: dict[str, Shown]) -> str:
+    """Per dtype, the ranking of ``kernel`` at each shape ``shown`` (a header row per
+    shape, in its order), then how many shapes are not shown and how to rank them."""
+    groups = {(d, shape): cells for (k, d, shape), cells in report.groups() if k == kernel}
     parts = []
     span = len(rp.CELL_HEADERS)
-    for dtype in sorted({c.dtype for c in report.cells if c.kernel == kernel}):
+    for dtype, part in shown.items():
         rows = []
-        for (k, d, shape), cells in report.groups():
-            if (k, d) != (kernel, dtype):
-                continue
+        for shape in part.shapes:
             rows.append(f'<tr class="shape"><td colspan="{span}">{e(shape)}</td></tr>')
-            rows += [_ranked_row(c) for c in cells]
+            rows += [_ranked_row(c) for c in groups.get((dtype, shape), ())]
         parts.append(f"<h3>{e(kernel)} · {e(dtype)}: each shape's ranking</h3>"
-                     + table(rp.CELL_HEADERS, rows, LEFT))
+                     + table(rp.CELL_HEADERS, rows, LEFT)
+                     + more_shapes(part.hidden, report.sweep_id, kernel, dtype))
     return "".join(parts)
+
+
+def more_shapes(hidden: int, sweep_id: str, kernel: str, dtype: str) -> str:
+    """The line under a kernel and dtype's tables when ``hidden`` shapes are not shown."""
+    if not hidden:
+        return ""
+    noun = "shape" if hidden == 1 else "shapes"
+    command = f"gradsweep report {sweep_id} --kernel {kernel} --dtype {dtype}"
+    return (f'<p class="more">{hidden} more {noun} of {e(kernel)} · {e(dtype)} not shown '
+            f"here (the plots have every shape): <code>{e(command)}</code> ranks them all.</p>")
 
 
 def leaders_table(report: rp.Report, top: int = LEADERS) -> str:
@@ -151,13 +176,17 @@ def overall_tables(report: rp.Report, kernel: str) -> str:
     return "".join(parts)
 
 
-def failed_table(report: rp.Report) -> str:
-    """Cells not ranked, with their errors."""
+def failed_table(report: rp.Report, limit: int = SHOWN_FAILED) -> str:
+    """Cells not ranked, with their errors: the first ``limit``, then how many more."""
     if not report.failed:
         return "<p>Every cell is ok.</p>"
     rows = [tr([(f.status, "t"), (f.variant, "t"), (f.shape, "t"), (f.dtype, "t"),
-                (f.error, "err")]) for f in report.failed]
-    return table(rp.FAILED_HEADERS, rows, LEFT)
+                (f.error, "err")]) for f in report.failed[:limit]]
+    hidden = len(report.failed) - len(rows)
+    more = (f'<p class="more">{hidden} more not shown here: '
+            f"<code>{e(f'gradsweep report {report.sweep_id}')}</code> lists them all.</p>"
+            if hidden > 0 else "")
+    return table(rp.FAILED_HEADERS, rows, LEFT) + more
 
 
 def hot_lines(profiles: pd.DataFrame, top: int = PROFILE_TOP) -> dict[str, pd.DataFrame]:
@@ -221,11 +250,37 @@ def _started(data: SiteData) -> dict[str, str]:
     return {r.sweep_id: _iso(r.started_at) for r in data.sweeps.itertuples(index=False)}
 
 
-def group_answers(ranked: pd.DataFrame) -> list[tuple[str, str, str]]:
+def size_order(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The first row of each (dtype, shape) group, by dtype, then problem size (FLOPs),
+    then shape."""
+    sized = ranked.assign(_size=pd.to_numeric(ranked["flops"], errors="coerce"))
+    ordered = sized.sort_values(["dtype", "_size", "shape"], kind="stable")
+    return ordered.drop_duplicates(["dtype", "shape"])
+
+
+def shown_shapes(ranked: pd.DataFrame, limit: int = SHOWN_SHAPES) -> dict[str, Shown]:
+    """Which shapes of one kernel the page details: per dtype, the ``limit`` smallest.
+
+    Returns
+    -------
+    dict of str to Shown
+        Per dtype (ascending): the shapes shown, smallest problem first, and how
+        many others the kernel has at that dtype.
+    """
+    shown: dict[str, Shown] = {}
+    for dtype, group in size_order(ranked).groupby("dtype", sort=True):
+        shapes = [str(x) for x in group["shape"]]
+        shown[str(dtype)] = Shown(tuple(shapes[:limit]), max(len(shapes) - limit, 0))
+    return shown
+
+
+def group_answers(ranked: pd.DataFrame,
+                  shown: dict[str, Shown] | None = None) -> list[tuple[str, str, str]]:
     """The ranking's one-line answer of each (shape, dtype) group of one kernel, if given.
 
     Read from the ``answer`` column (:data:`dashboards.figures.ANSWER_COLUMN`,
-    the same text on every member of a group); groups without one are skipped.
+    the same text on every member of a group); groups without one are skipped,
+    and so are shapes not in ``shown`` when it is given.
 
     Returns
     -------
@@ -235,9 +290,10 @@ def group_answers(ranked: pd.DataFrame) -> list[tuple[str, str, str]]:
     if fg.ANSWER_COLUMN not in ranked or not len(ranked):
         return []
     known = ranked[ranked[fg.ANSWER_COLUMN].notna() & (ranked[fg.ANSWER_COLUMN] != "")]
-    known = known.assign(_size=pd.to_numeric(known["flops"], errors="coerce")).sort_values(
-        ["dtype", "_size", "shape"], kind="stable")
-    first = known.drop_duplicates(["dtype", "shape"])
+    first = size_order(known)
+    if shown is not None:
+        keep = {(d, shape) for d, part in shown.items() for shape in part.shapes}
+        first = first[[(str(d), str(x)) in keep for d, x in zip(first["dtype"], first["shape"])]]
     return [(str(r.dtype), str(r.shape), str(getattr(r, fg.ANSWER_COLUMN)))
             for r in first.itertuples(index=False)]
 
@@ -256,13 +312,14 @@ def kernel_section(kernel: str, ranked: pd.DataFrame, data: SiteData,
     """A kernel's answers, plots (divs filled by plotly) and rankings (all open)."""
     divs = "".join(f'<div class="plot" id="{f["id"]}" title="{e(f["title"])}"></div>'
                    for f in figs)
+    shown = shown_shapes(ranked, SHOWN_SHAPES)
     return (f'<section id="{fg.slug(kernel)}"><h2>{e(kernel)}</h2>'
-            f"{answers_list(group_answers(ranked))}"
+            f"{answers_list(group_answers(ranked, shown))}"
             f'<div class="plots">{divs}</div>'
             f'<div class="rankings"><h3 class="part">overall ranking of {e(kernel)}</h3>'
             f"{overall_tables(data.report, kernel)}"
-            f'<h3 class="part">rankings of {e(kernel)} at every shape ({len(ranked)} cells)</h3>'
-            f"{ranking_tables(data.report, kernel)}</div>"
+            f'<h3 class="part">rankings of {e(kernel)} by shape ({len(ranked)} cells)</h3>'
+            f"{ranking_tables(data.report, kernel, shown)}</div>"
             "</section>")
 
 

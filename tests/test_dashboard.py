@@ -434,3 +434,38 @@ def test_a_sweep_without_memory_or_roofline_figures_still_draws_the_rest(shapes)
     assert ids and not any(i.startswith(("memory-", "roofline-")) for i in ids), ids
     assert all(f["data"] for f in figs)
     assert fg._domains(0) == [] and fg._domains(1) == [(0.0, 1.0)]
+
+
+def test_a_kernel_section_details_the_smallest_shapes_and_counts_the_rest(
+        rnn_report, rnn_ranked, monkeypatch):
+    """Past SHOWN_SHAPES shapes per dtype the answers and tables stop, smallest problems
+    first, and a line says how many are left and which command ranks them all."""
+    monkeypatch.setattr(render, "SHOWN_SHAPES", 2)
+    data = render.SiteData(report=rnn_report, sweeps=pd.DataFrame(), history=None,
+                           nodes=pd.DataFrame(), profiles=pd.DataFrame())
+    section = render.kernel_section("rnn", rnn_ranked, data, [])
+    sizes = rnn_ranked.drop_duplicates(["dtype", "shape"]).sort_values("flops")
+    for dtype in ("float32", "float64"):
+        shapes = list(sizes.loc[sizes["dtype"] == dtype, "shape"])
+        assert len(shapes) == 3
+        tables = section.split(f"rnn · {dtype}: each shape's ranking")[1].split("<h3")[0]
+        headers = re.findall(r'<tr class="shape"><td colspan="\d+">(.*?)</td>', tables)
+        assert headers == shapes[:2]
+        assert (f"1 more shape of rnn · {dtype} not shown here" in tables
+                and f"gradsweep report {rnn_report.sweep_id} --kernel rnn --dtype {dtype}"
+                in tables)
+    answers = render.group_answers(rnn_ranked, render.shown_shapes(rnn_ranked, 2))
+    assert len(answers) == 4 and section.count('<span class="group">') == 4
+    monkeypatch.setattr(render, "SHOWN_SHAPES", 3)
+    assert 'class="more"' not in render.kernel_section("rnn", rnn_ranked, data, [])
+
+
+def test_the_failed_table_stops_at_its_limit_and_says_how_many_more():
+    failed = tuple(rp.FailedCell(kernel="k", variant=f"k/v{i}", shape="N=1", dtype="float64",
+                                 status="error", error="boom", cell_id=str(i))
+                   for i in range(5))
+    report = rp.Report(sweep_id="s", name="n", status="done", cells=(), overall=(),
+                       failed=failed)
+    html = render.failed_table(report, limit=3)
+    assert html.count("<tr class=") == 3 and "2 more not shown here" in html
+    assert "more not shown" not in render.failed_table(report)
