@@ -160,7 +160,19 @@ def median(x: ArrayLike) -> float:
     float
         The middle order statistic, the mean of the two middle ones for even n.
     """
-    return float(np.median(_as_1d(x)))
+    return _middle(np.sort(_as_1d(x)))
+
+
+def _middle(ordered: np.ndarray) -> float:
+    """The median of sorted values, shape (n,): :func:`numpy.median`'s value (NaN for n = 0)
+    without its per-call cost (~25 us, a third of a ranking's time in four calls per
+    pair of members; the ranking of a sweep of 10k groups makes a million)."""
+    n = ordered.size
+    if not n:
+        return math.nan
+    if n % 2:
+        return float(ordered[n // 2])
+    return float((ordered[n // 2 - 1] + ordered[n // 2]) / 2)
 
 
 def nanmedian_rows(arr: ArrayLike) -> np.ndarray:
@@ -204,8 +216,8 @@ def mad(x: ArrayLike) -> float:
     float
         0.0 for n = 1 or when more than half the values are equal.
     """
-    arr = _as_1d(x)
-    return float(np.median(np.abs(arr - np.median(arr))))
+    arr = np.sort(_as_1d(x))
+    return _middle(np.sort(np.abs(arr - _middle(arr))))
 
 
 def scaled_mad(x: ArrayLike) -> float:
@@ -291,8 +303,8 @@ def modified_z_scores(x: ArrayLike) -> np.ndarray:
         division warning is raised.
     """
     arr = _as_1d(x)
-    dev = arr - np.median(arr)
-    scale = np.median(np.abs(dev))
+    dev = arr - _middle(np.sort(arr))
+    scale = _middle(np.sort(np.abs(dev)))
     if scale > 0:
         return MODIFIED_Z_FACTOR * dev / scale
     return np.where(dev == 0, 0.0, np.copysign(np.inf, dev))
@@ -553,7 +565,7 @@ def _robust_sigma(deviations: np.ndarray) -> float:
     deviations are 0 (MAD = 0), ``sqrt(pi/2) * mean |deviation|`` (Geary 1935).
     """
     absdev = np.abs(deviations)
-    sigma = MAD_TO_SIGMA * float(np.median(absdev))
+    sigma = MAD_TO_SIGMA * _middle(np.sort(absdev))
     return sigma if sigma > 0 else MEAN_AD_TO_SIGMA * float(np.mean(absdev))
 
 
@@ -611,7 +623,7 @@ def pooled_block_estimates(t_a: ArrayLike, t_b: ArrayLike) -> list[BlockEstimate
     if not rounds.size:
         return []
     full = bool(np.all(np.isfinite(d)))
-    centres = np.median(d, axis=1) if full else nanmedian_rows(d)
+    centres = nanmedian_rows(d)  # np.median(d, axis=1) where every round is complete
     deviations = (d - centres[:, None]).ravel()
     sigma = _robust_sigma(deviations if full else deviations[np.isfinite(deviations)])
     se = np.maximum(MEDIAN_SE_FACTOR * sigma / np.sqrt(rounds), BLOCK_SE_FLOOR)
