@@ -85,10 +85,25 @@ def _ray_start(args: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"ray start {args[0]} exited {done.returncode}:\n" + "\n".join(tail))
 
 
+def ensure_token(env: dict[str, str]) -> None:
+    """The token the nodes and this client share, created as a first ``ray.init`` would.
+
+    ``ray start --head`` with ``RAY_AUTH_MODE=token`` refuses to start without one
+    (it never creates it), and a fresh machine has none until something starts Ray:
+    ``ray get-auth-token --generate`` writes ``~/.ray/auth_token`` only if missing.
+    """
+    done = subprocess.run([str(VENV_BIN / "ray"), "get-auth-token", "--generate"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or auth.auth_token() is None:
+        raise RuntimeError(f"ray get-auth-token --generate exited {done.returncode}: "
+                           f"{done.stderr.strip()[-500:]}")
+
+
 def start_cluster(temp_dir: str) -> Cluster:
     """A head and one joining node, one CPU each, on this host."""
     port, dash = free_port(), free_port()
     env = cluster_env()
+    ensure_token(env)
     _ray_start(["--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                 "--num-cpus=1", f"--port={port}", f"--dashboard-port={dash}",
                 f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
