@@ -202,3 +202,41 @@ def test_block_spread_recovers_the_simulated_host(sigma, tau):
     assert rm.block_spread(t_a[:1], t_b[:1]) is None
     t_a[1:, 1:] = np.nan  # one block left with 3 complete rounds
     assert rm.block_spread(t_a, t_b) is None
+
+
+def simulated_runs(rng, runs, members, between_sd, within_sd, interval_sd):
+    """Per run and member: a log-ratio estimate with a run's own and a sampling error,
+    and a 95% interval of half-width 1.96 x ``interval_sd`` around it."""
+    truth = rng.normal(0.2, 0.1, members)
+    out = []
+    for _ in range(runs):
+        est = truth + rng.normal(0, between_sd, members) + rng.normal(0, within_sd, members)
+        out.append({(("k", "s", "d"), f"m{i}"): (math.exp(e), math.exp(e - 1.96 * interval_sd),
+                                                 math.exp(e + 1.96 * interval_sd))
+                    for i, e in enumerate(est)})
+    return out
+
+
+def test_honest_intervals_hold_a_reruns_estimate_about_83_percent_of_the_time():
+    rng = np.random.default_rng(7)
+    total = math.hypot(0.02, 0.02)
+    got = rm.rerun_capture(simulated_runs(rng, 5, 2000, 0.02, 0.02, total))
+    assert got.pairs == 5 * 4 * 2000
+    assert got.rate == pytest.approx(rm.CAPTURE_EXPECTED, abs=0.01)
+
+
+def test_intervals_without_the_between_run_variance_hold_it_far_less_often():
+    rng = np.random.default_rng(8)
+    got = rm.rerun_capture(simulated_runs(rng, 5, 2000, 0.02, 0.02, 0.02))
+    # P(|Z| < 1.96 / 2) = 0.673 when half the variance is left out
+    assert got.rate == pytest.approx(0.673, abs=0.015)
+
+
+def test_capture_skips_members_without_an_interval_or_missing_from_the_other_run():
+    group = ("k", "s", "d")
+    runs = [{(group, "fast"): (1.0, None, None), (group, "a"): (1.5, 1.4, 1.6),
+             (group, "b"): (2.0, 1.9, 2.1)},
+            {(group, "fast"): (1.0, float("nan"), float("nan")), (group, "a"): (1.55, 1.5, 1.5)}]
+    got = rm.rerun_capture(runs)
+    assert (got.held, got.pairs) == (1, 1)  # only run 0's interval for a, holding 1.55
+    assert math.isnan(rm.rerun_capture([]).rate)

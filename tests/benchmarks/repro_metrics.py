@@ -190,6 +190,67 @@ def ratios_to_fastest(times: Sequence[float]) -> list[float]:
     return list(t / t.min()) if t.size else []
 
 
+# --- do a run's intervals hold another run's estimate? ------------------------------------
+
+#: Where a 95% interval holds an independent replication's estimate of the same quantity,
+#: on average, when both are normal with equal standard errors: P(|Z| < 1.96 / sqrt 2)
+#: (Cumming & Maillardet 2006, "Confidence intervals and replication: where will the next
+#: mean fall?", Psychological Methods 11(3)).
+CAPTURE_EXPECTED = 0.834
+
+
+@dataclass(frozen=True)
+class Capture:
+    """How often one run's interval held another run's estimate of the same member.
+
+    Attributes
+    ----------
+    held : int
+        Ordered pairs of runs (i, j) and members where run j's ratio lay in run i's
+        interval.
+    pairs : int
+        Ordered pairs counted: both runs ranked the member and run i gave it a
+        proper interval (the group's fastest, at 1 by definition, has none).
+    """
+
+    held: int
+    pairs: int
+
+    @property
+    def rate(self) -> float:
+        """``held / pairs`` (NaN without pairs: a ranking without intervals)."""
+        return self.held / self.pairs if self.pairs else float("nan")
+
+
+Estimate = tuple[float, float | None, float | None]
+
+
+def rerun_capture(runs: Sequence[Mapping[tuple[Group, str], Estimate]]) -> Capture:
+    """How often each run's interval for a member's ratio held every other run's ratio.
+
+    Intervals that carry all the variance between runs hold a rerun's estimate about
+    :data:`CAPTURE_EXPECTED` of the time at 95%; intervals that leave the
+    between-process variance out hold it far less often.
+
+    Parameters
+    ----------
+    runs : sequence of mappings, one per run
+        (group, member) -> (ratio, low, high); low and high None or NaN when the run
+        gave no interval.
+    """
+    held = pairs = 0
+    for i, mine in enumerate(runs):
+        for key, (_, low, high) in mine.items():
+            if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)) \
+                    or low >= high:
+                continue
+            for j, other in enumerate(runs):
+                if j != i and key in other:
+                    pairs += 1
+                    held += bool(low <= other[key][0] <= high)
+    return Capture(held, pairs)
+
+
 # --- drift of one process's ratios over time (ratio_drift.py) ----------------------------
 
 def stretch_means(x: Sequence[float], per: int) -> list[float]:

@@ -14,7 +14,10 @@ ranking: a member's ratio to its group's fastest is the ranking's
 ``ratio_fastest`` when it has one, else its ``median_ns`` over the group's
 smallest. The metrics (repro_metrics.py): claims ("a ahead of b" in a group),
 claims another run reversed, each member's ratio spread across runs (max/min),
-their median and max, the sweep's time, and how noisy the host was (the sd across
+their median and max, how often a run's interval for a member's ratio held another
+run's ratio (``rerun_capture``: about 83% for honest 95% intervals, far less for
+intervals that leave the between-process variance out), the sweep's time, and how
+noisy the host was (the sd across
 blocks of a pair's block estimate, ``repro_metrics.block_spread``, median over
 members and runs: a run's spread scales with it, so a target missed on a noisy
 host reads differently from one missed on a quiet host).
@@ -58,12 +61,15 @@ from pathlib import Path
 
 from pyperf_pair import Pair, add_pair_args, pair_of
 from repro_metrics import (
+    CAPTURE_EXPECTED,
+    Capture,
     Reversals,
     Spreads,
     Standing,
     block_spread,
     pair_ratio,
     ratio_spreads,
+    rerun_capture,
     reversals,
 )
 
@@ -277,6 +283,12 @@ class SpecResult:
         pair's block estimate (None for code without blocks)."""
         known = [x for r in self.runs for x in r.block_spreads]
         return statistics.median(known) if known else None
+
+    @property
+    def capture(self) -> Capture:
+        """How often a run's interval for a member's ratio held another run's ratio."""
+        return rerun_capture([{(s.group, s.member): (s.ratio, d.ratio_low, d.ratio_high)
+                               for s, d in zip(r.standings, r.details)} for r in self.runs])
 
 
 def measure_spec(checkout: Checkout, spec: Path, root: Path, k: int) -> SpecResult:
@@ -556,6 +568,11 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
     if spreads.worst:
         group, member = spreads.worst
         print(f"                  widest: {' '.join(group)} {member}")
+    capture = result.capture
+    if capture.pairs:
+        print(f"intervals         a run's interval held another run's ratio in {capture.held} of "
+              f"{capture.pairs} ({capture.rate:.1%}; honest 95% intervals: about "
+              f"{CAPTURE_EXPECTED:.0%})")
     walls = [r.wall_s for r in runs]
     print(f"time per sweep    median {result.sweep_s:.1f} s (min {min(walls):.1f}, max "
           f"{max(walls):.1f})")
@@ -606,6 +623,7 @@ def spec_json(result: SpecResult) -> dict:
                                                      "reversed": result.reversals.reversed},
             "spread_median": result.spreads.median, "spread_max": result.spreads.max,
             "block_spread": result.block_spread,
+            "capture": asdict(result.capture) | {"rate": result.capture.rate},
             "spreads": [{"group": list(g), "member": m, "spread": v}
                         for (g, m), v in result.spreads.by_member.items()],
             "load_before": result.load_before, "load_after": result.load_after,
