@@ -41,7 +41,7 @@ import multiprocessing.forkserver as mpf  # noqa: E402
 
 import numpy as np  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
-from reproducibility import machine  # noqa: E402
+from reproducibility import machine, machine_line  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
 from gradsweep import worker  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> None:
     for i in range(args.sets):
         sets.append(one_set(group, spec.measure, loops, args.servers, args.blocks))
         print(f"set {i + 1}/{args.sets} done", file=sys.stderr, flush=True)
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    print("machine: " + machine_line())
     members = sorted(sets[0][0][0])
     print(f"{args.kernel} {args.dtype} {group.members[0].shape_text}: {args.sets} sets x "
           f"{args.servers} servers x {args.blocks} blocks; log-ratio to {members[0]}")

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
 from ratio_drift import measuring, window, window_log_ratios  # noqa: E402
-from reproducibility import machine  # noqa: E402
+from reproducibility import machine_line  # noqa: E402
 
 from gradsweep import measure  # noqa: E402
 
@@ -136,7 +136,7 @@ def main() -> None:
     if unknown := set(kinds) - set(NEIGHBOURS):
         raise SystemExit(f"--neighbours: unknown {sorted(unknown)}; expected {list(NEIGHBOURS)}")
     with_malloc_env()
-    print(" | ".join(f"{k} {v}" for k, v in machine().items()))
+    print(machine_line(sep=" | "))
     with measuring(args.spec, args.kernel, args.dtype) as members:
         phases = run_cycles(members, kinds, args)
     times = np.median(np.concatenate([w for c in phases["quiet"] for w in c]), axis=0)

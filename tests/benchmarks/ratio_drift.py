@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from layout_noise import loadavg, with_malloc_env  # noqa: E402
 from repro_metrics import autocorrelation, consecutive_spreads, stretch_means  # noqa: E402
-from reproducibility import machine  # noqa: E402
+from reproducibility import machine, machine_line  # noqa: E402
 
 from gradsweep import measure, worker  # noqa: E402
 from gradsweep.records import Cell, groups_of  # noqa: E402
@@ -210,7 +210,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     with_malloc_env()
-    print(" | ".join(f"{k} {v}" for k, v in machine().items()))
+    print(machine_line(sep=" | "))
     with measuring(args.spec, args.kernel, args.dtype) as members:
         windows, loads = measure_windows(members, args.minutes, args.window_s, args.seed)
     times = np.median(np.concatenate(windows), axis=0)

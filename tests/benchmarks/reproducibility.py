@@ -464,6 +464,11 @@ def machine() -> dict[str, str]:
     return info
 
 
+def machine_line(info: dict[str, str] | None = None, sep: str = ", ") -> str:
+    """:func:`machine` (or ``info``) on one line: ``key value`` items joined by ``sep``."""
+    return sep.join(f"{k} {v}" for k, v in (machine() if info is None else info).items())
+
+
 @dataclass(frozen=True)
 class Baseline:
     """Today's figures for one spec, from an earlier ``--json`` of this script."""
@@ -704,7 +709,7 @@ def report(args, info, results, anchor, started) -> tuple[list[Target], dict]:
     pair = pair_of(args)
     print(f"reproducibility benchmark, {started:%Y-%m-%d %H:%M} UTC; runs: {args.python} -m "
           f"gradsweep run SPEC {' '.join(checkout_of(args).run_args)} (cwd {args.cwd})")
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print("machine: " + machine_line(info))
     children = {json.dumps(r.runs[0].environment, sort_keys=True) for r in results}
     print("runs' environment (cells table): " + "; ".join(children))
     baselines = load_baselines(args.baseline) if args.baseline else {}

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
 from ratio_drift import measuring  # noqa: E402
 from repro_metrics import autocorrelation  # noqa: E402
-from reproducibility import machine  # noqa: E402
+from reproducibility import machine_line  # noqa: E402
 
 from gradsweep import measure  # noqa: E402
 
@@ -135,7 +135,7 @@ def main() -> None:
     with measuring(args.spec, args.kernel, args.dtype) as members:
         names = [m.name for m in members]
         calls = trace(members, args.rounds, args.seed)
-    print(" | ".join(f"{k} {v}" for k, v in machine().items()))
+    print(machine_line(sep=" | "))
     print(f"{args.kernel} {args.dtype}, {args.spec}: {args.rounds} rounds of "
           f"{len(names)} members")
     print(report(names, calls, args.block_rounds))
