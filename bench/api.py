@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from gradsweep.errors import BadInput
 from gradsweep.executors.auth import in_ray_job
-from gradsweep.records import CellResult, SweepOutcome, SweepSpec
+from gradsweep.records import BlockProgress, CellResult, SweepOutcome, SweepSpec
 
 if TYPE_CHECKING:
     import duckdb
@@ -75,13 +75,16 @@ def open_results(results: str | os.PathLike | None = None, *, create: bool = Fal
 def run(spec: SweepSpec | str | os.PathLike, results: str | os.PathLike | None = None, *,
         local: bool = False, address: str | None = None, workers: int | None = None,
         resume: str | None = None,
-        on_result: Callable[[CellResult], None] = lambda result: None) -> SweepOutcome:
+        on_result: Callable[[CellResult], None] = lambda result: None,
+        on_block: Callable[[BlockProgress], None] = lambda progress: None) -> SweepOutcome:
     """Run (or resume) a sweep of ``spec`` (a SweepSpec or a spec file's path) into
     ``results``; the outcome (its sweep_id, status and counts by status).
 
     In this process with ``local``, else on Ray (embedded, or the cluster at
     ``address``, with ``workers`` processes). ``resume`` is a sweep id or ``latest``.
-    ``on_result`` is called with every cell's result once it is stored. Raises
+    ``on_result`` is called with every cell's result once it is stored, ``on_block``
+    with the sweep's :class:`~gradsweep.records.BlockProgress` as each block finishes
+    (its ``eta_s``: the seconds left at the pace so far). Raises
     BadInput for a bad spec, results location or address.
     """
     from gradsweep import runner
@@ -92,7 +95,8 @@ def run(spec: SweepSpec | str | os.PathLike, results: str | os.PathLike | None =
     dataset = open_results(results, create=True)
     executor = make_executor(address, local, workers, spec.plugins)
     try:
-        return runner.run_sweep(spec, dataset, executor, resume=resume, on_result=on_result)
+        return runner.run_sweep(spec, dataset, executor, resume=resume, on_result=on_result,
+                                on_block=on_block)
     finally:
         executor.close()
 

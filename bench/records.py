@@ -341,6 +341,35 @@ class SweepOutcome:
         return (self.wall_s * self.workers - self.task_s) / self.cells if self.cells else None
 
 
+@dataclass(frozen=True)
+class BlockProgress:
+    """How far a sweep's blocks have come, reported as each block finishes.
+
+    A sweep's cells are stored only when their group's last block is in, and the
+    blocks run pass by pass (every group's first block, then every second, ...), so
+    the cells of a window finish together near its end: counting cells would show
+    nothing for most of the sweep and then a burst. Blocks finish at a steady pace.
+
+    Attributes
+    ----------
+    done, total : int
+        Blocks finished, and blocks this run will run (groups x ``repeats``).
+    elapsed_s : float
+        Wall seconds since the first block was handed out.
+    """
+
+    done: int
+    total: int
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far; None before the first block finished."""
+        if self.done <= 0:
+            return None
+        return self.elapsed_s / self.done * max(0, self.total - self.done)
+
+
 
 @dataclass(frozen=True)
 class ProfileLine:

@@ -21,6 +21,7 @@ from gradsweep.errors import BadInput, StoreError
 from gradsweep.impls.registry import load
 from gradsweep.records import (
     BlockOutcome,
+    BlockProgress,
     BlockTask,
     Cell,
     CellResult,
@@ -309,7 +310,8 @@ class _Finished:
 
 def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
                     cells: list[Cell], tally: _Tally,
-                    on_result: Callable[[CellResult], None]) -> float:
+                    on_result: Callable[[CellResult], None],
+                    on_block: Callable[[BlockProgress], None]) -> float:
     """Skip what exceeds the memory budget, probe the nodes, run every block; the
     seconds the blocks took on the wall clock."""
     from gradsweep import store
@@ -320,8 +322,9 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     store.write(dataset, "nodes", sweep_id, nodes)
     peaks = peaks_of(nodes)
     collector = GroupCollector(spec.measure.repeats, peaks)
-    t0 = time.perf_counter()
-    tasks = sweep_tasks(groups_of(runnable), spec.measure,
+    groups = groups_of(runnable)
+    total, done, t0 = len(groups) * spec.measure.repeats, 0, time.perf_counter()
+    tasks = sweep_tasks(groups, spec.measure,
                         block_major=getattr(executor, "processes", False),
                         workers=getattr(executor, "workers", 1), cells=WINDOW_CELLS)
     finished = _Finished(dataset, sweep_id, tally, on_result)
@@ -329,6 +332,9 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
         for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
             # None: a poll that finished no block, the chance to store what waits
             finished.add(collector.add(outcome) if outcome is not None else ())
+            if outcome is not None:
+                done += 1
+                on_block(BlockProgress(done, total, time.perf_counter() - t0))
     except KeyboardInterrupt:  # finished groups are stored and reported, then the sweep stops
         finished.flush()
         raise
@@ -339,12 +345,15 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
 def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str | None = None,
               on_start: Callable[[str, int], None] = lambda sweep_id, n: None,
               on_result: Callable[[CellResult], None] = lambda result: None,
+              on_block: Callable[[BlockProgress], None] = lambda progress: None,
               expansion: Expansion | None = None) -> SweepOutcome:
     """Run (or resume) a sweep of ``spec`` into ``dataset`` with ``executor``.
 
     The sweep's work is its groups, each in ``repeats`` blocks (DESIGN.md,
     Measurement). ``on_start(sweep_id, cells)`` is called before any cell runs,
-    and ``on_result`` for every cell once its row is stored. A resumed sweep
+    ``on_result`` for every cell once its row is stored, and ``on_block`` with
+    the blocks' progress as each block finishes (cells finish in bursts, when
+    their group's last block is in; blocks at a steady pace). A resumed sweep
     reruns every group with a cell that is not ``ok``.
     """
     from gradsweep import store
@@ -360,7 +369,8 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     on_start(sweep_id, len(cells))
     tally, status, wall_s = _Tally(keep_ok=spec.measure.profile), "failed", 0.0
     try:
-        wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result)
+        wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result,
+                                 on_block)
         ok = [c for c in cells if c.cell_id in tally.ok] if spec.measure.profile else []
         profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
         status = "finished"

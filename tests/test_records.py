@@ -55,3 +55,10 @@ def test_statuses_and_one_line():
     assert records.one_line("a\n  b\tc") == "a b c"
     assert len(records.one_line("x" * 5000)) == records.MAX_ERROR_CHARS
     assert records.new_sweep_id() != records.new_sweep_id()
+
+
+def test_block_progress_eta_is_the_pace_so_far_times_the_blocks_left():
+    assert records.BlockProgress(0, 40, 3.0).eta_s is None  # no pace yet
+    assert records.BlockProgress(10, 40, 5.0).eta_s == pytest.approx(15.0)
+    assert records.BlockProgress(40, 40, 20.0).eta_s == 0.0
+    assert records.BlockProgress(41, 40, 20.0).eta_s == 0.0  # never negative

@@ -119,6 +119,20 @@ def test_a_local_sweep_calibrates_loops_in_each_groups_first_block_only(tmp_path
     assert (ok["warmups"] == first + (spec.measure.repeats - 1) * later).all()
 
 
+def test_every_block_reports_the_sweeps_progress_once(tmp_path, write_spec):
+    """Cells are stored in bursts (a group's last block); blocks one by one, counted
+    against every group's ``repeats`` blocks."""
+    spec = load_spec(write_spec(PLUGIN_SPEC))
+    seen = []
+    runner.run_sweep(spec, store.resolve(tmp_path / "r"), LocalExecutor(), on_block=seen.append)
+    total = len({c.group_id for c in expand(spec).cells}) * spec.measure.repeats
+    assert total > 1 and [p.done for p in seen] == list(range(1, total + 1))
+    assert {p.total for p in seen} == {total}
+    elapsed = [p.elapsed_s for p in seen]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert seen[-1].eta_s == 0.0
+
+
 def test_batch_writer_writes_whole_batches(tmp_path, write_spec):
     spec = load_spec(write_spec(PLUGIN_SPEC))
     ds = store.resolve(tmp_path / "r")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import os
 import signal
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,15 @@ from gradsweep.cli.views import text
 from gradsweep.errors import printable
 from gradsweep.executors.auth import in_ray_job
 from gradsweep.impls.registry import load
-from gradsweep.records import FAILED, Cell, Expansion, MeasureSettings, SweepOutcome, SweepSpec
+from gradsweep.records import (
+    FAILED,
+    BlockProgress,
+    Cell,
+    Expansion,
+    MeasureSettings,
+    SweepOutcome,
+    SweepSpec,
+)
 from gradsweep.spec import expand, load_spec
 
 #: Assumed sustained speed of an unmeasured cell, for dry-run estimates (GFLOP/s).
@@ -44,6 +51,8 @@ PROBE_S = 2 * env.GEMM_SECONDS
 BYTES_PER_MIB = 2**20
 #: Exit code of a sweep stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report).
 INTERRUPTED = 130
+#: Off a terminal, a progress line at each 1/PROGRESS_LINES of a sweep's blocks.
+PROGRESS_LINES = 10
 
 
 @dataclass(frozen=True)
@@ -143,58 +152,77 @@ def print_dry_run(console: Console, spec: SweepSpec, expansion: Expansion, worke
         f"MiB for {workers} cells at once"), markup=False, highlight=False)
 
 
-class _Tally:
-    """Counts for the progress display, with a naive ETA from the mean cell time."""
+class _Progress:
+    """What the progress display shows: cells stored and failed, and the blocks' pace.
 
-    def __init__(self) -> None:
+    The ETA comes from blocks (:class:`gradsweep.records.BlockProgress`), not cells:
+    a group's cells are stored together once its last block is in, near the end of
+    their window, so a pace counted in cells is meaningless until the sweep is
+    almost over.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
         self.done = self.failed = self.total = 0
-        self.t0 = time.monotonic()
-
-    def add(self, status: str) -> None:
-        self.done += 1
-        self.failed += status in FAILED
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.total - self.done)
+        self.blocks: BlockProgress | None = None
+        self._shown_tenths = 0
+        self._bar = _bar(console) if console.is_terminal else None
+        self._task = self._bar.add_task("blocks", total=None, cells="0/?", failed=0) \
+            if self._bar else None
 
     def eta_s(self) -> float | None:
-        if not self.done:
-            return None
-        return (time.monotonic() - self.t0) / self.done * self.remaining
+        """Seconds left at the blocks' pace so far (None before the first block)."""
+        return self.blocks.eta_s if self.blocks else None
+
+    def _eta_text(self) -> str:
+        eta = self.eta_s()
+        return "?" if eta is None else f"{eta:.0f}s"
+
+    def _say(self, line: str) -> None:
+        self.console.print(printable(line), markup=False, highlight=False)
+
+    def on_start(self, sweep_id: str, n: int) -> None:
+        self.total = n
+        if self._bar:
+            self._bar.update(self._task, cells=f"0/{n}")
+
+    def on_block(self, progress: BlockProgress) -> None:
+        """A block finished: the bar moves; a plain line at each tenth of the blocks."""
+        self.blocks = progress
+        if self._bar:
+            self._bar.update(self._task, total=progress.total, completed=progress.done)
+            return
+        tenths = progress.done * PROGRESS_LINES // max(1, progress.total)
+        if tenths > self._shown_tenths:
+            self._shown_tenths = tenths
+            self._say(f"blocks {progress.done}/{progress.total} in {progress.elapsed_s:.0f}s, "
+                      f"eta {self._eta_text()}")
+
+    def on_result(self, result) -> None:
+        """A cell's row is stored: count it; a plain line per cell off a terminal."""
+        self.done += 1
+        self.failed += result.status in FAILED
+        if self._bar:
+            self._bar.update(self._task, cells=f"{self.done}/{self.total}", failed=self.failed)
+            return
+        self._say(f"[{self.done}/{self.total}] {result.status:9} {result.variant} "
+                  f"{result.shape} {result.dtype}  failed {self.failed} "
+                  f"remaining {max(0, self.total - self.done)} eta {self._eta_text()}")
 
 
 def _bar(console: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("failed {task.fields[failed]} remaining {task.fields[left]}"),
+                    TextColumn("cells {task.fields[cells]} failed {task.fields[failed]}"),
                     TimeRemainingColumn(), console=console, transient=True)
 
 
 @contextmanager
-def progress_reporter(console: Console) -> Iterator:
-    """``(on_start, on_result)``: a rich bar on a terminal, one plain line per cell elsewhere."""
-    tally = _Tally()
-    bar = _bar(console) if console.is_terminal else None
-    task = bar.add_task("cells", total=None, failed=0, left="?") if bar else None
-
-    def on_start(sweep_id: str, n: int) -> None:
-        tally.total, tally.t0 = n, time.monotonic()
-        if bar:
-            bar.update(task, total=n, left=n)
-
-    def on_result(result) -> None:
-        tally.add(result.status)
-        if bar:
-            bar.update(task, advance=1, failed=tally.failed, left=tally.remaining)
-            return
-        eta = tally.eta_s()
-        console.print(printable(
-            f"[{tally.done}/{tally.total}] {result.status:9} {result.variant} {result.shape} "
-            f"{result.dtype}  failed {tally.failed} remaining {tally.remaining} "
-            f"eta {'?' if eta is None else f'{eta:.0f}s'}"), markup=False, highlight=False)
-
-    with bar if bar else _nothing():
-        yield on_start, on_result
+def progress_reporter(console: Console) -> Iterator[_Progress]:
+    """The sweep's progress: a rich bar of blocks on a terminal; elsewhere a plain line
+    per stored cell and one at each tenth of the blocks, each with the ETA."""
+    progress = _Progress(console)
+    with progress._bar if progress._bar else _nothing():
+        yield progress
 
 
 @contextmanager
@@ -368,15 +396,15 @@ def run_command(spec_path: str, *, address: str | None = None, local: bool = Fal
                      markup=False, highlight=False)
     started: list[str] = []
     try:
-        with sigterm_as_interrupt(), progress_reporter(errors) as (on_start, on_result):
+        with sigterm_as_interrupt(), progress_reporter(errors) as progress:
             def begin(sweep_id: str, n: int) -> None:  # the id: the first line of results
                 started.append(sweep_id)
                 console.print(printable(sweep_id), markup=False, highlight=False)
-                on_start(sweep_id, n)
+                progress.on_start(sweep_id, n)
 
             outcome = runner.run_sweep(spec, dataset, executor, resume=resume,
-                                       on_result=on_result, on_start=begin,
-                                       expansion=expansion)
+                                       on_result=progress.on_result, on_start=begin,
+                                       on_block=progress.on_block, expansion=expansion)
     except KeyboardInterrupt:
         sweep_id = started[0] if started else "SWEEP_ID"
         errors.print(printable(f"interrupted: finished cells are stored in {dataset.uri}; "

@@ -62,3 +62,45 @@ def test_what_the_end_keeps_holds_no_view_of_the_light_columns():
     end = run.end_of_run(light, rows=5)
     light.loc[:, "error"] = "changed"
     assert list(end.failed["error"]) == ["boom"] * 3
+
+
+def plain_progress():
+    """A progress display off a terminal, and what it printed."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    return run._Progress(Console(file=out, width=200)), out
+
+
+def test_off_a_terminal_blocks_print_a_line_each_tenth_with_their_eta():
+    from gradsweep.records import BlockProgress
+
+    progress, out = plain_progress()
+    progress.on_start("s1", 3)
+    for done in range(1, 38):
+        progress.on_block(BlockProgress(done, 37, 0.5 * done))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == run.PROGRESS_LINES
+    assert lines[0] == "blocks 4/37 in 2s, eta 16s"  # 0.5 s a block, 33 left
+    assert lines[-1] == "blocks 37/37 in 18s, eta 0s"
+
+
+def test_a_cells_line_takes_its_eta_from_the_blocks_not_from_the_cells():
+    """A group's cells are stored together at the end of its window: with two of 40
+    blocks done in 10 s, 190 s are left, however many cells came in."""
+    from types import SimpleNamespace
+
+    from gradsweep.records import BlockProgress
+
+    progress, out = plain_progress()
+    progress.on_start("s1", 3)
+    cell = SimpleNamespace(variant="rnn/v=1", shape="N=1", dtype="float64", status="error")
+    progress.on_result(cell)  # before any block: no pace yet
+    progress.on_block(BlockProgress(2, 40, 10.0))
+    progress.on_result(cell)
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("failed 1 remaining 2 eta ?")
+    assert second.endswith("failed 2 remaining 1 eta 190s")
+    assert progress.failed == 2 and progress.done == 2
