@@ -33,7 +33,7 @@ OVERALL_KEYS = ("kernel", "dtype")
 RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
                 "ratio_fastest", "ratio_low", "ratio_high", "speedup", "speedup_low",
                 "speedup_high", "speedup_peer", "speedup_peer_low", "speedup_peer_high",
-                "paired", "blocks_set_aside", "answer", "peak_bytes", "memory_place",
+                "paired", "blocks_slowed", "answer", "peak_bytes", "memory_place",
                 "pareto", "flops", "gflops", "peak_fraction", "warnings", "cell_id"]
 #: Columns of one interval: (point, low, high) for each ratio a ranking reports.
 RATIO_COLUMNS = {"fastest": ("ratio_fastest", "ratio_low", "ratio_high"),
@@ -369,17 +369,11 @@ def _references(variants: Sequence[str], registry: Registry | None) -> tuple[lis
     return bases, peers
 
 
-def quiet_times(times: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-    """``times`` without the blocks the machine slowed (:func:`gradsweep.stats.disturbed_blocks`),
-    and how many were set aside."""
-    disturbed = stats.disturbed_blocks(list(times.values()))
-    return {m: t[~disturbed] for m, t in times.items()}, int(disturbed.sum())
-
-
 def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, list]:
-    """Places and every ratio with its interval over blocks (screened, robust), for a blocked group,
-    from the blocks the machine did not slow."""
-    times, set_aside = quiet_times(group_times(group))
+    """Places and every ratio with its interval over blocks (screened, robust), for a blocked
+    group, from every block: those the machine slowed too (counted in ``blocks_slowed``;
+    docs/statistics.md, "Blocks the machine slowed are kept")."""
+    times = group_times(group)
     estimate = paired_estimates(_checked_blocks(times))
     order = block_places(times, estimate=estimate)
     placed = {p.member: p for p in order}
@@ -400,7 +394,8 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             for name, value in zip(names, values):
                 cols[name].append(value)
     cols["place"] = [placed[v].place for v in variants]
-    cols["blocks_set_aside"] = [set_aside] * len(variants)
+    slowed = int(stats.disturbed_blocks(list(times.values())).sum())
+    cols["blocks_slowed"] = [slowed] * len(variants)
     return cols
 
 
@@ -420,7 +415,7 @@ def _unpaired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str,
             cols[low].append(np.nan)  # no interval: one process per cell (unpaired)
             cols[high].append(np.nan)
     cols["place"] = places([np.asarray(s, dtype=float) for s in group["samples_ns"]])
-    cols["blocks_set_aside"] = [0] * len(variants)
+    cols["blocks_slowed"] = [0] * len(variants)
     return cols
 
 
@@ -499,17 +494,18 @@ def _rank_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, lis
     cols["pareto"] = pareto_front(list(group["median_ns"]), memory)
     cols["paired"] = [is_blocked(group)] * len(group)
     cols["answer"] = [group_answer(list(group["variant"]), cols)
-                      + set_aside_note(cols["blocks_set_aside"][0])] * len(group)
+                      + slowed_note(cols["blocks_slowed"][0])] * len(group)
     return cols
 
 
-def set_aside_note(blocks: int) -> str:
-    """What the group's answer adds when blocks were set aside (:func:`quiet_times`)."""
+def slowed_note(blocks: int) -> str:
+    """What the group's answer adds when the machine slowed some of its blocks: they are
+    kept (the combination over blocks is robust), but the reader should know the
+    machine was busy."""
     if not blocks:
         return ""
     noun = "block" if blocks == 1 else "blocks"
-    return (f" ({blocks} {noun} the machine slowed by {stats.DISTURBED_SLOWDOWN:.0%} or more "
-            "set aside)")
+    return f" (the machine slowed {blocks} {noun} by {stats.DISTURBED_SLOWDOWN:.0%} or more)"
 
 
 def rank(cells: pd.DataFrame, registry: Registry | None = None) -> pd.DataFrame:

@@ -72,7 +72,7 @@ class RankedCell:
     speedup_peer_high: float | None = None
     paired: bool = False
     answer: str = ""
-    blocks_set_aside: int = 0
+    blocks_slowed: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
                    speedup_peer_low=_float(r.speedup_peer_low),
                    speedup_peer_high=_float(r.speedup_peer_high), paired=bool(r.paired),
                    answer=str(r.answer or ""),
-                   blocks_set_aside=_int(r.blocks_set_aside) or 0)
+                   blocks_slowed=_int(r.blocks_slowed) or 0)
         for r in ordered.itertuples(index=False))
 
 
@@ -388,7 +388,7 @@ def to_markdown(report: Report) -> str:
 CSV_COLUMNS = ("record", "kernel", "dtype", "shape", "variant", "status", "place",
                "median_ns", "ci_low_ns", "ci_high_ns", "ratio_fastest", "ratio_low",
                "ratio_high", "speedup", "speedup_low", "speedup_high", "speedup_peer",
-               "speedup_peer_low", "speedup_peer_high", "paired", "blocks_set_aside", "answer",
+               "speedup_peer_low", "speedup_peer_high", "paired", "blocks_slowed", "answer",
                "peak_bytes", "memory_place", "pareto", "flops", "gflops", "peak_fraction",
                "geomean", "shapes", "total_shapes", "warnings", "error", "cell_id")
 

@@ -97,8 +97,6 @@ MIN_ROUNDS = 3
 #: machines (docs/noise.md, "Disturbed blocks"): quiet blocks of ``jobs/quick.toml`` lie
 #: within about 10% of their group's median block, disturbed ones 20-65% above it.
 DISTURBED_SLOWDOWN = 0.15
-#: Blocks are set aside only while at least this many quiet ones remain.
-MIN_QUIET_BLOCKS = 3
 #: A block estimate of one pair more than this many modified z-scores from the pair's
 #: median block estimate is left out of the ranking's combination (:func:`outlying_blocks`).
 #: Iglewicz & Hoaglin's candidate-outlier cut-off is 3.5; 5 leaves out about 2% of the
@@ -1038,17 +1036,15 @@ def block_slowdowns(times: Sequence[ArrayLike]) -> np.ndarray:
 def disturbed_blocks(times: Sequence[ArrayLike],
                      slowdown: float = DISTURBED_SLOWDOWN) -> np.ndarray:
     """Blocks the machine slowed: every member (their median) ran at least ``slowdown``
-    slower than in the group's typical block (:func:`block_slowdowns`).
+    slower than in the group's typical block (:func:`block_slowdowns`). The typical
+    block is the median one, so at most half the blocks are found.
 
-    Interference on a shared machine only ever adds time, and it does not add it
-    to every member alike (a memory-heavy neighbour slows a memory-bound member
-    most), so a block the whole group ran slow in also has shifted ratios. Such
-    blocks are set aside from the group's statistics, in the spirit of Chen &
-    Revels (2016), who estimate from the least-disturbed measurements because
-    noise on a benchmarking machine is positive. The typical block is the median
-    one, so at most half the blocks can be set aside; and none is when fewer than
-    :data:`MIN_QUIET_BLOCKS` would be left (their between-block variance is what the
-    interval needs).
+    The ranking counts them and keeps them (docs/statistics.md, "Blocks the machine
+    slowed are kept"): its combination over blocks (Hodges-Lehmann, outlying pair
+    blocks screened) is robust to a minority of shifted blocks, and setting them
+    aside, as it once did in the spirit of Chen & Revels (2016), left noisy hosts
+    fewer blocks than that combination needs and made reruns agree less
+    (docs/noise.md, "Set aside, or kept?").
 
     Returns
     -------
@@ -1059,9 +1055,7 @@ def disturbed_blocks(times: Sequence[ArrayLike],
         raise ValueError(f"slowdown must be > 0, got {slowdown}")
     slow = block_slowdowns(times)
     with np.errstate(invalid="ignore"):
-        disturbed = np.nan_to_num(slow, nan=-np.inf) > math.log1p(slowdown)
-    quiet = int(np.sum(np.isfinite(slow) & ~disturbed))
-    return disturbed if quiet >= MIN_QUIET_BLOCKS else np.zeros_like(disturbed)
+        return np.nan_to_num(slow, nan=-np.inf) > math.log1p(slowdown)
 
 
 def block_time(times: ArrayLike) -> float:

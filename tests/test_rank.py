@@ -118,10 +118,11 @@ def test_rank_of_nothing_is_empty():
     assert rank.rank(empty).empty and rank.overall(rank.rank(empty)).empty
 
 
-def test_a_block_the_machine_slowed_is_set_aside_from_the_group():
+def test_a_block_the_machine_slowed_is_counted_and_kept():
     """6 blocks x 3 rounds, FAST 1.2x faster than BASE; in block 2 the machine ran both
     1.5x slower and BASE a further 1.3x (a neighbour hurts one member most). The ranking
-    sets block 2 aside, says so, and reports the quiet blocks' ratio."""
+    keeps block 2, says the machine slowed it, and its robust combination stays near the
+    quiet blocks' ratio."""
     rng = np.random.default_rng(4)
     blocks, rounds = 6, 3
     machine = np.exp(rng.normal(0, 0.02, (blocks, 1))) * np.where(
@@ -134,13 +135,12 @@ def test_a_block_the_machine_slowed_is_set_aside_from_the_group():
                                                                "median_ns": float(np.median(t))}
             for v, t in times.items()]
     ranked = rank.rank(pd.DataFrame(rows), load()).set_index("variant")
-    assert list(ranked["blocks_set_aside"]) == [1, 1]
-    assert ranked.loc[FAST, "answer"].endswith(
-        "(1 block the machine slowed by 15% or more set aside)")
-    assert ranked.loc[BASE, "ratio_fastest"] == pytest.approx(1.2, rel=0.02)
+    assert list(ranked["blocks_slowed"]) == [1, 1]
+    assert ranked.loc[FAST, "answer"].endswith("(the machine slowed 1 block by 15% or more)")
+    assert ranked.loc[BASE, "ratio_fastest"] == pytest.approx(1.2, rel=0.03)
     assert ranked.loc[BASE, "ratio_low"] <= 1.2 <= ranked.loc[BASE, "ratio_high"]
-    every = stats.paired_estimate(times[BASE], times[FAST])
-    assert every.ratio > 1.22  # the disturbed block would have pulled it up
+    every = stats.paired_estimate(times[BASE], times[FAST])  # random effects, unscreened
+    assert every.ratio > 1.22  # a plain weighted mean is pulled up by the slowed block
 
 
 def answer_cols(places, ratios, lows, speedups=None):

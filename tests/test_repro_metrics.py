@@ -240,3 +240,37 @@ def test_capture_skips_members_without_an_interval_or_missing_from_the_other_run
     got = rm.rerun_capture(runs)
     assert (got.held, got.pairs) == (1, 1)  # only run 0's interval for a, holding 1.55
     assert math.isnan(rm.rerun_capture([]).rate)
+
+
+# ------------------------------------------------------------------ units within sets
+SETS, UNITS, BLOCKS = 8, 4, 6
+ANOVA_CASES = 1000
+
+
+def nested(rng, unit_sd: float, within_sd: float = 0.04, drift_sd: float = 0.05):
+    """Block log-ratios: a drift per set (the host), a bias per unit, noise per block."""
+    drift = rng.normal(0, drift_sd, (SETS, 1, 1))
+    unit = rng.normal(0, unit_sd, (SETS, UNITS, 1))
+    return drift + unit + rng.normal(0, within_sd, (SETS, UNITS, BLOCKS))
+
+
+def test_without_a_unit_effect_the_f_test_errs_at_its_level_whatever_the_drift():
+    rng = np.random.default_rng(0)
+    p = np.array([rm.unit_share(nested(rng, 0.0).tolist())["p"] for _ in range(ANOVA_CASES)])
+    assert abs(np.mean(p < 0.05) - 0.05) < 3 * (0.05 * 0.95 / ANOVA_CASES) ** 0.5
+
+
+def test_a_known_unit_effect_is_found_and_estimated():
+    rng = np.random.default_rng(1)
+    got = [rm.unit_share(nested(rng, 0.03).tolist()) for _ in range(ANOVA_CASES)]
+    assert np.mean([g["p"] < 0.05 for g in got]) > 0.95
+    assert abs(np.median([g["sd_unit"] for g in got]) - 0.03) < 0.003
+    assert abs(np.median([g["sd_within"] for g in got]) - 0.04) < 0.002
+    assert got[0]["df"] == (SETS * (UNITS - 1), SETS * UNITS * (BLOCKS - 1))
+
+
+def test_runs_as_units_of_one_set():
+    """Five runs of eight blocks: one set, df (4, 35)."""
+    rng = np.random.default_rng(2)
+    share = rm.unit_share([rng.normal(0, 0.05, (5, 8)).tolist()])
+    assert share["df"] == (4, 35) and share["sd_within"] > 0

@@ -403,8 +403,8 @@ def test_block_slowdowns_hand_computed_and_the_disturbed_block():
     assert np.allclose(stats.block_slowdowns([m0, m1]), [0, 0, math.log(1.3), 0])
     assert list(stats.disturbed_blocks([m0, m1])) == [False, False, True, False]
     assert not stats.disturbed_blocks([m0, m1], slowdown=0.35).any()
-    # never fewer than MIN_QUIET_BLOCKS (3) left: of 3 blocks, none is set aside
-    assert not stats.disturbed_blocks([m0[1:], m1[1:]]).any()
+    # only counted now (the ranking keeps them), so found however few the blocks
+    assert list(stats.disturbed_blocks([m0[1:], m1[1:]])) == [False, True, False]
     # one member slow alone is that member, not the machine: the median of two is halfway
     assert not stats.disturbed_blocks([m0, np.array([2.0, 2, 2, 2])[:, None] * wiggle]).any()
 
@@ -468,8 +468,8 @@ def disturbed_pairs(rng, groups: int, blocks: int = 8, rounds: int = 3, share: f
     return t_a, speed * slow * noise(), truth.ravel(), hit[..., 0]
 
 
-def test_quiet_blocks_are_rarely_set_aside_and_disturbed_ones_are_found():
-    """1,000 simulated groups of 8 blocks: the rule sets aside under 1% of quiet blocks
+def test_quiet_blocks_are_rarely_counted_slowed_and_disturbed_ones_are_found():
+    """1,000 simulated groups of 8 blocks: the rule counts under 1% of quiet blocks as slowed
     and finds over 90% of the disturbed ones (those it misses are the mildest)."""
     t_a, t_b, _, hit = disturbed_pairs(np.random.default_rng(3), 1000)
     found = np.array([stats.disturbed_blocks([a, b]) for a, b in zip(t_a, t_b)])
@@ -477,16 +477,19 @@ def test_quiet_blocks_are_rarely_set_aside_and_disturbed_ones_are_found():
     assert np.mean(found[hit]) > 0.9
 
 
-def test_setting_disturbed_blocks_aside_keeps_the_interval_on_the_quiet_ratio():
-    """With a fifth of the blocks disturbed, intervals over the blocks kept cover the quiet
-    machine's ratio in at least 93% of 1,000 groups, and clearly more often than
-    intervals over every block (92-93% in such simulations)."""
+def test_the_robust_combination_over_every_block_bounds_what_disturbed_blocks_do():
+    """With a fifth of the blocks disturbed (a member-specific 8% on top), the ranking's
+    combination over every block (screened, Hodges-Lehmann) stays within 2% of the quiet
+    machine's ratio in the median group and its interval covers that ratio in at least
+    90% of 1,000 groups (95% at 0 disturbed): the price of keeping the blocks, which real
+    reruns on a noisy host preferred to setting them aside (docs/noise.md, "Set aside, or
+    kept?")."""
     t_a, t_b, truth, _ = disturbed_pairs(np.random.default_rng(5), 1000)
-    every = estimates(t_a, t_b)
-    kept = [(a[~d], b[~d]) for a, b in zip(t_a, t_b)
-            for d in [stats.disturbed_blocks([a, b])]]
-    quiet = [stats.paired_estimate(a, b) for a, b in kept]
-    assert coverage(quiet, truth) >= max(0.93, coverage(every, truth) + 0.02)
+    robust = estimates(t_a, t_b, screen=True, robust=True)
+    assert coverage(robust, truth) >= 0.90
+    assert np.median([abs(math.log(e.ratio / t)) for e, t in zip(robust, truth)]) < 0.02
+    quiet_a, quiet_b, quiet_truth, _ = disturbed_pairs(np.random.default_rng(6), 1000, share=0.0)
+    assert coverage(estimates(quiet_a, quiet_b, screen=True, robust=True), quiet_truth) >= 0.93
 
 
 def test_block_time_is_the_geometric_mean_of_block_medians():

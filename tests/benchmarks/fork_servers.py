@@ -41,8 +41,8 @@ import multiprocessing.forkserver as mpf  # noqa: E402
 
 import numpy as np  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
+from repro_metrics import unit_share  # noqa: E402
 from reproducibility import machine, machine_line  # noqa: E402
-from scipy import stats as sps  # noqa: E402
 
 from gradsweep import worker  # noqa: E402
 from gradsweep.executors import node  # noqa: E402
@@ -99,26 +99,6 @@ def one_set(group: Group, settings, loops: worker.LoopCounts, servers: int,
     return out
 
 
-def server_share(sets: list[list[list[float]]]) -> dict[str, float]:
-    """One-way ANOVA, servers within sets: ``sets[s][p][b]`` is block b of server p in set s.
-
-    Each set's mean is taken out (drift between sets is the host's), so the
-    between-server mean square has sets x (servers - 1) degrees of freedom.
-    """
-    x = np.asarray(sets, dtype=float)  # (sets, servers, blocks)
-    n_sets, n_servers, n_blocks = x.shape
-    server_means = x.mean(axis=2)
-    centred = server_means - server_means.mean(axis=1, keepdims=True)
-    df_between, df_within = n_sets * (n_servers - 1), n_sets * n_servers * (n_blocks - 1)
-    ms_between = n_blocks * float((centred ** 2).sum()) / df_between
-    ms_within = float(((x - server_means[..., None]) ** 2).sum()) / df_within
-    f = ms_between / ms_within if ms_within > 0 else float("nan")
-    return {"sd_within": ms_within ** 0.5,
-            "sd_server": max((ms_between - ms_within) / n_blocks, 0.0) ** 0.5,
-            "F": f, "df": (df_between, df_within),
-            "p": float(sps.f.sf(f, df_between, df_within)) if ms_within > 0 else float("nan")}
-
-
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("spec", nargs="?", type=Path, default=Path("jobs/quick.toml"))
@@ -153,9 +133,9 @@ def main() -> None:
     print(f"{args.kernel} {args.dtype} {group.members[0].shape_text}: {args.sets} sets x "
           f"{args.servers} servers x {args.blocks} blocks; log-ratio to {members[0]}")
     for member in members[1:]:
-        share = server_share([[[b[member] for b in server] for server in s] for s in sets])
+        share = unit_share([[[b[member] for b in server] for server in s] for s in sets])
         print(f"  {member.split('/', 1)[1]:45s} sd within a server {share['sd_within']:.2%}, "
-              f"between servers {share['sd_server']:.2%}, F {share['F']:.2f} "
+              f"between servers {share['sd_unit']:.2%}, F {share['F']:.2f} "
               f"(df {share['df'][0]}, {share['df'][1]}), p {share['p']:.3f}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "args": vars(args) | {

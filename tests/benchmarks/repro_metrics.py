@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 
 #: A group: everything of a cell but its member (kernel, shape, dtype).
 Group = tuple[str, ...]
@@ -310,3 +311,33 @@ def block_spread(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
     if np.count_nonzero(usable) < 2:
         return None
     return float(np.std(np.nanmedian(d[usable], axis=1), ddof=1))
+
+
+def unit_share(sets: Sequence[Sequence[Sequence[float]]]) -> dict[str, float | tuple[int, int]]:
+    """One-way analysis of variance of units within sets (Snedecor's F).
+
+    ``sets[s][u][b]`` is block b of unit u in set s: a unit is what the blocks may
+    share a bias through (a fork server, a run), a set a batch of units measured
+    together. Each set's mean is taken out (drift between sets is not the units'),
+    so the between-unit mean square has sets x (units - 1) degrees of freedom and
+    the within-unit one sets x units x (blocks - 1).
+
+    Returns
+    -------
+    dict
+        ``sd_within`` (a block's sd within its unit), ``sd_unit`` (the units' own
+        sd, the method-of-moments estimate ``sqrt((MSB - MSW) / blocks)``, 0 when
+        negative), ``F``, ``df`` (between, within) and ``p`` (upper tail of F).
+    """
+    x = np.asarray(sets, dtype=float)  # (sets, units, blocks)
+    n_sets, n_units, n_blocks = x.shape
+    unit_means = x.mean(axis=2)
+    centred = unit_means - unit_means.mean(axis=1, keepdims=True)
+    df_between, df_within = n_sets * (n_units - 1), n_sets * n_units * (n_blocks - 1)
+    ms_between = n_blocks * float((centred ** 2).sum()) / df_between
+    ms_within = float(((x - unit_means[..., None]) ** 2).sum()) / df_within
+    f = ms_between / ms_within if ms_within > 0 else float("nan")
+    return {"sd_within": ms_within ** 0.5,
+            "sd_unit": max((ms_between - ms_within) / n_blocks, 0.0) ** 0.5,
+            "F": f, "df": (df_between, df_within),
+            "p": float(sps.f.sf(f, df_between, df_within)) if ms_within > 0 else float("nan")}
