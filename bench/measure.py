@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
-import math
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -40,11 +39,6 @@ from gradsweep import stats
 #: Loop calibration stops doubling here (pyperf uses 2**32; a callable this fast
 #: is far below what the timer can resolve anyway, and is flagged).
 MAX_LOOPS = 2**20
-#: Single calls timed to calibrate the loop count (:func:`calibrate_loops`): their fastest
-#: sets it, so that one noisy call does not halve it in one run and not in the next.
-CALIBRATION_CALLS = 5
-#: A single call this many times the minimum sample time ends calibration at one loop.
-SLOW_CALL_FACTOR = 2.0
 #: Warmup compares the median of the newest WARMUP_WINDOW warmup samples with the
 #: median of the WARMUP_WINDOW before them; a window of 3 tolerates one spike.
 WARMUP_WINDOW = 3
@@ -125,35 +119,17 @@ def run_sample(fn: Callable[[], object], loops: int, clock: Clock) -> int:
     return clock() - start
 
 
-def calibrate_loops(fn: Callable[[], object], min_time_ns: float, clock: Clock, *,
-                    calls: int = CALIBRATION_CALLS) -> int:
-    """The loop count: the smallest power of two whose sample, at the fastest of ``calls``
-    single calls, lasts at least ``min_time_ns``; doubled while a sample at it falls short.
-
-    pyperf doubles the loop count until one sample reaches the minimum time, so one
-    slow sample (noise on a shared machine only ever adds time) stops the doubling a
-    step early, and reruns of a sweep calibrated the same member to different counts;
-    per-call time falls by about 1% per doubling (docs/noise.md, "Loop counts"). The
-    fastest of a few calls moves little between runs, so the count does too. A sample
-    that falls short of ``min_time_ns`` at that count (the clock's own overhead
-    inflating a microsecond call) doubles it, as pyperf does: noise cannot cause that.
-    A call of twice ``min_time_ns`` or more ends the calibration at 1 loop.
+def calibrate_loops(fn: Callable[[], object], min_time_ns: float, clock: Clock) -> int:
+    """Double the loop count from 1 until one sample lasts at least ``min_time_ns`` (pyperf).
 
     Returns
     -------
     int
-        A power of two, capped at :data:`MAX_LOOPS`.
+        The first power of two whose sample reached ``min_time_ns``, capped at
+        :data:`MAX_LOOPS`.
     """
-    fastest = math.inf
-    for _ in range(max(1, calls)):
-        elapsed = run_sample(fn, 1, clock)
-        if elapsed >= SLOW_CALL_FACTOR * min_time_ns:
-            return 1
-        fastest = min(fastest, elapsed)
     loops = 1
-    while 0 < fastest and loops * fastest < min_time_ns and loops < MAX_LOOPS:
-        loops *= 2  # a clock too coarse to see one call (0) leaves the doubling below
-    while loops < MAX_LOOPS and run_sample(fn, loops, clock) < min_time_ns:
+    while run_sample(fn, loops, clock) < min_time_ns and loops < MAX_LOOPS:
         loops *= 2
     return loops
 

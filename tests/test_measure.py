@@ -41,8 +41,7 @@ def codes(timing):
 
 def test_constant_cost_exact_loops_and_warmups():
     timing, work = fake_time(lambda i: MS, min_time_s=0.01, samples=15, max_warmups=10)
-    # calibration: the fastest of 5 single calls is 1 ms, so 16 calls = 16 ms >= 10 ms
-    # (8 would be 8 ms); one sample of 16 confirms it
+    # calibration: 1, 2, 4, 8 calls (< 10 ms), 16 calls = 16 ms >= 10 ms
     assert timing.loops == 16
     # settled at the first check: two windows of WARMUP_WINDOW samples
     assert timing.warmups == 2 * measure.WARMUP_WINDOW
@@ -52,57 +51,13 @@ def test_constant_cost_exact_loops_and_warmups():
     assert timing.median_ns == MS and timing.mad_ns == 0.0
     assert (timing.ci_low_ns, timing.ci_high_ns) == (MS, MS)
     assert timing.warnings == ()
-    assert work.calls == 1 + (measure.CALIBRATION_CALLS + 16) + 16 * (6 + 15)
+    assert work.calls == 1 + (1 + 2 + 4 + 8 + 16) + 16 * (6 + 15)
 
 
 def test_loops_exact_power_of_two_boundary():
     timing, _ = fake_time(lambda i: 2500, min_time_s=0.00001, samples=3, max_warmups=0)
     # 10_000 ns needed: 1, 2 calls too short, 4 calls = 10_000 ns reaches it
     assert timing.loops == 4
-
-
-def doubling(work, min_time_ns):
-    """pyperf's calibration: double the loops until one sample reaches the minimum."""
-    loops = 1
-    while measure.run_sample(work, loops, work.clock) < min_time_ns:
-        loops *= 2
-    return loops
-
-
-def test_loops_come_from_the_fastest_single_call_not_from_one_noisy_sample():
-    """Calls of 1 ms with one in three 50% slower (noise only adds time): 16 loops for a
-    9.5 ms minimum wherever the slow calls fall; doubling until one sample reaches it
-    stops at 8 (an 8-call sample with three slow calls) or 16 (with two)."""
-    found, pyperf = set(), set()
-    for offset in range(3):
-        def cost(i, offset=offset):
-            return 1.5 * MS if (i + offset) % 3 == 0 else MS
-        work = FakeWork(cost)
-        found.add(measure.calibrate_loops(work, 9.5 * MS, work.clock))
-        work = FakeWork(cost)
-        pyperf.add(doubling(work, 9.5 * MS))
-    assert found == {16} and pyperf == {8, 16}
-
-
-def test_a_short_sample_at_the_calibrated_count_doubles_it():
-    """A clock whose reading costs 0.5 us: single calls of 1 us read 1.5 us, so the
-    fastest call suggests 8 loops for 10 us; a sample of 8 (8.5 us) falls short, so 16."""
-    work = FakeWork(lambda i: 1_000)
-    reads = iter(range(10**6))
-
-    def clock():
-        work.now += 500 if next(reads) % 2 == 0 else 0  # the start read costs 0.5 us
-        return work.now
-
-    assert measure.calibrate_loops(work, 10_000, clock) == 16
-
-
-def test_a_slow_call_ends_calibration_at_one_loop_and_a_blind_clock_doubles():
-    slow = FakeWork(lambda i: 25 * MS)
-    assert measure.calibrate_loops(slow, 10 * MS, slow.clock) == 1 and slow.calls == 1
-    # a clock that cannot see one call (reads 0): doubling until a sample reaches it
-    coarse = FakeWork(lambda i: 0 if i < measure.CALIBRATION_CALLS else MS)
-    assert measure.calibrate_loops(coarse, 4 * MS, coarse.clock) == 4
 
 
 def test_warmup_continues_while_getting_faster():
