@@ -330,11 +330,12 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     finished = _Finished(dataset, sweep_id, tally, on_result)
     try:
         for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
-            # None: a poll that finished no block, the chance to store what waits
-            finished.add(collector.add(outcome) if outcome is not None else ())
-            if outcome is not None:
-                done += 1
-                on_block(BlockProgress(done, total, time.perf_counter() - t0))
+            if outcome is None:  # a poll that finished no block: the chance to store what waits
+                finished.add(())
+                continue
+            finished.add(collector.add(outcome))
+            done += 1
+            on_block(BlockProgress(done, total, time.perf_counter() - t0))
     except KeyboardInterrupt:  # finished groups are stored and reported, then the sweep stops
         finished.flush()
         raise

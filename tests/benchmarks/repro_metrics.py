@@ -306,11 +306,32 @@ def block_spread(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
         Paired times (NaN: missing); blocks with fewer than ``BLOCK_MIN_ROUNDS``
         complete rounds are left out.
     """
-    d = np.log(np.asarray(t_a, dtype=float) / np.asarray(t_b, dtype=float))
-    usable = np.count_nonzero(np.isfinite(d), axis=1) >= BLOCK_MIN_ROUNDS
-    if np.count_nonzero(usable) < 2:
+    y = block_log_ratios(t_a, t_b, min_rounds=BLOCK_MIN_ROUNDS)
+    y = y[np.isfinite(y)]
+    if len(y) < 2:
         return None
-    return float(np.std(np.nanmedian(d[usable], axis=1), ddof=1))
+    return float(np.std(y, ddof=1))
+
+
+def block_log_ratios(t_a: np.ndarray, t_b: np.ndarray, min_rounds: int = 1) -> np.ndarray:
+    """Each block's estimate of ``log(a / b)``: the median of its paired log-ratios.
+
+    Parameters
+    ----------
+    t_a, t_b : ndarray, shape (blocks, rounds)
+        Paired times (NaN: missing).
+    min_rounds : int
+        Blocks with fewer complete pairs get NaN.
+
+    Returns
+    -------
+    ndarray, shape (blocks,)
+    """
+    d = np.log(np.asarray(t_a, dtype=float) / np.asarray(t_b, dtype=float))
+    usable = np.count_nonzero(np.isfinite(d), axis=1) >= max(1, min_rounds)
+    out = np.full(d.shape[0], np.nan)
+    out[usable] = np.nanmedian(d[usable], axis=1)
+    return out
 
 
 def unit_share(sets: Sequence[Sequence[Sequence[float]]]) -> dict[str, float | tuple[int, int]]:

@@ -106,9 +106,7 @@ def ranking_rows(results: str, spec: str) -> dict:
     from gradsweep.impls.registry import load
 
     dataset = store.resolve(results)
-    sweep_ids = list(store.sweeps(dataset)["sweep_id"])
-    if len(sweep_ids) != 1:
-        raise SystemExit(f"{results}: expected one sweep, found {len(sweep_ids)}")
+    sweep_ids = [only_sweep(store, dataset, results)]
     cells = store.read(dataset, "cells", sweep_ids)
     ranked = rank.rank(cells, load(gradsweep.load_spec(spec).plugins))
     source = "ratio_fastest" if "ratio_fastest" in ranked.columns else "median_ns"
@@ -133,6 +131,15 @@ def ranking_rows(results: str, spec: str) -> dict:
                  for r in ranked.itertuples() if ranked_row(r)],
         "unranked": int(sum(not ranked_row(r) for r in ranked.itertuples())),
     }
+
+
+def only_sweep(store, dataset, results) -> str:
+    """The id of the one sweep in ``dataset`` (opened by ``store``, the importable
+    gradsweep's); exits naming ``results`` when it holds none or several."""
+    sweep_ids = list(store.sweeps(dataset)["sweep_id"])
+    if len(sweep_ids) != 1:
+        raise SystemExit(f"{results}: expected one sweep, found {len(sweep_ids)}")
+    return sweep_ids[0]
 
 
 def block_spreads(ok, rank) -> list[float]:

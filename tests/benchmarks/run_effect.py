@@ -33,8 +33,8 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from repro_metrics import unit_share  # noqa: E402
-from reproducibility import machine_line  # noqa: E402
+from repro_metrics import block_log_ratios, unit_share  # noqa: E402
+from reproducibility import machine_line, only_sweep  # noqa: E402
 
 from gradsweep import rank, store  # noqa: E402
 
@@ -48,10 +48,7 @@ KEY = ["kernel", "shape", "dtype"]
 def sweep_cells(path: Path) -> pd.DataFrame:
     """The ok cells of the one sweep stored at ``path``."""
     dataset = store.resolve(str(path))
-    ids = list(store.sweeps(dataset)["sweep_id"])
-    if len(ids) != 1:
-        raise SystemExit(f"{path}: expected one sweep, found {len(ids)}")
-    cells = store.read(dataset, "cells", ids, columns=COLUMNS)
+    cells = store.read(dataset, "cells", [only_sweep(store, dataset, path)], columns=COLUMNS)
     return cells[cells["status"] == "ok"]
 
 
@@ -63,8 +60,7 @@ def block_estimates(times: dict[str, np.ndarray], ref: str) -> dict[str, np.ndar
     times : dict of str to ndarray, each shape (blocks, rounds)
         :func:`gradsweep.rank.group_times` of a group (NaN: no sample).
     """
-    return {m: np.nanmedian(np.log(t / times[ref]), axis=1) for m, t in times.items()
-            if m != ref}
+    return {m: block_log_ratios(t, times[ref]) for m, t in times.items() if m != ref}
 
 
 def ranking_log_ratios(times: dict[str, np.ndarray], ref: str) -> dict[str, float]:
