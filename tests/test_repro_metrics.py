@@ -49,13 +49,14 @@ def test_a_swap_in_one_run_reverses_the_claim_in_every_run_that_made_it():
     assert got.reversed_fraction == pytest.approx(1 / 3)
     assert got.distinct == 4  # a>b, b>a, a>c, b>c
     assert got.reversed_distinct == 2
+    assert got.held_per_run == (2, 2, 2)  # a>c and b>c in the first two; b>c, a>c in the third
 
 
 def test_a_tie_in_another_run_is_not_a_reversal():
     run = ranking(G, {"a": 1, "b": 2})
     tied = ranking(G, {"a": 1, "b": 1})
     got = rm.reversals([run, tied])
-    assert got.per_run == (1, 0) and got.reversed == 0
+    assert got.per_run == (1, 0) and got.reversed == 0 and got.held_per_run == (1, 0)
 
 
 def test_a_member_missing_from_a_run_reverses_nothing():

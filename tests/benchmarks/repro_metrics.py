@@ -99,6 +99,12 @@ class Reversals:
         """``reversed / made`` (0 when no run claims anything)."""
         return self.reversed / self.made if self.made else 0.0
 
+    @property
+    def held_per_run(self) -> tuple[int, ...]:
+        """Claims each run made that no other run reversed: the fair count to set against
+        code whose rankings reverse (more claims, some of them wrong)."""
+        return tuple(m - r for m, r in zip(self.per_run, self.reversed_per_run, strict=True))
+
 
 @dataclass(frozen=True)
 class Spreads:

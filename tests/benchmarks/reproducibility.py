@@ -13,7 +13,8 @@ a child process of the same python, cwd and PYTHONPATH (``_ranking`` mode below:
 ranking: a member's ratio to its group's fastest is the ranking's
 ``ratio_fastest`` when it has one, else its ``median_ns`` over the group's
 smallest. The metrics (repro_metrics.py): claims ("a ahead of b" in a group),
-claims another run reversed, each member's ratio spread across runs (max/min),
+claims another run reversed, the claims that held (made less reversed: what to set
+against code that claims more, some of it wrong), each member's ratio spread across runs (max/min),
 their median and max, how often a run's interval for a member's ratio held another
 run's ratio (``rerun_capture``: about 83% for honest 95% intervals, far less for
 intervals that leave the between-process variance out), the sweep's time, and how
@@ -280,6 +281,11 @@ class SpecResult:
         return statistics.median(self.reversals.per_run)
 
     @property
+    def held_per_run(self) -> float:
+        """Median over runs of the claims no other run reversed."""
+        return statistics.median(self.reversals.held_per_run)
+
+    @property
     def samples_per_cell(self) -> float | None:
         known = [r.samples_per_cell for r in self.runs if r.samples_per_cell is not None]
         return statistics.median(known) if known else None
@@ -483,13 +489,15 @@ class Baseline:
     claims_per_run: float
     sweep_s: float
     samples_per_cell: float | None
+    held_per_run: float | None = None  # absent from a --json saved before it was
 
 
 def load_baselines(path: Path) -> dict[str, Baseline]:
     """Spec name -> :class:`Baseline` from the ``specs`` of a saved ``--json``."""
     try:
         data = json.loads(path.read_text())
-        return {s["name"]: Baseline(s["claims_per_run"], s["sweep_s"], s["samples_per_cell"])
+        return {s["name"]: Baseline(s["claims_per_run"], s["sweep_s"], s["samples_per_cell"],
+                                    s.get("held_per_run"))
                 for s in data["specs"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--baseline {path}: not a saved --json of this script ({exc})") from None
@@ -530,10 +538,13 @@ def spec_targets(result: SpecResult, baseline: Baseline | None) -> list[Target]:
     factor = result.sweep_s / baseline.sweep_s
     samples = ("" if baseline.samples_per_cell == result.samples_per_cell else
                f" [samples/cell {result.samples_per_cell} vs {baseline.samples_per_cell}]")
+    held = [] if baseline.held_per_run is None else [  # not a target: what the count means
+        Target(name, "claims held per run vs today's",
+               f"{result.held_per_run:g} vs {baseline.held_per_run:g}", "(not reversed)", None)]
     return out + [
         Target(name, "claims per run vs today's",
                f"{result.claims_per_run:g} vs {baseline.claims_per_run:g}", ">= today's",
-               result.claims_per_run >= baseline.claims_per_run),
+               result.claims_per_run >= baseline.claims_per_run), *held,
         Target(name, "time per sweep vs today's",
                f"{result.sweep_s:.1f} s vs {baseline.sweep_s:.1f} s ({factor:.2f}x){samples}",
                f"<= {MAX_TIME_FACTOR}x", factor <= MAX_TIME_FACTOR)]
@@ -571,7 +582,8 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
               f"{f'{run.cells_ok}/{run.cells}':>9} {len(run.standings):>6} {samples:>12} "
               f"{made:>6} {back:>8}")
     print(f"claims            {rev.made} over {len(runs)} runs (median {result.claims_per_run:g}"
-          f" per run), {rev.distinct} distinct")
+          f" per run, {result.held_per_run:g} that no other run reversed), {rev.distinct} "
+          "distinct")
     print(f"reversed          {rev.reversed} of {rev.made} claims by another run "
           f"({rev.reversed_fraction:.2%}); distinct {rev.reversed_distinct} of {rev.distinct}")
     print(f"ratio to fastest  (from {runs[0].ratio_source}) spread max/min across runs over "
@@ -630,6 +642,7 @@ def run_json(run: SweepRun) -> dict:
 def spec_json(result: SpecResult) -> dict:
     """Everything about one spec's runs (what :func:`load_baselines` reads back)."""
     return {"spec": result.spec, "name": result.name, "claims_per_run": result.claims_per_run,
+            "held_per_run": result.held_per_run,
             "sweep_s": result.sweep_s, "samples_per_cell": result.samples_per_cell,
             "reversals": asdict(result.reversals) | {"made": result.reversals.made,
                                                      "reversed": result.reversals.reversed},
