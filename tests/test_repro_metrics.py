@@ -275,3 +275,78 @@ def test_runs_as_units_of_one_set():
     rng = np.random.default_rng(2)
     share = rm.unit_share([rng.normal(0, 0.05, (5, 8)).tolist()])
     assert share["df"] == (4, 35) and share["sd_within"] > 0
+
+
+# --- the spread floor -------------------------------------------------------------------
+
+def _run_of_blocks(rng, truth, block_sd, blocks=8, rounds=5):
+    """One run's paired times (blocks, rounds) of a member against a reference: each
+    block's paired log-ratios normal about ``truth`` with sd ``block_sd``."""
+    t_ref = np.exp(rng.normal(0.0, 0.05, (blocks, rounds)))
+    return t_ref * np.exp(truth + rng.normal(0.0, block_sd, (blocks, rounds))), t_ref
+
+
+def test_block_standard_error_is_the_sd_of_block_medians_over_sqrt_blocks():
+    rng = np.random.default_rng(1)
+    t_a, t_b = _run_of_blocks(rng, 0.2, 0.1)
+    y = rm.block_log_ratios(t_a, t_b)
+    assert rm.block_standard_error(t_a, t_b) == pytest.approx(np.std(y, ddof=1) / np.sqrt(8))
+    t_a[1:, :] = np.nan  # one usable block left
+    assert rm.block_standard_error(t_a, t_b) is None
+
+
+def test_block_standard_error_tracks_the_spread_of_run_estimates():
+    """Over 2,000 simulated runs, the mean of a run's block estimates moves by what
+    its standard error says (the block medians of 5 normal rounds: sd 1.2 sigma / sqrt 5)."""
+    rng = np.random.default_rng(2)
+    runs = [_run_of_blocks(rng, 0.0, 0.1) for _ in range(2000)]
+    estimates = [np.mean(rm.block_log_ratios(a, b)) for a, b in runs]
+    errors = [rm.block_standard_error(a, b) for a, b in runs]
+    assert np.sqrt(np.mean(np.square(errors))) == pytest.approx(np.std(estimates), rel=0.06)
+
+
+def test_spread_floor_without_noise_is_one_and_grows_with_runs():
+    assert rm.spread_floor([0.0, 0.0], 5).max == 1.0
+    few, many = rm.spread_floor([0.02] * 30, 3), rm.spread_floor([0.02] * 30, 10)
+    assert 1.0 < few.median < many.median and few.max < many.max
+    assert few.median_band[0] <= few.median <= few.median_band[1]
+    assert (few.members, few.runs) == (30, 3)
+
+
+def test_spread_floor_mean_log_range_is_tippetts_d2():
+    """One member, many draws: the mean log-spread over the standard error is d2(5) = 2.326."""
+    se = 0.01
+    floor = rm.spread_floor([se] * 400, 5, draws=50)
+    # the median over 400 members of exp(range): the median of the range distribution,
+    # 2.26 standard errors for 5 runs (between the mode and d2's mean 2.326)
+    assert math.log(floor.median) / se == pytest.approx(2.26, abs=0.05)
+
+
+def test_spread_floor_band_holds_simulated_benchmarks():
+    """Over 300 simulated benchmarks (20 members of known block noise, 8 blocks x 5 rounds,
+    5 runs; a block estimate is its rounds' median, a run's the mean of its blocks'), the
+    observed median spread lies in the floor's 90% band, computed from the runs' own
+    standard errors (pooled as block_standard_error's), in about 90% of them (85-89% over
+    five seeds: the errors are themselves estimated from 40 blocks)."""
+    rng = np.random.default_rng(3)
+    inside = 0
+    cases = 300
+    for case in range(cases):
+        block_sd = rng.uniform(0.04, 0.2, 20)
+        d = rng.normal(0.0, 1.0, (20, 5, 8, 5)) * block_sd[:, None, None, None]
+        y = np.median(d, axis=3)  # (members, runs, blocks): the block estimates
+        estimates = y.mean(axis=2)
+        errors = np.sqrt(np.mean(np.var(y, axis=2, ddof=1) / 8, axis=1))
+        observed = np.median(np.exp(np.ptp(estimates, axis=1)))
+        floor = rm.spread_floor(errors, 5, draws=300, seed=case)
+        inside += floor.median_band[0] <= observed <= floor.median_band[1]
+    assert 0.78 <= inside / cases <= 0.97
+
+
+def test_samples_for_scales_with_the_square_of_the_log_spread():
+    assert rm.samples_for(1.06, 1.03) == pytest.approx((math.log(1.06) / math.log(1.03)) ** 2)
+    assert rm.samples_for(1.02, 1.03) == 1.0
+    with pytest.raises(ValueError):
+        rm.samples_for(0.9, 1.03)
+    with pytest.raises(ValueError):
+        rm.spread_floor([0.01], 1)

@@ -17,6 +17,7 @@ Pure functions over the rankings of K runs of one spec (each run a sequence of
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -368,3 +369,103 @@ def unit_share(sets: Sequence[Sequence[Sequence[float]]]) -> dict[str, float | t
             "sd_unit": max((ms_between - ms_within) / n_blocks, 0.0) ** 0.5,
             "F": f, "df": (df_between, df_within),
             "p": float(sps.f.sf(f, df_between, df_within)) if ms_within > 0 else float("nan")}
+
+
+# --- the spread the blocks' own noise allows (reproducibility.py's "floor" line) ---------
+
+#: Monte Carlo draws of K runs behind :func:`spread_floor`.
+FLOOR_DRAWS = 2000
+#: Central band of the predicted median and max spread that :func:`spread_floor` reports.
+FLOOR_BAND = 0.90
+
+
+def block_standard_error(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
+    """The standard error of a run's ``log(a / b)`` from its blocks alone: the sd
+    (ddof 1) of the block estimates (:func:`block_log_ratios`) over sqrt(blocks).
+
+    What a run's estimate would move by between runs if blocks were its only noise
+    (nothing shared by a run's blocks). None with fewer than two usable blocks.
+
+    Parameters
+    ----------
+    t_a, t_b : ndarray, shape (blocks, rounds)
+        Paired times (NaN: missing); blocks with fewer than ``BLOCK_MIN_ROUNDS``
+        complete rounds are left out.
+    """
+    y = block_log_ratios(t_a, t_b, min_rounds=BLOCK_MIN_ROUNDS)
+    y = y[np.isfinite(y)]
+    if len(y) < 2:
+        return None
+    return float(np.std(y, ddof=1) / np.sqrt(len(y)))
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The ratio spreads K runs would show if the blocks' own noise were all there was.
+
+    Attributes
+    ----------
+    median, max : float
+        Median over the draws of the median, and of the max, over members of the
+        members' spreads (max / min of K ratios).
+    median_band, max_band : tuple of float
+        Their central :data:`FLOOR_BAND` ranges over the draws: where a benchmark of
+        K runs lands when nothing but the blocks' noise moves it.
+    members, runs : int
+    """
+
+    median: float
+    median_band: tuple[float, float]
+    max: float
+    max_band: tuple[float, float]
+    members: int
+    runs: int
+
+
+def spread_floor(standard_errors: Sequence[float], runs: int, *, draws: int = FLOOR_DRAWS,
+                 seed: int = 0) -> Floor:
+    """Predict the ratio spreads of ``runs`` runs from each member's standard error.
+
+    Each member's log-ratio in a run is drawn as normal about its truth with its
+    standard error, independently between runs and members; a member's spread is
+    exp(range) of its ``runs`` draws, whose mean is ``d2(runs)`` standard errors
+    (2.326 for 5 runs: Tippett 1925, "On the extreme individuals and the range of
+    samples taken from a normal population", Biometrika 17). Monte Carlo, seeded,
+    over ``draws`` benchmarks: the median and max over members, with their bands.
+
+    Parameters
+    ----------
+    standard_errors : sequence of float, shape (members,)
+        Per member, its log-ratio's standard error in one run
+        (:func:`block_standard_error`, pooled over the runs).
+    runs : int
+        Runs per benchmark (K >= 2).
+    """
+    se = np.asarray(standard_errors, dtype=float)
+    if runs < 2 or not se.size or np.any(~np.isfinite(se)) or np.any(se < 0):
+        raise ValueError(f"a floor needs runs >= 2 and finite standard errors >= 0, got "
+                         f"runs={runs}, {se.size} errors")
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((draws, se.size, runs)) * se[None, :, None]
+    spreads = np.exp(np.ptp(z, axis=2))  # (draws, members)
+    med, top = np.median(spreads, axis=1), spreads.max(axis=1)
+    tail = (1.0 - FLOOR_BAND) / 2.0
+
+    def band(x: np.ndarray) -> tuple[float, float]:
+        low, high = np.quantile(x, [tail, 1.0 - tail])
+        return float(low), float(high)
+
+    return Floor(float(np.median(med)), band(med), float(np.median(top)), band(top),
+                 int(se.size), int(runs))
+
+
+def samples_for(spread: float, goal: float) -> float:
+    """How many times the samples a spread of ``spread`` needs to shrink to ``goal``.
+
+    A run's standard error falls as 1 / sqrt(samples) when blocks are its only noise,
+    and a spread is exp(range), the range a fixed multiple of the standard error, so
+    the factor is ``(log spread / log goal) ** 2`` (1 when already within the goal).
+    """
+    if not (spread >= 1.0 and goal > 1.0):
+        raise ValueError(f"spread must be >= 1 and goal > 1, got {spread!r}, {goal!r}")
+    return max(1.0, (math.log(spread) / math.log(goal)) ** 2)

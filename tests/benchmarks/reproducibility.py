@@ -21,7 +21,12 @@ intervals that leave the between-process variance out), the sweep's time, and ho
 noisy the host was (the sd across
 blocks of a pair's block estimate, ``repro_metrics.block_spread``, median over
 members and runs: a run's spread scales with it, so a target missed on a noisy
-host reads differently from one missed on a quiet host).
+host reads differently from one missed on a quiet host), and the floor: the median
+and max spread the blocks' own noise alone predicts for K runs
+(``repro_metrics.spread_floor`` from each member's ``block_standard_error``) and how
+many times the samples the spread targets would need at that noise
+(``repro_metrics.samples_for``). A spread at its floor is the samples' noise, which
+no estimator or schedule removes; one well above it is something a run's blocks share.
 
 The anchor: pyperf at its defaults (pyperf_pair.py: 20 processes x 3 values,
 the ratio of means as ``compare_to`` reports it) times two variants of one cell
@@ -64,14 +69,19 @@ from pyperf_pair import Pair, add_pair_args, pair_of
 from repro_metrics import (
     CAPTURE_EXPECTED,
     Capture,
+    Floor,
+    Group,
     Reversals,
     Spreads,
     Standing,
     block_spread,
+    block_standard_error,
     pair_ratio,
     ratio_spreads,
     rerun_capture,
     reversals,
+    samples_for,
+    spread_floor,
 )
 
 #: pyperf reruns of the anchor pair, and by default as many sweeps of the pair spec: a range
@@ -117,8 +127,9 @@ def ranking_rows(results: str, spec: str) -> dict:
     ok = cells[cells["status"] == "ok"]
     samples = ok["n_samples"].median() if "n_samples" in ok and len(ok) else None
     first = cells.iloc[0] if len(cells) else {}
+    spreads, errors = block_noise(ok, rank)
     return {
-        "block_spreads": block_spreads(ok, rank),
+        "block_spreads": spreads, "block_errors": errors,
         "sweep_id": sweep_ids[0], "cells": len(cells), "cells_ok": len(ok),
         "samples_per_cell": None if samples is None else float(samples),
         "ratio_source": source,
@@ -143,20 +154,26 @@ def only_sweep(store, dataset, results) -> str:
     return sweep_ids[0]
 
 
-def block_spreads(ok, rank) -> list[float]:
+def block_noise(ok, rank) -> tuple[list[float], list[list]]:
     """Every member's :func:`repro_metrics.block_spread` against its group's fastest (by
-    median), over the groups with blocks; empty for code without blocks."""
+    median), and its :func:`repro_metrics.block_standard_error` as ``[group, member, se]``
+    (the fastest itself with 0: its ratio is 1 in every run that keeps it fastest, as the
+    spreads count it), over the groups with blocks; both empty for code without blocks."""
+    spreads, errors = [], []
     if not hasattr(rank, "group_times") or not len(ok):
-        return []
-    found = []
-    for _, group in ok.groupby(list(rank.GROUP_KEYS)):
+        return spreads, errors
+    for key, group in ok.groupby(list(rank.GROUP_KEYS)):
         if not rank.is_blocked(group):
             continue
         times = rank.group_times(group)
         fastest = group.loc[group["median_ns"].idxmin(), "variant"]
-        found += [x for m, t in times.items() if m != fastest
-                  and (x := block_spread(t, times[fastest])) is not None]
-    return found
+        errors.append([[str(k) for k in key], fastest, 0.0])  # its ratio: 1 by definition
+        for m, t in times.items():
+            if m != fastest and (x := block_spread(t, times[fastest])) is not None:
+                spreads.append(x)
+                errors.append([[str(k) for k in key], m,
+                               block_standard_error(t, times[fastest])])
+    return spreads, errors
 
 
 def optional_float(value) -> float | None:
@@ -220,6 +237,7 @@ class SweepRun:
     unranked: int = 0
     environment: Mapping[str, str] = field(default_factory=dict)
     block_spreads: tuple[float, ...] = ()  # one per non-fastest member (repro_metrics)
+    block_errors: tuple[tuple[Group, str, float], ...] = ()  # the same members' errors
 
     @property
     def claims(self) -> int:
@@ -252,7 +270,8 @@ def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int) -> Sw
     details = tuple(Detail(r["ratio_low"], r["ratio_high"], r["duration_s"]) for r in rows)
     return SweepRun(index, got["sweep_id"], code, wall_s, got["cells"], got["cells_ok"],
                     got["samples_per_cell"], got["ratio_source"], standings, details,
-                    got["unranked"], got["environment"], tuple(got.get("block_spreads", ())))
+                    got["unranked"], got["environment"], tuple(got.get("block_spreads", ())),
+                    tuple((tuple(g), m, se) for g, m, se in got.get("block_errors", ())))
 
 
 # --- one spec: K runs and their metrics -------------------------------------------------
@@ -296,6 +315,20 @@ class SpecResult:
         pair's block estimate (None for code without blocks)."""
         known = [x for r in self.runs for x in r.block_spreads]
         return statistics.median(known) if known else None
+
+    @property
+    def floor(self) -> Floor | None:
+        """The spreads the blocks' own noise predicts for these runs
+        (:func:`repro_metrics.spread_floor`; each member's standard error pooled over the
+        runs as the root mean square); None for code without blocks."""
+        variances: dict[tuple[Group, str], list[float]] = {}
+        for run in self.runs:
+            for group, member, se in run.block_errors:
+                variances.setdefault((group, member), []).append(se * se)
+        if not variances or len(self.runs) < 2:
+            return None
+        return spread_floor([math.sqrt(statistics.fmean(v)) for v in variances.values()],
+                            len(self.runs))
 
     @property
     def capture(self) -> Capture:
@@ -609,6 +642,14 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
     if result.block_spread is not None:
         print(f"host noise        a pair's block estimate moved by {result.block_spread:.1%} "
               "(sd across blocks, median over members and runs; a run's spread scales with it)")
+    floor = result.floor
+    if floor is not None:
+        print(f"floor             the blocks' own noise alone predicts a median spread of "
+              f"{floor.median:.3f}x [{floor.median_band[0]:.3f}, {floor.median_band[1]:.3f}] and a "
+              f"max of {floor.max:.3f}x [{floor.max_band[0]:.3f}, {floor.max_band[1]:.3f}]; a "
+              f"median of {MAX_MEDIAN_SPREAD:.2f}x needs "
+              f"{samples_for(floor.median, MAX_MEDIAN_SPREAD):.1f}x the samples, a max of "
+              f"{MAX_MAX_SPREAD:.2f}x {samples_for(floor.max, MAX_MAX_SPREAD):.1f}x")
 
 
 def print_anchor(pair: Pair, sides: Sequence[PairSide]) -> None:
@@ -648,6 +689,7 @@ def spec_json(result: SpecResult) -> dict:
                                                      "reversed": result.reversals.reversed},
             "spread_median": result.spreads.median, "spread_max": result.spreads.max,
             "block_spread": result.block_spread,
+            "floor": None if result.floor is None else asdict(result.floor),
             "capture": asdict(result.capture) | {"rate": result.capture.rate},
             "spreads": [{"group": list(g), "member": m, "spread": v}
                         for (g, m), v in result.spreads.by_member.items()],

@@ -1,0 +1,69 @@
+"""The reproducibility benchmark's per-run noise and floor (tests/benchmarks/reproducibility.py)
+on synthetic sweeps."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+# the script imports its sibling modules by name, as when it runs from tests/benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+
+from benchmarks import reproducibility as rp  # noqa: E402
+from gradsweep import rank  # noqa: E402
+
+BLOCKS, ROUNDS = 8, 5
+TRUE_MS = {"k/v=a": 1.0, "k/v=b": 1.5, "k/v=c": 2.0}
+
+
+def ok_cells(rng, noise_sd: float) -> pd.DataFrame:
+    """One run's ok cells of one group: log time = truth + a block effect the members
+    share + noise per sample with sd ``noise_sd``."""
+    block = rng.normal(0, 0.1, (BLOCKS, 1))
+    b, r = np.meshgrid(np.arange(BLOCKS), np.arange(ROUNDS), indexing="ij")
+    rows = []
+    for variant, ms in TRUE_MS.items():
+        t = ms * 1e6 * np.exp(block + rng.normal(0, noise_sd, (BLOCKS, ROUNDS)))
+        rows.append({"kernel": "k", "shape": "N=1", "dtype": "float64", "variant": variant,
+                     "status": "ok", "samples_ns": t.ravel(), "sample_block": b.ravel(),
+                     "sample_round": r.ravel(), "median_ns": float(np.median(t))})
+    return pd.DataFrame(rows)
+
+
+def sweep_run(index: int, errors) -> rp.SweepRun:
+    return rp.SweepRun(index, f"s{index}", 0, 1.0, 3, 3, 40.0, "ratio_fastest", (), (),
+                       block_errors=tuple(errors))
+
+
+def test_block_noise_gives_every_member_an_error_and_the_fastest_zero():
+    cells = ok_cells(np.random.default_rng(0), 0.05)
+    spreads, errors = rp.block_noise(cells, rank)
+    assert len(spreads) == 2
+    by_member = {m: se for _, m, se in errors}
+    assert by_member["k/v=a"] == 0.0
+    # block medians of 5 rounds of paired noise sd 0.05 * sqrt 2: se about 0.085 / sqrt 8
+    for member in ("k/v=b", "k/v=c"):
+        assert 0.01 < by_member[member] < 0.06
+
+
+def test_floor_pools_each_members_errors_over_the_runs():
+    group = ("k", "N=1", "float64")
+    runs = tuple(sweep_run(i, [(group, "k/v=a", 0.0), (group, "k/v=b", se)])
+                 for i, se in enumerate((0.01, 0.03, 0.01, 0.03, 0.01)))
+    result = rp.SpecResult("quick.toml", runs, rp.reversals([()] * 5), rp.ratio_spreads([()]),
+                           (0.0,) * 3, (0.0,) * 3)
+    floor = result.floor
+    assert floor.members == 2 and floor.runs == 5
+    # two members, one always at 1: the median spread is half b's
+    pooled = np.sqrt(np.mean(np.square([0.01, 0.03, 0.01, 0.03, 0.01])))
+    alone = rp.spread_floor([0.0, pooled], 5)
+    assert floor.median == pytest.approx(alone.median) and floor.max == pytest.approx(alone.max)
+
+
+def test_no_blocks_no_floor():
+    runs = tuple(sweep_run(i, ()) for i in range(3))
+    result = rp.SpecResult("old.toml", runs, rp.reversals([()] * 3), rp.ratio_spreads([()]),
+                           (0.0,) * 3, (0.0,) * 3)
+    assert result.floor is None
