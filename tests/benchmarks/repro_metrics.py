@@ -313,11 +313,15 @@ def block_spread(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
         Paired times (NaN: missing); blocks with fewer than ``BLOCK_MIN_ROUNDS``
         complete rounds are left out.
     """
+    y = usable_block_log_ratios(t_a, t_b)
+    return float(np.std(y, ddof=1)) if len(y) >= 2 else None
+
+
+def usable_block_log_ratios(t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
+    """The finite :func:`block_log_ratios` of the blocks with at least
+    ``BLOCK_MIN_ROUNDS`` complete rounds, shape (usable blocks,)."""
     y = block_log_ratios(t_a, t_b, min_rounds=BLOCK_MIN_ROUNDS)
-    y = y[np.isfinite(y)]
-    if len(y) < 2:
-        return None
-    return float(np.std(y, ddof=1))
+    return y[np.isfinite(y)]
 
 
 def block_log_ratios(t_a: np.ndarray, t_b: np.ndarray, min_rounds: int = 1) -> np.ndarray:
@@ -384,19 +388,11 @@ def block_standard_error(t_a: np.ndarray, t_b: np.ndarray) -> float | None:
     (ddof 1) of the block estimates (:func:`block_log_ratios`) over sqrt(blocks).
 
     What a run's estimate would move by between runs if blocks were its only noise
-    (nothing shared by a run's blocks). None with fewer than two usable blocks.
-
-    Parameters
-    ----------
-    t_a, t_b : ndarray, shape (blocks, rounds)
-        Paired times (NaN: missing); blocks with fewer than ``BLOCK_MIN_ROUNDS``
-        complete rounds are left out.
+    (nothing shared by a run's blocks). None with fewer than two usable blocks;
+    ``t_a``, ``t_b`` as for :func:`block_spread`.
     """
-    y = block_log_ratios(t_a, t_b, min_rounds=BLOCK_MIN_ROUNDS)
-    y = y[np.isfinite(y)]
-    if len(y) < 2:
-        return None
-    return float(np.std(y, ddof=1) / np.sqrt(len(y)))
+    y = usable_block_log_ratios(t_a, t_b)
+    return float(np.std(y, ddof=1) / np.sqrt(len(y))) if len(y) >= 2 else None
 
 
 @dataclass(frozen=True)
