@@ -56,7 +56,7 @@ def test_floor_pools_each_members_errors_over_the_runs():
                            (0.0,) * 3, (0.0,) * 3)
     floor = result.floor
     assert floor.members == 2 and floor.runs == 5
-    # two members, one always at 1: the median spread is half b's
+    # the fastest always at 1 and b with its errors pooled as a root mean square
     pooled = np.sqrt(np.mean(np.square([0.01, 0.03, 0.01, 0.03, 0.01])))
     alone = rp.spread_floor([0.0, pooled], 5)
     assert floor.median == pytest.approx(alone.median) and floor.max == pytest.approx(alone.max)

@@ -63,6 +63,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from pyperf_pair import Pair, add_pair_args, pair_of
@@ -316,11 +317,12 @@ class SpecResult:
         known = [x for r in self.runs for x in r.block_spreads]
         return statistics.median(known) if known else None
 
-    @property
+    @cached_property
     def floor(self) -> Floor | None:
         """The spreads the blocks' own noise predicts for these runs
-        (:func:`repro_metrics.spread_floor`; each member's standard error pooled over the
-        runs as the root mean square); None for code without blocks."""
+        (:func:`repro_metrics.spread_floor`, Monte Carlo: drawn once, printed and saved;
+        each member's standard error pooled over the runs as the root mean square); None
+        for code without blocks."""
         variances: dict[tuple[Group, str], list[float]] = {}
         for run in self.runs:
             for group, member, se in run.block_errors:
