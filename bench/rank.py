@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from gradsweep.stats import RatioEstimate
 
 GROUP_KEYS = ("kernel", "shape", "dtype")
 OVERALL_KEYS = ("kernel", "dtype")
-RANK_COLUMNS = [*GROUP_KEYS, "place", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
+RANK_COLUMNS = [*GROUP_KEYS, "place", "letters", "variant", "median_ns", "ci_low_ns", "ci_high_ns",
                 "ratio_fastest", "ratio_low", "ratio_high", "speedup", "speedup_low",
                 "speedup_high", "speedup_peer", "speedup_peer_low", "speedup_peer_high",
                 "paired", "blocks_slowed", "answer", "peak_bytes", "memory_place",
@@ -47,6 +48,8 @@ READ_COLUMNS = [*GROUP_KEYS, "variant", "status", "median_ns", "ci_low_ns", "ci_
 OVERALL_COLUMNS = [*OVERALL_KEYS, "place", "variant", "geomean", "shapes", "total_shapes"]
 #: The peer speed-ups are measured against (``KERNEL/peer=torch``).
 PEER = "torch"
+#: Letters of a compact letter display, in the order they are given out.
+LETTERS = string.ascii_lowercase + string.ascii_uppercase
 
 
 def places(samples: Sequence[np.ndarray], *, alpha: float = stats.ALPHA,
@@ -283,6 +286,59 @@ def _against_place(estimate: Estimate, member: str, place: list[str],
     return True, place[-1], shown[0]
 
 
+def compact_letters(differ: np.ndarray) -> list[str]:
+    """Compact letter display of all pairwise comparisons (Piepho 2004, insert and absorb).
+
+    Two members share a letter exactly when they were not shown to differ, so a
+    member is shown apart from every member it shares no letter with, including
+    members of its own place (a place can hold a chain of members, each within the
+    minimum effect of the next, whose ends differ: :func:`block_places`). The first
+    member's letters come first ("a"), and so on down the members' order.
+
+    Parameters
+    ----------
+    differ : array_like of bool, shape (k, k)
+        Symmetric: ``differ[i, j]`` when members i and j were shown to differ.
+
+    Returns
+    -------
+    list of str, length k
+        Each member's letters; every member's ``""`` when the display would need
+        more than ``len(LETTERS)`` letters.
+    """
+    differ = np.asarray(differ, dtype=bool)
+    k = len(differ)
+    columns = [frozenset(range(k))] if k else []
+    for i, j in np.argwhere(np.triu(differ | differ.T, 1)).tolist():
+        split = []
+        for column in columns:  # insert: a column holding both splits in two
+            split += [column - {i}, column - {j}] if i in column and j in column else [column]
+        unique = set(split)  # absorb: drop a column another one contains
+        columns = [c for c in unique if not any(c < other for other in unique)]
+    if len(columns) > len(LETTERS):
+        return [""] * k
+    columns.sort(key=sorted)
+    return ["".join(LETTERS[n] for n, c in enumerate(columns) if i in c) for i in range(k)]
+
+
+def shown_apart(ratio: Callable[[int, int], stats.RatioEstimate | None], k: int,
+                min_effect: float = stats.MIN_EFFECT) -> np.ndarray:
+    """Which pairs of k members a paired ranking shows apart: either one shown slower
+    than the other (:func:`shown_slower`), ``ratio(i, j)`` estimating i / j.
+
+    Returns
+    -------
+    ndarray of bool, shape (k, k)
+        Symmetric, False on the diagonal.
+    """
+    out = np.zeros((k, k), dtype=bool)
+    for i in range(k):
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = (shown_slower(ratio(j, i), min_effect)
+                                     or shown_slower(ratio(i, j), min_effect))
+    return out
+
+
 def memory_places(peak_bytes: Sequence[float | None]) -> list[int | None]:
     """Places by peak memory, smallest first; equal peaks share a place ("min" ranking).
 
@@ -394,6 +450,10 @@ def _paired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str, l
             for name, value in zip(names, values):
                 cols[name].append(value)
     cols["place"] = [placed[v].place for v in variants]
+    in_order = [p.member for p in order]
+    letters = dict(zip(in_order, compact_letters(shown_apart(
+        lambda i, j: estimate(in_order[i], in_order[j]), len(in_order)))))
+    cols["letters"] = [letters[v] for v in variants]
     slowed = int(stats.disturbed_blocks(list(times.values())).sum())
     cols["blocks_slowed"] = [slowed] * len(variants)
     return cols
@@ -414,7 +474,10 @@ def _unpaired_group(group: pd.DataFrame, registry: Registry | None) -> dict[str,
             cols[point].append(points[key])
             cols[low].append(np.nan)  # no interval: one process per cell (unpaired)
             cols[high].append(np.nan)
-    cols["place"] = places([np.asarray(s, dtype=float) for s in group["samples_ns"]])
+    samples = [np.asarray(s, dtype=float) for s in group["samples_ns"]]
+    cols["place"] = places(samples)
+    cols["letters"] = compact_letters([[i < j and stats.differs(a, b) for j, b in
+                                        enumerate(samples)] for i, a in enumerate(samples)])
     cols["blocks_slowed"] = [0] * len(variants)
     return cols
 

@@ -73,6 +73,7 @@ class RankedCell:
     paired: bool = False
     answer: str = ""
     blocks_slowed: int = 0
+    letters: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,13 @@ def ranked_records(ranked: pd.DataFrame) -> tuple[RankedCell, ...]:
                    speedup_peer_low=_float(r.speedup_peer_low),
                    speedup_peer_high=_float(r.speedup_peer_high), paired=bool(r.paired),
                    answer=str(r.answer or ""),
-                   blocks_slowed=_int(r.blocks_slowed) or 0)
+                   blocks_slowed=_int(r.blocks_slowed) or 0, letters=_text(r.letters))
         for r in ordered.itertuples(index=False))
+
+
+def _text(value) -> str:
+    value = _none(value)
+    return "" if value is None else str(value)
 
 
 def _none_list(value) -> bool:
@@ -299,7 +305,8 @@ def cell_fields(c: RankedCell) -> dict[str, str]:
         if c.ci_low_ns is not None else ""
     vs_fastest = "fastest" if c.ratio_fastest == 1.0 else relative(
         c.ratio_fastest, c.ratio_low, c.ratio_high)
-    return {"place": str(c.place), "variant": short(c.variant), "cell": c.cell_id[:8],
+    return {"place": str(c.place), "letters": c.letters, "variant": short(c.variant),
+            "cell": c.cell_id[:8],
             "median ms": fmt(c.median_ns, scale=NS_PER_MS), "95% CI ms": ci,
             "vs fastest": vs_fastest,
             "vs baseline": relative(_inverse(c.speedup), _inverse(c.speedup_high),
@@ -386,7 +393,7 @@ def to_markdown(report: Report) -> str:
 # ---- CSV -----------------------------------------------------------------------------------
 
 CSV_COLUMNS = ("record", "kernel", "dtype", "shape", "variant", "status", "place",
-               "median_ns", "ci_low_ns", "ci_high_ns", "ratio_fastest", "ratio_low",
+               "letters", "median_ns", "ci_low_ns", "ci_high_ns", "ratio_fastest", "ratio_low",
                "ratio_high", "speedup", "speedup_low", "speedup_high", "speedup_peer",
                "speedup_peer_low", "speedup_peer_high", "paired", "blocks_slowed", "answer",
                "peak_bytes", "memory_place", "pareto", "flops", "gflops", "peak_fraction",

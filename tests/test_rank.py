@@ -1,5 +1,7 @@
 """Ranking statistics: shared places, the effect threshold, memory, Pareto, overall."""
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -209,3 +211,63 @@ def test_a_group_estimates_each_ordered_pair_once_and_ranks_as_without_sharing(m
     shared = rank.rank(cells, load())
     assert len(asked) == len(set(asked)) <= len(speed) * (len(speed) - 1)
     pd.testing.assert_frame_equal(shared, unshared)
+
+
+def test_compact_letters_known_displays():
+    """Nothing apart: one letter; everything apart: one each; a chain whose ends differ
+    (0 apart from 3 only): the middle members share with both ends (Piepho 2004)."""
+    none = np.zeros((3, 3), dtype=bool)
+    assert rank.compact_letters(none) == ["a", "a", "a"]
+    assert rank.compact_letters(~np.eye(3, dtype=bool)) == ["a", "b", "c"]
+    chain = np.zeros((4, 4), dtype=bool)
+    chain[0, 3] = chain[3, 0] = True
+    assert rank.compact_letters(chain) == ["a", "ab", "ab", "b"]
+    steps = np.zeros((4, 4), dtype=bool)
+    steps[0, 2] = steps[0, 3] = steps[1, 3] = True  # one triangle suffices: symmetrised
+    assert rank.compact_letters(steps) == ["a", "ab", "bc", "c"]
+    assert rank.compact_letters(np.zeros((0, 0), dtype=bool)) == []
+
+
+def test_members_share_a_letter_exactly_when_not_shown_apart():
+    """Over 600 random relations of 1-9 members: two members share a letter if and only
+    if they were not shown apart, every member has a letter, no letter's members are a
+    subset of another's (absorbed), and the first member's letters start at "a"."""
+    rng = np.random.default_rng(11)
+    for _ in range(600):
+        k = int(rng.integers(1, 10))
+        upper = np.triu(rng.random((k, k)) < rng.random(), 1)
+        differ = upper | upper.T
+        letters = rank.compact_letters(differ)
+        assert all(letters) and letters[0].startswith("a")
+        for i, j in itertools.combinations(range(k), 2):
+            assert bool(set(letters[i]) & set(letters[j])) is not bool(differ[i, j])
+        members = {c: {i for i in range(k) if c in letters[i]} for c in set("".join(letters))}
+        assert not any(a < b for a in members.values() for b in members.values())
+
+
+def test_a_chain_in_one_place_gets_letters_that_set_its_ends_apart():
+    """Five members 0%, 3%, 6%, 9%, 12% apart, measured tightly in 8 blocks: each is
+    within 5% of the next, so the chain holds one place, but the letters set apart
+    every pair shown 5% or more apart, and only those."""
+    rng = np.random.default_rng(5)
+    blocks, rounds = 8, 5
+    variants = [f"rnn/v{i}" for i in range(5)]
+    rows = []
+    for i, v in enumerate(variants):
+        t = 1e6 * 1.03 ** i * np.exp(rng.normal(0, 0.003, blocks * rounds))
+        rows.append(cell(v, 1.0, sample_block=[b for b in range(blocks) for _ in range(rounds)],
+                         sample_round=list(range(rounds)) * blocks)
+                    | {"samples_ns": list(t), "median_ns": float(np.median(t))})
+    ranked = rank.rank(pd.DataFrame(rows)).set_index("variant")
+    assert set(ranked["place"]) == {1}
+    letters = ranked.loc[variants, "letters"].tolist()
+    assert letters[0].startswith("a") and not set(letters[0]) & set(letters[-1])
+    for i, j in itertools.combinations(range(5), 2):
+        apart = not set(letters[i]) & set(letters[j])
+        assert apart is (j - i >= 2), (i, j, letters)  # 1.03x next door, 1.06x and up beyond
+
+
+def test_old_unpaired_sweeps_get_letters_from_the_mann_whitney_decision():
+    cells = pd.DataFrame([cell(BASE, 1.0), cell(FAST, 1.001, seed=1), cell(PEER, 2.0, seed=2)])
+    ranked = rank.rank(cells, load()).set_index("variant")
+    assert ranked.loc[[BASE, FAST, PEER], "letters"].tolist() == ["a", "a", "b"]

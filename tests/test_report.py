@@ -43,6 +43,7 @@ def test_each_group_has_places_from_one_and_a_pareto_front(dataset):
     rep = report.load_report(dataset, "latest")
     for _, cells in rep.groups():
         assert cells[0].place == 1 and any(c.pareto for c in cells)
+        assert cells[0].letters.startswith("a") and all(c.letters for c in cells)
         assert [c.place for c in cells] == sorted(c.place for c in cells)
         assert min(c.memory_place for c in cells) == 1
     base = [c for c in rep.cells if c.variant == "rnn/buffers=list,wgrad=step,clip=none"]
@@ -72,6 +73,7 @@ def test_csv_has_one_record_kind_per_row_and_raw_units(dataset):
     assert kinds.count("overall") == len(rep.overall)
     hostile = next(r for r in rows if r["variant"] == HOSTILE_VARIANT and r["record"] == "cell")
     assert "outliers" in hostile["warnings"] and float(hostile["median_ns"]) > 0
+    assert all(r["letters"] for r in rows if r["record"] == "cell")
 
 
 def test_cli_report_formats_and_exit_codes(dataset, capsys):

@@ -350,3 +350,20 @@ def test_samples_for_scales_with_the_square_of_the_log_spread():
         rm.samples_for(0.9, 1.03)
     with pytest.raises(ValueError):
         rm.spread_floor([0.01], 1)
+
+
+def test_letters_claim_what_a_chain_in_one_place_shows_apart():
+    """One place holding a chain a (1.0, "a"), b (1.03, "ab"), c (1.08, "b"): the letters
+    claim a ahead of c, nothing else; without letters the place claims nothing."""
+    ratios = {"a": 1.0, "b": 1.03, "c": 1.08}
+    lettered = [Standing(G, m, 1, ratios[m], ls) for m, ls in zip(ratios, ("a", "ab", "b"))]
+    assert rm.claims(lettered) == {Claim(G, "a", "c")}
+    assert rm.claims(ranking(G, {"a": 1, "b": 1, "c": 1}, ratios)) == frozenset()
+
+
+def test_a_run_that_letters_the_other_way_reverses_the_claim():
+    first = [Standing(G, "a", 1, 1.0, "a"), Standing(G, "b", 1, 1.06, "b")]
+    second = [Standing(G, "b", 1, 1.0, "a"), Standing(G, "a", 1, 1.06, "b")]
+    third = [Standing(G, "a", 1, 1.0, "a"), Standing(G, "b", 1, 1.04, "a")]
+    got = rm.reversals([first, second, third])
+    assert got.per_run == (1, 1, 0) and got.reversed_per_run == (1, 1, 0)

@@ -100,9 +100,10 @@ def print_verification(console: Console, report) -> None:
 
 #: Columns never wrapped: ids, times and numbers (names and messages wrap instead).
 UNBROKEN = {"sweep", "job", "started", "started (UTC)", "ended", "commit", "git", "status",
-            "ok", "failed", "cells", "median ms", "95% CI ms", "step", "role", "name"}
+            "ok", "failed", "cells", "median ms", "95% CI ms", "step", "role", "name", "letters"}
 #: Columns of ``run``'s ranking: each ratio carries its interval ("1.37x faster [1.31, 1.44]").
-RANKING_COLUMNS = ("place", "variant", "median ms", "vs fastest", "vs baseline", "vs torch")
+RANKING_COLUMNS = ("place", "letters", "variant", "median ms", "vs fastest", "vs baseline",
+                   "vs torch")
 
 
 def print_ranking(console: Console, ranked: pd.DataFrame, title: str = "ranking") -> None:
@@ -157,7 +158,7 @@ def _report_table(title: str, headers, rows) -> Table:
 
 
 #: Columns of the rich report's shape tables (all columns: --format md or csv).
-REPORT_COLUMNS = ("place", "variant", "cell", "median ms", "vs fastest", "vs baseline",
+REPORT_COLUMNS = ("place", "letters", "variant", "cell", "median ms", "vs fastest", "vs baseline",
                   "vs torch", "peak MiB", "warnings")
 
 

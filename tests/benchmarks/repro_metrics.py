@@ -5,7 +5,9 @@ Pure functions over the rankings of K runs of one spec (each run a sequence of
 ``tests/test_repro_metrics.py``. The definitions (issue 14, item 7):
 
 - A **claim** of a run: in one group, member a holds a better (smaller)
-  place than member b ("a ahead of b"). Members sharing a place claim nothing.
+  place than member b ("a ahead of b"), or, where the ranking gives letters (a
+  compact letter display), a and b share no letter and a is the faster. Members
+  sharing a place and a letter claim nothing.
 - A claim of run i is **reversed** when another run j placed b strictly ahead
   of a. Counted per run (a claim made by three runs and reversed counts three
   times) and per distinct claim.
@@ -43,12 +45,23 @@ class Standing:
         1-based; members sharing a place are not shown to differ.
     ratio : float
         Time relative to the group's fastest member (>= 1).
+    letters : str
+        The ranking's compact letter display ("" where it has none): members
+        sharing no letter were shown apart.
     """
 
     group: Group
     member: str
     place: int
     ratio: float
+    letters: str = ""
+
+
+def ahead(a: Standing, b: Standing) -> bool:
+    """Whether a run's ranking claims ``a`` ahead of ``b`` (two members of one group):
+    a better place, or letters shared with none of b's and a smaller ratio."""
+    apart = bool(a.letters and b.letters and not set(a.letters) & set(b.letters))
+    return a.place < b.place or (apart and a.ratio < b.ratio)
 
 
 @dataclass(frozen=True)
@@ -129,12 +142,13 @@ class Spreads:
 
 
 def claims(run: Iterable[Standing]) -> frozenset[Claim]:
-    """Every claim of one run: ordered pairs of a group's members with place(a) < place(b)."""
+    """Every claim of one run: ordered pairs (a, b) of a group's members with a
+    :func:`ahead` of b."""
     by_group: dict[Group, list[Standing]] = defaultdict(list)
     for s in run:
         by_group[s.group].append(s)
     return frozenset(Claim(g, a.member, b.member) for g, members in by_group.items()
-                     for a in members for b in members if a.place < b.place)
+                     for a in members for b in members if ahead(a, b))
 
 
 def reversals(runs: Sequence[Iterable[Standing]]) -> Reversals:

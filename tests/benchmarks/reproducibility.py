@@ -138,12 +138,19 @@ def ranking_rows(results: str, spec: str) -> dict:
                         ("cpu", "cores", "blas", "numpy_version", "git_commit", "git_dirty")},
         "rows": [{"group": [r.kernel, r.shape, r.dtype], "member": r.variant,
                   "place": int(r.place), "ratio": float(r.ratio_fastest),
+                  "letters": letters_of(r),
                   "ratio_low": optional_float(getattr(r, "ratio_low", None)),
                   "ratio_high": optional_float(getattr(r, "ratio_high", None)),
                   "duration_s": float(seconds.get(r.cell_id, float("nan")))}
                  for r in ranked.itertuples() if ranked_row(r)],
         "unranked": int(sum(not ranked_row(r) for r in ranked.itertuples())),
     }
+
+
+def letters_of(row) -> str:
+    """A ranked row's compact letter display ("" for code whose ranking has none)."""
+    letters = getattr(row, "letters", "")
+    return letters if isinstance(letters, str) else ""
 
 
 def only_sweep(store, dataset, results) -> str:
@@ -266,8 +273,8 @@ def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int) -> Sw
                         f"{log_tail(rank_log)}")
     got = json.loads(ranking.read_text())
     rows = got["rows"]
-    standings = tuple(Standing(tuple(r["group"]), r["member"], r["place"], r["ratio"])
-                      for r in rows)
+    standings = tuple(Standing(tuple(r["group"]), r["member"], r["place"], r["ratio"],
+                               r.get("letters", "")) for r in rows)
     details = tuple(Detail(r["ratio_low"], r["ratio_high"], r["duration_s"]) for r in rows)
     return SweepRun(index, got["sweep_id"], code, wall_s, got["cells"], got["cells_ok"],
                     got["samples_per_cell"], got["ratio_source"], standings, details,
