@@ -8,7 +8,8 @@ Hodges-Lehmann with 6 blocks or more, else random effects) showing
 it slower than every member of the place, beyond the minimum effect
 (:func:`gradsweep.stats.significant_effect`);
 for old unpaired sweeps (:func:`places`) it is the Mann-Whitney U test at alpha
-and the minimum effect (:func:`gradsweep.stats.differs`). Also here: memory places,
+and the minimum effect (:func:`gradsweep.stats.differs`). Beside the places, letters
+(:func:`compact_letters`) show every pair shown apart, within a place too. Also here: memory places,
 the Pareto front of time against memory, and the overall ranking across shapes
 by the geometric mean of normalised times. Every function is pure.
 """

@@ -368,8 +368,9 @@ def render_page(data: SiteData) -> str:
     body = (meta(data) + '<section id="overall"><h2>overall leaders</h2>'
             "<p>Geometric mean over shapes of each variant's time over the fastest's at "
             "that shape (its paired ratio, as in the rankings); variants missing at some "
-            "shapes are not placed. Full rankings "
-            "under each kernel.</p>"
+            "shapes are not placed. Full rankings under each kernel: a member is placed "
+            "behind another only when shown slower by 5% or more, and two members that "
+            "share no letter were shown that far apart, within a place too.</p>"
             + leaders_table(data.report) + "</section>" + "".join(sections)
             + f'<section id="failed"><h2>cells not ranked ({len(data.report.failed)})</h2>'
             + failed_table(data.report) + "</section>"
