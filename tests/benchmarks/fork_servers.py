@@ -46,7 +46,7 @@ from reproducibility import machine, machine_line  # noqa: E402
 
 from gradsweep import worker  # noqa: E402
 from gradsweep.executors import node  # noqa: E402
-from gradsweep.records import Group, groups_of  # noqa: E402
+from gradsweep.records import Group, SweepSpec, groups_of  # noqa: E402
 from gradsweep.spec import expand, load_spec  # noqa: E402
 
 #: The module-level names multiprocessing binds to its one ForkServer instance.
@@ -99,11 +99,28 @@ def one_set(group: Group, settings, loops: worker.LoopCounts, servers: int,
     return out
 
 
+def group_arguments(parser: argparse.ArgumentParser, kernel: str, dtype: str) -> None:
+    """The spec and the group (kernel, dtype) a one-group benchmark measures."""
+    parser.add_argument("spec", nargs="?", type=Path, default=Path("jobs/quick.toml"))
+    parser.add_argument("--kernel", default=kernel)
+    parser.add_argument("--dtype", default=dtype)
+
+
+def spec_group(args: argparse.Namespace) -> tuple[SweepSpec, Group]:
+    """``args.spec`` loaded, and its group of ``args.kernel`` and ``args.dtype`` (its first
+    such shape)."""
+    spec = load_spec(args.spec)
+    group = next((g for g in groups_of(expand(spec).cells)
+                  if (g.members[0].kernel, g.members[0].dtype) == (args.kernel, args.dtype)),
+                 None)
+    if group is None:
+        raise SystemExit(f"{args.spec}: no group of kernel {args.kernel!r}, dtype {args.dtype!r}")
+    return spec, group
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("spec", nargs="?", type=Path, default=Path("jobs/quick.toml"))
-    parser.add_argument("--kernel", default="gru")
-    parser.add_argument("--dtype", default="float64")
+    group_arguments(parser, "gru", "float64")
     parser.add_argument("--sets", type=int, default=8, help="sets of servers (8)")
     parser.add_argument("--servers", type=int, default=4, help="servers alive at once (4)")
     parser.add_argument("--blocks", type=int, default=6, help="blocks per server (6)")
@@ -117,12 +134,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     with_malloc_env()
     args = parse()
-    spec = load_spec(args.spec)
-    group = next((g for g in groups_of(expand(spec).cells)
-                  if (g.members[0].kernel, g.members[0].dtype) == (args.kernel, args.dtype)),
-                 None)
-    if group is None:
-        raise SystemExit(f"{args.spec}: no group of kernel {args.kernel!r}, dtype {args.dtype!r}")
+    spec, group = spec_group(args)
     loops = worker.LoopCounts(spec.measure.repeats)
     sets = []
     for i in range(args.sets):

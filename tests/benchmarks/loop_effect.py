@@ -36,13 +36,13 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import scipy.stats as sps  # noqa: E402
+from fork_servers import group_arguments, spec_group  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
 from reproducibility import machine, machine_line  # noqa: E402
 
 from gradsweep import worker  # noqa: E402
 from gradsweep.executors import node  # noqa: E402
-from gradsweep.records import Group, groups_of  # noqa: E402
-from gradsweep.spec import expand, load_spec  # noqa: E402
+from gradsweep.records import Group  # noqa: E402
 
 #: Seconds a block may take before it counts as hung.
 BLOCK_LIMIT_S = 300.0
@@ -57,14 +57,6 @@ def log_ratios(rows, ref: str) -> dict[str, float]:
     return {v: float(np.median([np.log(t / base[k]) for k, t in
                                 zip(r.sample_round, r.samples_ns) if k in base]))
             for v, r in by.items() if v != ref}
-
-
-def find_group(spec, kernel: str, dtype: str) -> Group:
-    group = next((g for g in groups_of(expand(spec).cells)
-                  if (g.members[0].kernel, g.members[0].dtype) == (kernel, dtype)), None)
-    if group is None:
-        raise SystemExit(f"no group of kernel {kernel!r}, dtype {dtype!r} in the spec")
-    return group
 
 
 def run_pairs(group: Group, settings, member: str, pairs: int, factor: int,
@@ -107,7 +99,8 @@ def drift_lines(blocks: list[dict], member: str) -> list[str]:
     lines = []
     for variant in sorted(blocks[0]["log_ratios"]):
         kept = [b for b in blocks if not (variant == member and b["scaled"])]
-        parts = np.array_split(np.array([b["log_ratios"][variant] for b in kept]), QUARTERS)
+        parts = np.array_split(np.array([b["log_ratios"][variant] for b in kept]),
+                               min(QUARTERS, len(kept)))
         medians = " ".join(f"{np.median(p):+.3f}" for p in parts)
         lines.append(f"  {variant.split('/', 1)[1]:45s} {medians}   "
                      f"(max - min {np.ptp([np.median(p) for p in parts]):.1%})")
@@ -116,9 +109,7 @@ def drift_lines(blocks: list[dict], member: str) -> list[str]:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("spec", nargs="?", type=Path, default=Path("jobs/quick.toml"))
-    parser.add_argument("--kernel", default="lstm")
-    parser.add_argument("--dtype", default="float32")
+    group_arguments(parser, "lstm", "float32")
     parser.add_argument("--member", default="peer=torch",
                         help="the member whose loop count changes (its axes, as in the table)")
     parser.add_argument("--pairs", type=int, default=20, help="pairs of blocks (20)")
@@ -134,8 +125,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     with_malloc_env()
     args = parse()
-    spec = load_spec(args.spec)
-    group = find_group(spec, args.kernel, args.dtype)
+    spec, group = spec_group(args)
     member = f"{args.kernel}/{args.member}"
     if member not in {c.variant for c in group.members}:
         raise SystemExit(f"no member {member!r} in {args.kernel} {args.dtype}")
