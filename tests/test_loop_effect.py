@@ -8,16 +8,17 @@ from benchmarks import loop_effect as le
 MEMBER, OTHER = "k/peer=torch", "k/v=b"
 
 
-def blocks(rng, pairs: int, effect: float, drift: float = 0.0, sd: float = 0.03) -> list[dict]:
+def blocks(rng, pairs: int, effect: float, drift: float = 0.0,
+           sd: float = 0.03) -> list[le.PairedBlock]:
     """Pairs of block records: the member's log-ratio is ``effect`` lower in the scaled
     block, both blocks of a pair share a drift that grows ``drift`` per pair."""
     out = []
     for k in range(pairs):
         for scaled in rng.permutation([False, True]):
-            out.append({"pair": k, "scaled": bool(scaled), "t": float(len(out)),
-                        "log_ratios": {MEMBER: drift * k + (effect if scaled else 0.0)
+            out.append(le.PairedBlock(k, bool(scaled), float(len(out)),
+                                      {MEMBER: drift * k + (effect if scaled else 0.0)
                                        + rng.normal(0, sd),
-                                       OTHER: 0.1 + rng.normal(0, sd)}})
+                                       OTHER: 0.1 + rng.normal(0, sd)}))
     return out
 
 

@@ -63,11 +63,12 @@ def use(server: mpf.ForkServer) -> None:
         setattr(mpf, name, getattr(server, name))
 
 
-def block_log_ratios(rows) -> dict[str, float]:
-    """Each member's median paired log-ratio to the first member by name, in one block."""
-    by = {r.variant: r for r in rows}
-    ref = by[sorted(by)[0]]
-    base = dict(zip(ref.sample_round, ref.samples_ns))
+def block_log_ratios(rows, ref: str | None = None) -> dict[str, float]:
+    """Each member's median paired log-ratio to ``ref`` (a variant; by default the first
+    member by name), in one block; ``ref`` itself is 0."""
+    by = {r.variant: r for r in rows if r.status == "ok"}
+    reference = by[ref or sorted(by)[0]]
+    base = dict(zip(reference.sample_round, reference.samples_ns))
     out = {}
     for variant, r in by.items():
         pairs = [np.log(t / base[k]) for k, t in zip(r.sample_round, r.samples_ns) if k in base]

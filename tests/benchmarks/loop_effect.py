@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import scipy.stats as sps  # noqa: E402
-from fork_servers import group_arguments, spec_group  # noqa: E402
+from fork_servers import block_log_ratios, group_arguments, spec_group  # noqa: E402
 from layout_noise import with_malloc_env  # noqa: E402
 from reproducibility import machine, machine_line  # noqa: E402
 
@@ -50,17 +50,20 @@ BLOCK_LIMIT_S = 300.0
 QUARTERS = 4
 
 
-def log_ratios(rows, ref: str) -> dict[str, float]:
-    """Each member's median paired log-ratio to ``ref`` (a variant) in one block."""
-    by = {r.variant: r for r in rows if r.status == "ok"}
-    base = dict(zip(by[ref].sample_round, by[ref].samples_ns))
-    return {v: float(np.median([np.log(t / base[k]) for k, t in
-                                zip(r.sample_round, r.samples_ns) if k in base]))
-            for v, r in by.items() if v != ref}
+@dataclass(frozen=True)
+class PairedBlock:
+    """One block of a pair: whether the member's loop count was scaled, when it ended
+    (seconds since the first pair began) and each member's block log-ratio to the
+    reference member (:func:`fork_servers.block_log_ratios`, the reference left out)."""
+
+    pair: int
+    scaled: bool
+    t: float
+    log_ratios: dict[str, float]
 
 
 def run_pairs(group: Group, settings, member: str, pairs: int, factor: int,
-              seed: int) -> tuple[list[dict], dict[str, int]]:
+              seed: int) -> tuple[list[PairedBlock], dict[str, int]]:
     """Calibrate in a first block, then ``pairs`` pairs of blocks differing only in
     ``member``'s loop count. Returns each block's record and the calibrated counts."""
     context = node.block_processes((), node.peer_modules(group.members))
@@ -77,29 +80,30 @@ def run_pairs(group: Group, settings, member: str, pairs: int, factor: int,
             task = replace(tasks[len(blocks) % len(tasks)], loops=tuple(loops.items()))
             rows = node.run_block_in_process(context, task, settings, (), {}, node="local",
                                              limit_s=BLOCK_LIMIT_S).rows
-            blocks.append({"pair": k, "scaled": bool(scaled), "t": time.monotonic() - t0,
-                           "log_ratios": log_ratios(rows, ref)})
+            ratios = block_log_ratios(rows, ref)
+            del ratios[ref]
+            blocks.append(PairedBlock(k, bool(scaled), time.monotonic() - t0, ratios))
     return blocks, {c.variant: calibrated[c.cell_id] for c in group.members}
 
 
-def loop_effect(blocks: list[dict], member: str) -> tuple[float, float, float]:
+def loop_effect(blocks: list[PairedBlock], member: str) -> tuple[float, float, float]:
     """Mean paired difference (scaled - calibrated) of ``member``'s block log-ratio, and
     its 95% t interval."""
     by_pair: dict[int, dict[bool, float]] = {}
     for b in blocks:
-        by_pair.setdefault(b["pair"], {})[b["scaled"]] = b["log_ratios"][member]
+        by_pair.setdefault(b.pair, {})[b.scaled] = b.log_ratios[member]
     d = np.array([p[True] - p[False] for p in by_pair.values()])
     half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
-def drift_lines(blocks: list[dict], member: str) -> list[str]:
+def drift_lines(blocks: list[PairedBlock], member: str) -> list[str]:
     """Each member's median block log-ratio per quarter of the elapsed time (``member``'s
     scaled blocks left out, so its loop count does not pass for drift)."""
     lines = []
-    for variant in sorted(blocks[0]["log_ratios"]):
-        kept = [b for b in blocks if not (variant == member and b["scaled"])]
-        parts = np.array_split(np.array([b["log_ratios"][variant] for b in kept]),
+    for variant in sorted(blocks[0].log_ratios):
+        kept = [b for b in blocks if not (variant == member and b.scaled)]
+        parts = np.array_split(np.array([b.log_ratios[variant] for b in kept]),
                                min(QUARTERS, len(kept)))
         medians = " ".join(f"{np.median(p):+.3f}" for p in parts)
         lines.append(f"  {variant.split('/', 1)[1]:45s} {medians}   "
@@ -135,16 +139,16 @@ def main() -> None:
     loops = calibrated[member]
     print("machine: " + machine_line())
     print(f"{args.kernel} {args.dtype} {group.members[0].shape_text}: {args.pairs} pairs of "
-          f"blocks, {blocks[-1]['t']:.0f} s; loops calibrated {calibrated}")
+          f"blocks, {blocks[-1].t:.0f} s; loops calibrated {calibrated}")
     print(f"{args.member} at {loops * args.factor} loops against {loops}: "
           f"{np.expm1(mean):+.2%} [{np.expm1(low):+.2%}, {np.expm1(high):+.2%}] per call")
-    print(f"block log-ratio to the reference, by quarter of the {blocks[-1]['t']:.0f} s:")
+    print(f"block log-ratio to the reference, by quarter of the {blocks[-1].t:.0f} s:")
     print("\n".join(drift_lines(blocks, member)))
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "calibrated": calibrated,
                                          "args": vars(args) | {"spec": str(args.spec),
                                                                "json": str(args.json)},
-                                         "blocks": blocks}))
+                                         "blocks": [asdict(b) for b in blocks]}))
 
 
 if __name__ == "__main__":
