@@ -7,6 +7,7 @@ compaction is at or was killed at.
 
 import contextlib
 import errno
+import gc
 import itertools
 import os
 import queue
@@ -392,7 +393,18 @@ def small_tmpfs(tmp_path):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        unmount(mount)
+
+
+def unmount(mount: Path, tries: int = 10) -> None:
+    """Unmount ``mount``; while it is busy (a reader's handle not yet closed
+    by a background thread) retry, and at last detach it lazily."""
+    for _ in range(tries):
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
+            return
+        gc.collect()
+        time.sleep(0.2)
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def test_a_real_full_disk(small_tmpfs):
