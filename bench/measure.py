@@ -58,6 +58,13 @@ SLOW_FIRST_FACTOR = 2.0
 #: carries more than 0.1% quantisation error.
 RESOLUTION_FACTOR = 1000.0
 NS_PER_S = 1_000_000_000
+#: A loop count carried over from an earlier sweep (:func:`loops_hold`) is kept while one
+#: sample at it lasts within this factor of the band calibration lands in, ``[min_time,
+#: 2 min_time)``: calibration's own doubling flips a count whenever a member's time per
+#: call sits near a boundary, and a flipped count moves a torch peer's time per call by
+#: 1.5-2.3% (docs/noise.md, "The torch peers between runs"); a carried count flips only
+#: when the time per call has moved by more than this factor.
+CARRIED_LOOPS_SLACK = 2 ** 0.5
 
 Clock = Callable[[], int]
 
@@ -132,6 +139,23 @@ def calibrate_loops(fn: Callable[[], object], min_time_ns: float, clock: Clock) 
     while run_sample(fn, loops, clock) < min_time_ns and loops < MAX_LOOPS:
         loops *= 2
     return loops
+
+
+def loops_hold(fn: Callable[[], object], loops: int, min_time_ns: float,
+               clock: Clock) -> bool:
+    """Whether ``loops`` (a count an earlier sweep calibrated) still suits ``fn``: one
+    sample at it lasts at least ``min_time_ns / slack`` and less than ``2 min_time_ns
+    slack`` (slack :data:`CARRIED_LOOPS_SLACK`), and it is a count calibration could give.
+
+    The hysteresis pyperf gets from ``--loops``: a rerun keeps the count unless the time
+    per call has moved by more than the slack, so reruns compare like with like.
+    """
+    if not 1 <= loops <= MAX_LOOPS or loops & (loops - 1):
+        return False
+    elapsed = run_sample(fn, loops, clock)
+    short_ok = loops == MAX_LOOPS  # calibration stops here however short the sample
+    return ((short_ok or elapsed >= min_time_ns / CARRIED_LOOPS_SLACK)
+            and (loops == 1 or elapsed < 2 * min_time_ns * CARRIED_LOOPS_SLACK))
 
 
 def warmup_settled(

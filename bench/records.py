@@ -78,6 +78,7 @@ class MeasureSettings:
     memory_budget_mb: float = 4096.0
     profile_seconds: float = 2.0
     profile_variants: tuple[str, ...] = ()
+    carry_loops: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,13 +179,17 @@ class BlockTask:
     block's shuffled round order and layout offsets. ``loops`` holds ``(cell_id,
     loops)`` for the members an earlier block of the group calibrated: they take
     that loop count instead of calibrating again (pyperf calibrates in its first
-    process and passes the count on to the others).
+    process and passes the count on to the others). ``carried`` holds ``(cell_id,
+    loops)`` an earlier sweep in the results store calibrated: a member checks it
+    with one sample and keeps it unless its time per call has moved too far
+    (:func:`gradsweep.measure.loops_hold`), so reruns time with the same counts.
     """
 
     group: Group
     block: int
     seed: int
     loops: tuple[tuple[str, int], ...] = ()
+    carried: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

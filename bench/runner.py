@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gradsweep import env
@@ -187,6 +187,34 @@ def sweep_tasks(groups: Sequence[Group], settings: MeasureSettings, *, block_maj
         yield from block_tasks(window, settings, block_major=True)
 
 
+def carried_loops(dataset: store.Dataset, cells: Sequence[Cell],
+                  settings: MeasureSettings) -> dict[str, int]:
+    """``cell_id -> loops`` of the newest ``ok`` row the store holds for each of ``cells``
+    (any earlier sweep): the counts a rerun starts from (``[measure] carry_loops``;
+    :attr:`BlockTask.carried`). Empty when carrying is off or nothing was measured."""
+    from pyarrow import dataset as pads
+
+    from gradsweep import store
+
+    if not settings.carry_loops or not cells:
+        return {}
+    ids = sorted({c.cell_id for c in cells})
+    rows = store.read(dataset, "cells", columns=["loops"],
+                      filter=(pads.field("status") == "ok") & pads.field("cell_id").isin(ids)
+                      & pads.field("loops").is_valid())
+    newest = rows.sort_values("recorded_at", kind="stable").drop_duplicates("cell_id",
+                                                                             keep="last")
+    return dict(zip(newest["cell_id"], newest["loops"].astype(int)))
+
+
+def with_carried(tasks: Iterable[BlockTask], loops: dict[str, int]) -> Iterator[BlockTask]:
+    """``tasks`` with the carried loop counts (:func:`carried_loops`) of their members."""
+    for task in tasks:
+        known = tuple((c.cell_id, loops[c.cell_id]) for c in task.group.members
+                      if c.cell_id in loops)
+        yield replace(task, carried=known) if known else task
+
+
 def profile_phase(executor, cells: list[Cell], spec: SweepSpec, dataset: store.Dataset,
                   sweep_id: str) -> list[str]:
     """Line-profile the ok cells the spec asks for; store rows, return errors.
@@ -324,9 +352,11 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
     collector = GroupCollector(spec.measure.repeats, peaks)
     groups = groups_of(runnable)
     total, done, t0 = len(groups) * spec.measure.repeats, 0, time.perf_counter()
-    tasks = sweep_tasks(groups, spec.measure,
-                        block_major=getattr(executor, "processes", False),
-                        workers=getattr(executor, "workers", 1), cells=WINDOW_CELLS)
+    tasks = with_carried(sweep_tasks(groups, spec.measure,
+                                     block_major=getattr(executor, "processes", False),
+                                     workers=getattr(executor, "workers", 1),
+                                     cells=WINDOW_CELLS),
+                         carried_loops(dataset, runnable, spec.measure))
     finished = _Finished(dataset, sweep_id, tally, on_result)
     try:
         for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):

@@ -251,12 +251,15 @@ RELAYOUT_EVERY_ROUNDS = 4
 
 
 def _calibrate(member: _Member, settings: MeasureSettings, clock: measure.Clock,
-               loops: int | None = None) -> None:
-    """First call, loop count (``loops`` when an earlier block calibrated it), warmup."""
+               loops: int | None = None, carried: int | None = None) -> None:
+    """First call, loop count (``loops`` when an earlier block calibrated it, else
+    ``carried`` from an earlier sweep while it still holds, else calibrated), warmup."""
     call = member.prepared.call
     member.first_ns = float(measure.run_sample(call, 1, clock))
+    min_time_ns = settings.min_time_s * NS_PER_S
     if loops is None:
-        member.loops = measure.calibrate_loops(call, settings.min_time_s * NS_PER_S, clock)
+        held = carried is not None and measure.loops_hold(call, carried, min_time_ns, clock)
+        member.loops = carried if held else measure.calibrate_loops(call, min_time_ns, clock)
         member.warmups = min(BLOCK_WARMUPS, settings.max_warmups)
     else:
         member.loops = loops
@@ -309,11 +312,12 @@ def _timed_rounds(live: list[_Member], task: BlockTask, settings: MeasureSetting
 
         return _guarded(m, settings, sample, interrupts=interrupts)
 
-    given = dict(task.loops)
+    given, carried = dict(task.loops), dict(task.carried)
     with measure.gc_paused():
         for m in live:
             _guarded(m, settings,
-                     lambda m=m: _calibrate(m, settings, clock, given.get(m.cell.cell_id)),
+                     lambda m=m: _calibrate(m, settings, clock, given.get(m.cell.cell_id),
+                                            carried.get(m.cell.cell_id)),
                      interrupts=interrupts)
         alive = [m for m in live if m.failure is None]
         live[:] = alive

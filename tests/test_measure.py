@@ -54,6 +54,34 @@ def test_constant_cost_exact_loops_and_warmups():
     assert work.calls == 1 + (1 + 2 + 4 + 8 + 16) + 16 * (6 + 15)
 
 
+@pytest.mark.parametrize(("cost_ns", "holds"), [
+    (MS, True),  # what calibration gives: 16 calls = 16 ms in [10, 20)
+    (0.45 * MS, True), (1.75 * MS, True),  # within the slack: calibration would flip
+    (0.43 * MS, False), (1.8 * MS, False),  # beyond it: calibrate again
+])
+def test_a_carried_loop_count_holds_until_the_time_per_call_moves_beyond_the_slack(
+        cost_ns, holds):
+    """16 calls carried at min_time 10 ms hold while one sample lasts [7.07, 28.3) ms."""
+    work = FakeWork(lambda i: cost_ns)
+    assert measure.loops_hold(work, 16, 10 * MS, work.clock) is holds
+    assert work.calls == 16
+
+
+def test_a_count_calibration_gives_always_holds_and_odd_counts_never_do():
+    for cost_ns in np.geomspace(3e3, 3e7, 200):
+        work = FakeWork(lambda i, c=cost_ns: c)
+        loops = measure.calibrate_loops(work, 10 * MS, work.clock)
+        assert measure.loops_hold(work, loops, 10 * MS, work.clock), cost_ns
+    work = FakeWork(lambda i: MS)
+    for loops in (0, 3, 12, 2 * measure.MAX_LOOPS):
+        assert not measure.loops_hold(work, loops, 10 * MS, work.clock)
+    assert work.calls == 0  # refused before any call
+    tiny = FakeWork(lambda i: 1)
+    assert measure.loops_hold(tiny, measure.MAX_LOOPS, 10 * MS, tiny.clock)  # calibration's cap
+    slow = FakeWork(lambda i: 100 * MS)
+    assert measure.loops_hold(slow, 1, 10 * MS, slow.clock)  # one call, however long
+
+
 def test_loops_exact_power_of_two_boundary():
     timing, _ = fake_time(lambda i: 2500, min_time_s=0.00001, samples=3, max_warmups=0)
     # 10_000 ns needed: 1, 2 calls too short, 4 calls = 10_000 ns reaches it

@@ -5,6 +5,7 @@ The Ray tests share one embedded Ray (module fixture, two CPUs, bound to
 test runs its driver as a subprocess joined to the same Ray by address.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -117,6 +118,30 @@ def test_a_local_sweep_calibrates_loops_in_each_groups_first_block_only(tmp_path
     later = min(CALIBRATED_WARMUPS, spec.measure.max_warmups)
     assert len(ok) == 2 and spec.measure.repeats > 1
     assert (ok["warmups"] == first + (spec.measure.repeats - 1) * later).all()
+
+
+def test_a_rerun_into_the_same_store_starts_from_the_loop_counts_it_holds(tmp_path,
+                                                                           write_spec,
+                                                                           monkeypatch):
+    """``carry_loops``: the newest ok row's count per cell, checked by measure.loops_hold."""
+    from gradsweep import measure
+
+    spec = load_spec(write_spec(PLUGIN_SPEC))
+    ds = store.resolve(tmp_path / "r")
+    cells = expand(spec).cells
+    assert runner.carried_loops(ds, cells, spec.measure) == {}  # nothing stored yet
+    runner.run_sweep(spec, ds, LocalExecutor())
+    first = store.read(ds, "cells").query("status == 'ok'").set_index("cell_id")["loops"]
+    assert runner.carried_loops(ds, cells, spec.measure) == first.to_dict()
+    off = dataclasses.replace(spec.measure, carry_loops=False)
+    assert runner.carried_loops(ds, cells, off) == {}
+    checked: list[int] = []
+    monkeypatch.setattr(measure, "loops_hold",
+                        lambda fn, loops, t, clock: checked.append(loops) or True)
+    monkeypatch.setattr(measure, "calibrate_loops", lambda fn, t, clock: 2 ** 19)
+    second = runner.run_sweep(spec, ds, LocalExecutor()).sweep_id
+    rows = store.read(ds, "cells", [second]).query("status == 'ok'").set_index("cell_id")
+    assert rows["loops"].to_dict() == first.to_dict() and sorted(checked) == sorted(first)
 
 
 def test_every_block_reports_the_sweeps_progress_once(tmp_path, write_spec):

@@ -152,6 +152,23 @@ def test_a_block_given_loop_counts_takes_them_without_calibrating(monkeypatch):
     assert rows[1].warmups == min(2, FAST.max_warmups)
 
 
+def test_a_carried_loop_count_is_kept_while_it_holds_else_calibrated_afresh(monkeypatch):
+    """Counts from an earlier sweep: checked by one sample (measure.loops_hold), kept with
+    the first block's full warmup; refused ones calibrate; a later block's given count wins."""
+    calibrated: list[int] = []
+    real = measure.calibrate_loops
+    monkeypatch.setattr(measure, "calibrate_loops",
+                        lambda fn, t, clock: calibrated.append(1) or real(fn, t, clock))
+    monkeypatch.setattr(measure, "loops_hold", lambda fn, loops, t, clock: loops == 8)
+    group = Group(tuple(cell(v) for v in RNN[:3]))
+    ids = [c.cell_id for c in group.members]
+    carried = ((ids[0], 8), (ids[1], 4), (ids[2], 8))
+    rows = run_block(BlockTask(group, 0, 7, loops=((ids[2], 2),), carried=carried), FAST)
+    assert [r.status for r in rows] == ["ok"] * 3 and len(calibrated) == 1
+    assert rows[0].loops == 8 and rows[0].warmups == min(2, FAST.max_warmups)
+    assert rows[2].loops == 2 and rows[2].warmups == CALIBRATED_WARMUPS
+
+
 def test_loop_counts_learned_from_a_block_are_handed_to_the_groups_later_blocks():
     group = Group(tuple(cell(v) for v in RNN[:2]))
     other = Group((cell(RNN[3]),))
