@@ -67,3 +67,32 @@ def test_no_blocks_no_floor():
     result = rp.SpecResult("old.toml", runs, rp.reversals([()] * 3), rp.ratio_spreads([()]),
                            (0.0,) * 3, (0.0,) * 3)
     assert result.floor is None
+
+
+def test_loops_varied_counts_members_whose_count_differs_in_every_run_they_have():
+    group = ("k", "N=1", "float64")
+    members = ("k/v=a", "k/v=b", "k/v=c")
+    loops = [(8, 4, 2), (8, 8, 2), (8, 4, None)]  # b flips; c has no count in run 3
+
+    def run(i, counts):
+        standings = tuple(rp.Standing(group, m, 1, 1.0) for m in members)
+        details = tuple(rp.Detail(None, None, 1.0, n) for n in counts)
+        return rp.SweepRun(i, f"s{i}", 0, 1.0, 3, 3, 40.0, "ratio_fastest", standings, details)
+
+    runs = tuple(run(i, counts) for i, counts in enumerate(loops))
+    result = rp.SpecResult("quick.toml", runs, rp.reversals([()] * 3), rp.ratio_spreads([()]),
+                           (0.0,) * 3, (0.0,) * 3)
+    assert result.loops_varied == (1, 2)
+
+
+def test_newest_sweep_is_the_last_started_and_an_empty_store_exits_naming_it():
+    class Store:
+        def __init__(self, ids):
+            self.frame = pd.DataFrame({"sweep_id": ids})
+
+        def sweeps(self, dataset):
+            return self.frame  # sorted by started_at, as gradsweep.store.sweeps returns it
+
+    assert rp.newest_sweep(Store(["s1", "s2", "s3"]), None, "r") == "s3"
+    with pytest.raises(SystemExit, match="r: expected a sweep, found none"):
+        rp.newest_sweep(Store([]), None, "r")

@@ -2,15 +2,16 @@
 
     python tests/benchmarks/reproducibility.py SPEC [SPEC ...] [-k 5] [--local]
         [--workers N] [--python PY] [--cwd DIR] [--pythonpath P] [--results-root DIR]
-        [--pyperf-reruns 5] [--pair-runs K] [--kernel rnn --shape N=16,T=32,D=32,H=64
+        [--one-store] [--pyperf-reruns 5] [--pair-runs K] [--kernel rnn --shape N=16,T=32,D=32,H=64
         --dtype float64 --a AXES --b AXES] [--baseline OLD.json] [--json OUT.json]
 
 Issue 14, item 7. Each run is ``python -m gradsweep run SPEC --results DIR`` in a
 subprocess (embedded Ray unless ``--local``; ``--workers`` passed on), each into
-its own results directory, timed on the wall clock. Each sweep is then ranked by
-a child process of the same python, cwd and PYTHONPATH (``_ranking`` mode below:
-``gradsweep.rank.rank`` of the sweep's cells), so a checkout is judged by its own
-ranking: a member's ratio to its group's fastest is the ranking's
+its own results directory (``--one-store``: all of a spec's runs into one, as a user
+rerunning into ``results/``, so loop counts carry over), timed on the wall clock.
+Each sweep is then ranked by a child process of the same python, cwd and PYTHONPATH
+(``_ranking`` mode below: ``gradsweep.rank.rank`` of the sweep's cells), so a checkout
+is judged by its own ranking: a member's ratio to its group's fastest is the ranking's
 ``ratio_fastest`` when it has one, else its ``median_ns`` over the group's
 smallest. The metrics (repro_metrics.py): claims ("a ahead of b" in a group),
 claims another run reversed, the claims that held (made less reversed: what to set
@@ -103,6 +104,8 @@ SWEEP_DONE = (0, 1)
 LOG_TAIL_LINES = 15
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 RANKING_MODE = "_ranking"
+#: The ranking child's last argument when the runs share one store: rank its newest sweep.
+NEWEST = "newest"
 
 
 class RunFailed(Exception):
@@ -111,20 +114,23 @@ class RunFailed(Exception):
 
 # --- the child: rank one sweep with the checkout's own code -----------------------------
 
-def ranking_rows(results: str, spec: str) -> dict:
-    """The single sweep in ``results`` ranked by the importable gradsweep, as JSON-able rows."""
+def ranking_rows(results: str, spec: str, newest: bool = False) -> dict:
+    """The single sweep in ``results`` (its newest with ``newest``) ranked by the
+    importable gradsweep, as JSON-able rows."""
     import gradsweep
     from gradsweep import rank, store
     from gradsweep.impls.registry import load
 
     dataset = store.resolve(results)
-    sweep_ids = [only_sweep(store, dataset, results)]
+    sweep_ids = [newest_sweep(store, dataset, results) if newest
+                 else only_sweep(store, dataset, results)]
     cells = store.read(dataset, "cells", sweep_ids)
     ranked = rank.rank(cells, load(gradsweep.load_spec(spec).plugins))
     source = "ratio_fastest" if "ratio_fastest" in ranked.columns else "median_ns"
     if source == "median_ns":
         ranked = ranked.assign(ratio_fastest=rank.normalised_times(ranked))
     seconds = cells.groupby("cell_id")["duration_s"].sum()
+    loops = cells.groupby("cell_id")["loops"].max()
     ok = cells[cells["status"] == "ok"]
     samples = ok["n_samples"].median() if "n_samples" in ok and len(ok) else None
     first = cells.iloc[0] if len(cells) else {}
@@ -141,7 +147,8 @@ def ranking_rows(results: str, spec: str) -> dict:
                   "letters": letters_of(r),
                   "ratio_low": optional_float(getattr(r, "ratio_low", None)),
                   "ratio_high": optional_float(getattr(r, "ratio_high", None)),
-                  "duration_s": float(seconds.get(r.cell_id, float("nan")))}
+                  "duration_s": float(seconds.get(r.cell_id, float("nan"))),
+                  "loops": optional_int(loops.get(r.cell_id))}
                  for r in ranked.itertuples() if ranked_row(r)],
         "unranked": int(sum(not ranked_row(r) for r in ranked.itertuples())),
     }
@@ -160,6 +167,15 @@ def only_sweep(store, dataset, results) -> str:
     if len(sweep_ids) != 1:
         raise SystemExit(f"{results}: expected one sweep, found {len(sweep_ids)}")
     return sweep_ids[0]
+
+
+def newest_sweep(store, dataset, results) -> str:
+    """The id of the sweep in ``dataset`` that started last; exits naming ``results``
+    when it holds none."""
+    sweeps = store.sweeps(dataset)
+    if not len(sweeps):
+        raise SystemExit(f"{results}: expected a sweep, found none")
+    return str(sweeps["sweep_id"].iloc[-1])
 
 
 def block_noise(ok, rank) -> tuple[list[float], list[list]]:
@@ -191,6 +207,12 @@ def optional_float(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def optional_int(value) -> int | None:
+    """``value`` as an int, None when missing or NaN."""
+    number = optional_float(value)
+    return None if number is None else int(number)
 
 
 def ranked_row(row) -> bool:
@@ -226,6 +248,7 @@ class Detail:
     ratio_low: float | None
     ratio_high: float | None
     duration_s: float
+    loops: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,16 +280,20 @@ def log_tail(log: Path) -> str:
     return "\n".join("    " + line for line in lines)
 
 
-def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int) -> SweepRun:
-    """Run ``spec`` once into ``directory``/results and rank it (see :func:`ranking_rows`)."""
-    results, log = directory / "results", directory / "run.log"
+def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int,
+              results: Path | None = None) -> SweepRun:
+    """Run ``spec`` once into ``directory``/results (or into ``results``, a store other
+    runs share: then its newest sweep is ranked) and rank it (see :func:`ranking_rows`)."""
+    shared = results is not None
+    results, log = results or directory / "results", directory / "run.log"
     directory.mkdir(parents=True, exist_ok=True)
     argv = ["-m", "gradsweep", "run", str(spec), "--results", str(results), *checkout.run_args]
     code, wall_s = checkout.call(argv, log)
     if code not in SWEEP_DONE:
         raise RunFailed(f"gradsweep run exited {code}; {log}:\n{log_tail(log)}")
     ranking, rank_log = directory / "ranking.json", directory / "ranking.log"
-    argv = [str(SELF), RANKING_MODE, str(results), str(spec), str(ranking)]
+    argv = [str(SELF), RANKING_MODE, str(results), str(spec), str(ranking),
+            *([NEWEST] if shared else [])]
     rank_code, _ = checkout.call(argv, rank_log)
     if rank_code:
         raise RunFailed(f"ranking the sweep failed ({rank_code}); {rank_log}:\n"
@@ -275,7 +302,8 @@ def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int) -> Sw
     rows = got["rows"]
     standings = tuple(Standing(tuple(r["group"]), r["member"], r["place"], r["ratio"],
                                r.get("letters", "")) for r in rows)
-    details = tuple(Detail(r["ratio_low"], r["ratio_high"], r["duration_s"]) for r in rows)
+    details = tuple(Detail(r["ratio_low"], r["ratio_high"], r["duration_s"], r.get("loops"))
+                    for r in rows)
     return SweepRun(index, got["sweep_id"], code, wall_s, got["cells"], got["cells_ok"],
                     got["samples_per_cell"], got["ratio_source"], standings, details,
                     got["unranked"], got["environment"], tuple(got.get("block_spreads", ())),
@@ -340,18 +368,34 @@ class SpecResult:
                             len(self.runs))
 
     @property
+    def loops_varied(self) -> tuple[int, int]:
+        """(members whose loop count differed between runs, members with a count in
+        every run)."""
+        counts: dict[tuple[Group, str], set[int]] = {}
+        seen: dict[tuple[Group, str], int] = {}
+        for run in self.runs:
+            for s, d in zip(run.standings, run.details):
+                if d.loops is not None:
+                    counts.setdefault((s.group, s.member), set()).add(d.loops)
+                    seen[(s.group, s.member)] = seen.get((s.group, s.member), 0) + 1
+        every = [key for key, n in seen.items() if n == len(self.runs)]
+        return sum(len(counts[key]) > 1 for key in every), len(every)
+
+    @property
     def capture(self) -> Capture:
         """How often a run's interval for a member's ratio held another run's ratio."""
         return rerun_capture([{(s.group, s.member): (s.ratio, d.ratio_low, d.ratio_high)
                                for s, d in zip(r.standings, r.details)} for r in self.runs])
 
 
-def measure_spec(checkout: Checkout, spec: Path, root: Path, k: int) -> SpecResult:
-    """Run ``spec`` ``k`` times (progress on stderr) and compute its metrics."""
+def measure_spec(checkout: Checkout, spec: Path, root: Path, k: int,
+                 one_store: bool = False) -> SpecResult:
+    """Run ``spec`` ``k`` times (progress on stderr; with ``one_store`` all into one
+    results directory, as a user rerunning into ``results/``) and compute its metrics."""
     before = os.getloadavg()
-    runs = []
+    runs, shared = [], root / spec.stem / "results" if one_store else None
     for i in range(1, k + 1):
-        runs.append(run_sweep(checkout, spec, root / spec.stem / f"run{i}", i))
+        runs.append(run_sweep(checkout, spec, root / spec.stem / f"run{i}", i, shared))
         print(f"  {spec.name} run {i}/{k}: {runs[-1].wall_s:.1f} s, sweep {runs[-1].sweep_id}",
               file=sys.stderr)
     standings = [r.standings for r in runs]
@@ -639,6 +683,9 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
         print(f"intervals         a run's interval held another run's ratio in {capture.held} of "
               f"{capture.pairs} ({capture.rate:.1%}; honest 95% intervals: about "
               f"{CAPTURE_EXPECTED:.0%})")
+    varied, members = result.loops_varied
+    if members:
+        print(f"loop counts       differed between runs for {varied} of {members} members")
     walls = [r.wall_s for r in runs]
     print(f"time per sweep    median {result.sweep_s:.1f} s (min {min(walls):.1f}, max "
           f"{max(walls):.1f})")
@@ -697,7 +744,7 @@ def spec_json(result: SpecResult) -> dict:
             "reversals": asdict(result.reversals) | {"made": result.reversals.made,
                                                      "reversed": result.reversals.reversed},
             "spread_median": result.spreads.median, "spread_max": result.spreads.max,
-            "block_spread": result.block_spread,
+            "block_spread": result.block_spread, "loops_varied": result.loops_varied,
             "floor": None if result.floor is None else asdict(result.floor),
             "capture": asdict(result.capture) | {"rate": result.capture.rate},
             "spreads": [{"group": list(g), "member": m, "spread": v}
@@ -731,6 +778,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_pair_args(parser)
     parser.add_argument("--baseline", type=Path, help="a saved --json of today's code")
     parser.add_argument("--json", type=Path, help="save the raw numbers here")
+    parser.add_argument("--one-store", action="store_true",
+                        help="every run of a spec into one results directory, as a user "
+                             "rerunning into results/ (loop counts carry over); default: "
+                             "each run its own, as on a fresh machine")
     args = parser.parse_args(argv)
     problems = [f"spec {s}: not a file" for s in args.specs if not s.is_file()]
     problems += [f"--{n} must be >= {lo}" for n, v, lo in (
@@ -766,7 +817,7 @@ def measure_all(args: argparse.Namespace, root: Path) -> tuple[list[SpecResult],
     """Every spec's runs, then the anchor (unless both its counts are 0)."""
     checkout = checkout_of(args)
     specs = [s.resolve() for s in args.specs]
-    results = [measure_spec(checkout, spec, root, args.runs) for spec in specs]
+    results = [measure_spec(checkout, spec, root, args.runs, args.one_store) for spec in specs]
     pair_runs = args.pyperf_reruns if args.pair_runs is None else args.pair_runs
     anchor = None
     if args.pyperf_reruns or pair_runs:
@@ -813,7 +864,8 @@ def report(args, info, results, anchor, started) -> tuple[list[Target], dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [RANKING_MODE]:
-        Path(argv[3]).write_text(json.dumps(ranking_rows(argv[1], argv[2])))
+        Path(argv[3]).write_text(json.dumps(ranking_rows(argv[1], argv[2],
+                                                         argv[4:5] == [NEWEST])))
         return 0
     args = parse_args(argv)
     started, info = datetime.now(UTC), machine()
