@@ -96,3 +96,28 @@ def test_newest_sweep_is_the_last_started_and_an_empty_store_exits_naming_it():
     assert rp.newest_sweep(Store(["s1", "s2", "s3"]), None, "r") == "s3"
     with pytest.raises(SystemExit, match="r: expected a sweep, found none"):
         rp.newest_sweep(Store([]), None, "r")
+
+
+def test_kinds_split_peers_from_the_other_members_and_leave_the_fastest_out():
+    """Peers shifted together by +-5% from run to run, numpy members steady: the peers'
+    shared shift is large, the others' zero; each kind's capture counts its own members."""
+    group = ("k", "N=1", "float64")
+    shifts = (1.0, 1.05, 0.95)
+
+    def run(i, shift):
+        rows = [("k/v=a", 1.0, None, None), ("k/v=b", 1.5, 1.45, 1.55),
+                ("k/peer=torch", 2.0 * shift, 1.9, 2.1), ("j/peer=torch", 3.0 * shift, 2.9, 3.1)]
+        standings = tuple(rp.Standing(group, m, 1, r) for m, r, _, _ in rows)
+        details = tuple(rp.Detail(lo, hi, 1.0) for _, _, lo, hi in rows)
+        return rp.SweepRun(i, f"s{i}", 0, 1.0, 4, 4, 40.0, "ratio_fastest", standings, details)
+
+    runs = tuple(run(i, x) for i, x in enumerate(shifts))
+    result = rp.SpecResult("quick.toml", runs, rp.reversals([()] * 3), rp.ratio_spreads([()]),
+                           (0.0,) * 3, (0.0,) * 3)
+    peers, others = result.kinds()
+    assert (peers.name, peers.members, others.name, others.members) == (
+        "peers", 2, "other members", 1)
+    assert peers.shift_sd == pytest.approx(np.std(np.log(shifts), ddof=1))
+    assert others.shift_sd == 0.0 and others.capture.rate == 1.0
+    # each peer's interval (+-5%) holds the other runs' ratios only when the shifts agree
+    assert peers.capture.pairs == 12 and peers.capture.held < 12

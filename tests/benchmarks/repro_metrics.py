@@ -273,6 +273,37 @@ def rerun_capture(runs: Sequence[Mapping[tuple[Group, str], Estimate]]) -> Captu
     return Capture(held, pairs)
 
 
+def shared_shift(runs: Sequence[Mapping[tuple[Group, str], float]],
+                 members: Iterable[tuple[Group, str]]) -> float | None:
+    """How far a run moves ``members`` together: the sd across runs of the mean, over
+    the members, of each one's log ratio minus its median log ratio over the runs.
+
+    Each member's own level drops out (its median), and noise of its own averages
+    down over the members, so what is left is the part of a run's shift they share
+    (a one-way random-effects reading of runs as the factor). A member missing from
+    a run, or with a ratio that is not positive and finite, is left out of every run.
+
+    Parameters
+    ----------
+    runs : sequence of mappings, one per run
+        (group, member) -> ratio to the group's fastest.
+    members : iterable of (group, member)
+
+    Returns
+    -------
+    float or None
+        The sd (ddof 1) in log units (≈ a fraction); None with fewer than 2 runs or
+        no member in every run.
+    """
+    keys = [k for k in members
+            if all(k in r and r[k] > 0 and math.isfinite(r[k]) for r in runs)]
+    if len(runs) < 2 or not keys:
+        return None
+    logs = np.log([[r[k] for k in keys] for r in runs])  # runs x members
+    shift = (logs - np.median(logs, axis=0)).mean(axis=1)
+    return float(np.std(shift, ddof=1))
+
+
 # --- drift of one process's ratios over time (ratio_drift.py) ----------------------------
 
 def stretch_means(x: Sequence[float], per: int) -> list[float]:

@@ -26,7 +26,9 @@ host reads differently from one missed on a quiet host), and the floor: the medi
 and max spread the blocks' own noise alone predicts for K runs
 (``repro_metrics.spread_floor`` from each member's ``block_standard_error``) and how
 many times the samples the spread targets would need at that noise
-(``repro_metrics.samples_for``). A spread at its floor is the samples' noise, which
+(``repro_metrics.samples_for``). Peers and the other members apart: the sd of the
+shift a run gives them together (``repro_metrics.shared_shift``) and how often
+their intervals held a rerun's ratio. A spread at its floor is the samples' noise, which
 no estimator or schedule removes; one well above it is something a run's blocks share.
 
 The anchor: pyperf at its defaults (pyperf_pair.py: 20 processes x 3 values,
@@ -83,6 +85,7 @@ from repro_metrics import (
     rerun_capture,
     reversals,
     samples_for,
+    shared_shift,
     spread_floor,
 )
 
@@ -104,6 +107,8 @@ SWEEP_DONE = (0, 1)
 LOG_TAIL_LINES = 15
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 RANKING_MODE = "_ranking"
+#: What a peer's member name holds (``rnn/peer=torch``).
+PEER_MARK = "peer="
 #: The ranking child's last argument when the runs share one store: rank its newest sweep.
 NEWEST = "newest"
 
@@ -313,6 +318,18 @@ def run_sweep(checkout: Checkout, spec: Path, directory: Path, index: int,
 # --- one spec: K runs and their metrics -------------------------------------------------
 
 @dataclass(frozen=True)
+class Kind:
+    """One kind of member (peers, or the rest) of a spec's runs: how many, the sd of
+    the run shift they share (:func:`repro_metrics.shared_shift`), their intervals'
+    rerun capture."""
+
+    name: str
+    members: int
+    shift_sd: float | None
+    capture: Capture
+
+
+@dataclass(frozen=True)
 class SpecResult:
     """K runs of one spec and what they reproduce."""
 
@@ -380,6 +397,23 @@ class SpecResult:
                     seen[(s.group, s.member)] = seen.get((s.group, s.member), 0) + 1
         every = [key for key, n in seen.items() if n == len(self.runs)]
         return sum(len(counts[key]) > 1 for key in every), len(every)
+
+    def kinds(self) -> list[Kind]:
+        """Peers and the other members apart: the run shift they share and how often
+        their intervals held a rerun's ratio (a member always its group's fastest,
+        ratio 1, left out)."""
+        ratios = [{(s.group, s.member): s.ratio for s in r.standings} for r in self.runs]
+        kinds = []
+        for name, is_peer in (("peers", True), ("other members", False)):
+            keys = {k for r in ratios for k, v in r.items()
+                    if (PEER_MARK in k[1]) == is_peer and v != 1.0}
+            estimates = [{(s.group, s.member): (s.ratio, d.ratio_low, d.ratio_high)
+                          for s, d in zip(r.standings, r.details)
+                          if (s.group, s.member) in keys} for r in self.runs]
+            if keys:
+                kinds.append(Kind(name, len(keys), shared_shift(ratios, sorted(keys)),
+                                  rerun_capture(estimates)))
+        return kinds
 
     @property
     def capture(self) -> Capture:
@@ -683,6 +717,10 @@ def print_spec(result: SpecResult, pair_side: PairSide | None) -> None:
         print(f"intervals         a run's interval held another run's ratio in {capture.held} of "
               f"{capture.pairs} ({capture.rate:.1%}; honest 95% intervals: about "
               f"{CAPTURE_EXPECTED:.0%})")
+    for kind in result.kinds():
+        shift = "-" if kind.shift_sd is None else f"{kind.shift_sd:.2%}"
+        held = "" if not kind.capture.pairs else f"; intervals held a rerun {kind.capture.rate:.1%}"
+        print(f"{kind.name:<17} {kind.members}: a run's shift they share, sd {shift}{held}")
     varied, members = result.loops_varied
     if members:
         print(f"loop counts       differed between runs for {varied} of {members} members")
@@ -745,6 +783,7 @@ def spec_json(result: SpecResult) -> dict:
                                                      "reversed": result.reversals.reversed},
             "spread_median": result.spreads.median, "spread_max": result.spreads.max,
             "block_spread": result.block_spread, "loops_varied": result.loops_varied,
+            "kinds": [asdict(k) | {"capture_rate": k.capture.rate} for k in result.kinds()],
             "floor": None if result.floor is None else asdict(result.floor),
             "capture": asdict(result.capture) | {"rate": result.capture.rate},
             "spreads": [{"group": list(g), "member": m, "spread": v}
