@@ -316,7 +316,11 @@ def skeleton(cell: Cell, status: str, error: str | None = None, **extra: Any) ->
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    """What a finished (or interrupted) sweep did."""
+    """What a finished (or interrupted) sweep did.
+
+    ``loops_carried``: cells offered the loop count an earlier sweep in the store
+    calibrated (``[measure] carry_loops``); ``loops_kept``: ``ok`` cells that ran at it.
+    """
 
     sweep_id: str
     status: str
@@ -326,6 +330,8 @@ class SweepOutcome:
     task_s: float = 0.0
     workers: int = 1
     profile_errors: tuple[str, ...] = ()
+    loops_carried: int = 0
+    loops_kept: int = 0
 
     @property
     def failed(self) -> int:

@@ -207,6 +207,17 @@ def carried_loops(dataset: store.Dataset, cells: Sequence[Cell],
     return dict(zip(newest["cell_id"], newest["loops"].astype(int)))
 
 
+def carried_kept(dataset: store.Dataset, sweep_id: str, carried: dict[str, int]) -> int:
+    """How many of ``sweep_id``'s ``ok`` cells ran at the loop count carried to them."""
+    from gradsweep import store
+
+    if not carried:
+        return 0
+    rows = store.read(dataset, "cells", [sweep_id], columns=["loops", "status"])
+    ok = rows[rows["status"] == "ok"]
+    return int(sum(carried.get(c) == n for c, n in zip(ok["cell_id"], ok["loops"])))
+
+
 def with_carried(tasks: Iterable[BlockTask], loops: dict[str, int]) -> Iterator[BlockTask]:
     """``tasks`` with the carried loop counts (:func:`carried_loops`) of their members."""
     for task in tasks:
@@ -339,9 +350,11 @@ class _Finished:
 def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id: str,
                     cells: list[Cell], tally: _Tally,
                     on_result: Callable[[CellResult], None],
-                    on_block: Callable[[BlockProgress], None]) -> float:
-    """Skip what exceeds the memory budget, probe the nodes, run every block; the
-    seconds the blocks took on the wall clock."""
+                    on_block: Callable[[BlockProgress], None],
+                    carried: dict[str, int]) -> float:
+    """Skip what exceeds the memory budget, probe the nodes, run every block (members
+    starting from the ``carried`` loop counts); the seconds the blocks took on the wall
+    clock."""
     from gradsweep import store
 
     runnable, skipped = over_budget(cells, spec.measure, spec.plugins)
@@ -356,7 +369,7 @@ def _measure_groups(spec: SweepSpec, dataset: store.Dataset, executor, sweep_id:
                                      block_major=getattr(executor, "processes", False),
                                      workers=getattr(executor, "workers", 1),
                                      cells=WINDOW_CELLS),
-                         carried_loops(dataset, runnable, spec.measure))
+                         carried)
     finished = _Finished(dataset, sweep_id, tally, on_result)
     try:
         for outcome in executor.run_blocks(tasks, spec.measure, spec.plugins, peaks):
@@ -399,9 +412,10 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
         spec, "resumed" if resume else "started", "running", total))
     on_start(sweep_id, len(cells))
     tally, status, wall_s = _Tally(keep_ok=spec.measure.profile), "failed", 0.0
+    carried = carried_loops(dataset, cells, spec.measure)
     try:
         wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result,
-                                 on_block)
+                                 on_block, carried)
         ok = [c for c in cells if c.cell_id in tally.ok] if spec.measure.profile else []
         profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
         status = "finished"
@@ -415,4 +429,5 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
     return SweepOutcome(sweep_id, status, tally.counts, len(expansion.dropped),
                         wall_s=wall_s, task_s=tally.task_s,
                         workers=getattr(executor, "workers", 1),
-                        profile_errors=tuple(profile_errors))
+                        profile_errors=tuple(profile_errors), loops_carried=len(carried),
+                        loops_kept=carried_kept(dataset, sweep_id, carried))

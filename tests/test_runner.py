@@ -130,7 +130,7 @@ def test_a_rerun_into_the_same_store_starts_from_the_loop_counts_it_holds(tmp_pa
     ds = store.resolve(tmp_path / "r")
     cells = expand(spec).cells
     assert runner.carried_loops(ds, cells, spec.measure) == {}  # nothing stored yet
-    runner.run_sweep(spec, ds, LocalExecutor())
+    assert runner.run_sweep(spec, ds, LocalExecutor()).loops_carried == 0
     first = store.read(ds, "cells").query("status == 'ok'").set_index("cell_id")["loops"]
     assert runner.carried_loops(ds, cells, spec.measure) == first.to_dict()
     off = dataclasses.replace(spec.measure, carry_loops=False)
@@ -139,9 +139,11 @@ def test_a_rerun_into_the_same_store_starts_from_the_loop_counts_it_holds(tmp_pa
     monkeypatch.setattr(measure, "loops_hold",
                         lambda fn, loops, t, clock: checked.append(loops) or True)
     monkeypatch.setattr(measure, "calibrate_loops", lambda fn, t, clock: 2 ** 19)
-    second = runner.run_sweep(spec, ds, LocalExecutor()).sweep_id
-    rows = store.read(ds, "cells", [second]).query("status == 'ok'").set_index("cell_id")
+    outcome = runner.run_sweep(spec, ds, LocalExecutor())
+    rows = store.read(ds, "cells", [outcome.sweep_id]).query("status == 'ok'")
+    rows = rows.set_index("cell_id")
     assert rows["loops"].to_dict() == first.to_dict() and sorted(checked) == sorted(first)
+    assert outcome.loops_carried == outcome.loops_kept == len(first)
 
 
 def test_every_block_reports_the_sweeps_progress_once(tmp_path, write_spec):

@@ -259,9 +259,11 @@ def harness_line(outcome: SweepOutcome) -> str:
     """Throughput and the harness's own time per cell, for the run's last lines."""
     per = outcome.overhead_s_per_cell()
     rate = outcome.cells / outcome.wall_s if outcome.wall_s else 0.0
+    carried = (f"; loop counts of {outcome.loops_kept} of {outcome.cells} cells carried from "
+               "earlier sweeps" if outcome.loops_carried else "")
     return (f"{outcome.cells} cells in {outcome.wall_s:.1f} s on {outcome.workers} worker(s): "
             f"{rate:.2f} cells/s; in-cell {outcome.task_s:.1f} s; harness "
-            f"{'?' if per is None else f'{per * 1e3:.1f}'} ms per cell")
+            f"{'?' if per is None else f'{per * 1e3:.1f}'} ms per cell{carried}")
 
 
 def check_arguments(results: str | None, dashboard: str | None, address: str | None,

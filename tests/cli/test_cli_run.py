@@ -104,3 +104,15 @@ def test_a_cells_line_takes_its_eta_from_the_blocks_not_from_the_cells():
     assert first.endswith("failed 1 remaining 2 eta ?")
     assert second.endswith("failed 2 remaining 1 eta 190s")
     assert progress.failed == 2 and progress.done == 2
+
+
+def test_the_harness_line_says_how_many_cells_ran_at_a_carried_loop_count():
+    from gradsweep.records import SweepOutcome
+
+    plain = SweepOutcome("s1", "finished", {"ok": 43}, wall_s=30.0, task_s=50.0, workers=2)
+    assert "carried" not in run.harness_line(plain)
+    rerun = SweepOutcome("s2", "finished", {"ok": 43}, wall_s=30.0, task_s=50.0, workers=2,
+                         loops_carried=43, loops_kept=41)
+    line = run.harness_line(rerun)
+    assert line.startswith("43 cells in 30.0 s on 2 worker(s)")
+    assert line.endswith("; loop counts of 41 of 43 cells carried from earlier sweeps")
