@@ -207,17 +207,6 @@ def carried_loops(dataset: store.Dataset, cells: Sequence[Cell],
     return dict(zip(newest["cell_id"], newest["loops"].astype(int)))
 
 
-def carried_kept(dataset: store.Dataset, sweep_id: str, carried: dict[str, int]) -> int:
-    """How many of ``sweep_id``'s ``ok`` cells ran at the loop count carried to them."""
-    from gradsweep import store
-
-    if not carried:
-        return 0
-    rows = store.read(dataset, "cells", [sweep_id], columns=["loops", "status"])
-    ok = rows[rows["status"] == "ok"]
-    return int(sum(carried.get(c) == n for c, n in zip(ok["cell_id"], ok["loops"])))
-
-
 def with_carried(tasks: Iterable[BlockTask], loops: dict[str, int]) -> Iterator[BlockTask]:
     """``tasks`` with the carried loop counts (:func:`carried_loops`) of their members."""
     for task in tasks:
@@ -412,9 +401,15 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
         spec, "resumed" if resume else "started", "running", total))
     on_start(sweep_id, len(cells))
     tally, status, wall_s = _Tally(keep_ok=spec.measure.profile), "failed", 0.0
-    carried = carried_loops(dataset, cells, spec.measure)
+    carried, kept = carried_loops(dataset, cells, spec.measure), []
+
+    def stored(result: CellResult) -> None:  # counts the ok cells that ran at a carried count
+        if result.status == "ok" and carried.get(result.cell_id) == result.loops:
+            kept.append(result.cell_id)
+        on_result(result)
+
     try:
-        wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, on_result,
+        wall_s = _measure_groups(spec, dataset, executor, sweep_id, cells, tally, stored,
                                  on_block, carried)
         ok = [c for c in cells if c.cell_id in tally.ok] if spec.measure.profile else []
         profile_errors = profile_phase(executor, ok, spec, dataset, sweep_id)
@@ -430,4 +425,4 @@ def run_sweep(spec: SweepSpec, dataset: store.Dataset, executor, *, resume: str 
                         wall_s=wall_s, task_s=tally.task_s,
                         workers=getattr(executor, "workers", 1),
                         profile_errors=tuple(profile_errors), loops_carried=len(carried),
-                        loops_kept=carried_kept(dataset, sweep_id, carried))
+                        loops_kept=len(kept))
